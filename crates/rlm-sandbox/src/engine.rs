@@ -1,0 +1,218 @@
+//! The shared wasmtime engine: configuration, the guest component and its precompiled cache.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, OptLevel};
+
+use crate::bindings::SandboxPre;
+use crate::error::SandboxError;
+use crate::state::HostState;
+
+/// File name of the guest component.
+pub const GUEST_FILE: &str = "rlm_guest.wasm";
+/// How often the epoch advances; the granularity of step deadlines and of yields to tokio.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// The wasmtime version this crate is built on (part of the artifact cache key).
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// Where to find the guest and where to cache its compiled form.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Path of `rlm_guest.wasm`. Default: `RLM_GUEST_WASM`, then beside the executable, then the
+    /// workspace's `target/guest/` (where `just guest` writes it).
+    pub guest: Option<PathBuf>,
+    /// Directory of precompiled artifacts. Default: `RLM_CACHE_DIR`, else the user cache
+    /// directory (`~/.cache/rlm`).
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The compiled guest and the wasmtime engine that runs it. Create once per process and share
+/// it (`Arc`) between all sandboxes: each sandbox instantiates it in ~1 ms.
+pub struct SandboxEngine {
+    pub(crate) engine: Engine,
+    pub(crate) pre: SandboxPre<HostState>,
+    guest_path: PathBuf,
+    artifact: PathBuf,
+    cache_hit: bool,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for SandboxEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxEngine")
+            .field("guest_path", &self.guest_path)
+            .field("artifact", &self.artifact)
+            .field("cache_hit", &self.cache_hit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SandboxEngine {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl SandboxEngine {
+    /// Load the guest from its default location (see [`EngineOptions::guest`]).
+    pub fn load() -> Result<Arc<Self>, SandboxError> {
+        Self::with_options(EngineOptions::default())
+    }
+
+    /// Load with explicit options. Compiles the guest on the first use of a given guest file
+    /// and engine configuration (tens of seconds), then reuses the cached artifact (milliseconds).
+    pub fn with_options(options: EngineOptions) -> Result<Arc<Self>, SandboxError> {
+        let guest_path = locate_guest(options.guest)?;
+        let engine = Engine::new(&engine_config()).map_err(|e| SandboxError::wasm("engine", e))?;
+        let bytes = std::fs::read(&guest_path).map_err(|source| SandboxError::Io {
+            action: "reading the guest component",
+            path: guest_path.clone(),
+            source,
+        })?;
+        let cache_dir = options.cache_dir.unwrap_or_else(default_cache_dir);
+        let artifact = cache_dir.join(format!("guest-{}.cwasm", cache_key(&engine, &bytes)));
+        let (component, cache_hit) = load_or_compile(&engine, &bytes, &artifact)?;
+        drop(bytes);
+
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| SandboxError::wasm("linking WASI", e))?;
+        crate::bindings::Sandbox::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| SandboxError::wasm("linking the sandbox imports", e))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(SandboxPre::new)
+            .map_err(|e| SandboxError::wasm("pre-instantiating the guest", e))?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        spawn_ticker(engine.clone(), stop_ticker.clone());
+        Ok(Arc::new(Self { engine, pre, guest_path, artifact, cache_hit, stop_ticker }))
+    }
+
+    /// The guest component file in use.
+    pub fn guest_path(&self) -> &Path {
+        &self.guest_path
+    }
+
+    /// The precompiled artifact in use.
+    pub fn artifact_path(&self) -> &Path {
+        &self.artifact
+    }
+
+    /// Whether the artifact came from the cache (false: it was compiled by this load).
+    pub fn cache_hit(&self) -> bool {
+        self.cache_hit
+    }
+}
+
+fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.consume_fuel(true);
+    config.epoch_interruption(true);
+    config.memory_init_cow(true);
+    config.cranelift_opt_level(OptLevel::Speed);
+    config.parallel_compilation(true);
+    config
+}
+
+/// The cache key: the guest's hash plus everything in the engine that makes artifacts
+/// incompatible (wasmtime version, fuel, epoch, memory settings, target).
+fn cache_key(engine: &Engine, guest: &[u8]) -> String {
+    let guest_hash = blake3::hash(guest).to_hex();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    WASMTIME_VERSION.hash(&mut h);
+    format!("{}-{:016x}", &guest_hash[..32], h.finish())
+}
+
+fn load_or_compile(
+    engine: &Engine,
+    bytes: &[u8],
+    artifact: &Path,
+) -> Result<(Component, bool), SandboxError> {
+    if artifact.exists() {
+        // SAFETY: the file is one this function wrote with `precompile_component` for an engine
+        // with the same compatibility hash (it is in the file name); wasmtime also checks the
+        // header and refuses an artifact from an incompatible engine.
+        match unsafe { Component::deserialize_file(engine, artifact) } {
+            Ok(c) => return Ok((c, true)),
+            Err(e) => tracing::warn!(path = %artifact.display(), error = %e,
+                "cached guest artifact unusable; recompiling"),
+        }
+    }
+    tracing::info!(path = %artifact.display(),
+        "compiling the sandbox guest (once per guest build; takes tens of seconds)");
+    let compiled = engine
+        .precompile_component(bytes)
+        .map_err(|e| SandboxError::wasm("compiling the guest", e))?;
+    if let Some(dir) = artifact.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| SandboxError::Io {
+            action: "creating the artifact cache directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let tmp = artifact.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, &compiled)
+        .and_then(|()| std::fs::rename(&tmp, artifact))
+        .map_err(|source| SandboxError::Io {
+            action: "writing the compiled guest",
+            path: artifact.to_path_buf(),
+            source,
+        })?;
+    // SAFETY: written just above by `precompile_component` of this very engine.
+    let component = unsafe { Component::deserialize_file(engine, artifact) }
+        .map_err(|e| SandboxError::wasm("loading the compiled guest", e))?;
+    Ok((component, false))
+}
+
+fn locate_guest(explicit: Option<PathBuf>) -> Result<PathBuf, SandboxError> {
+    let mut candidates = Vec::new();
+    if let Some(p) = explicit {
+        candidates.push(p);
+    } else {
+        if let Some(p) = std::env::var_os("RLM_GUEST_WASM") {
+            candidates.push(PathBuf::from(p));
+        }
+        if let Ok(exe) = std::env::current_exe()
+            && let Some(dir) = exe.parent()
+        {
+            candidates.push(dir.join(GUEST_FILE));
+            candidates.push(dir.join("../guest").join(GUEST_FILE));
+        }
+        candidates.push(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guest").join(GUEST_FILE),
+        );
+    }
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or(SandboxError::GuestMissing { searched: candidates })
+}
+
+fn default_cache_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("RLM_CACHE_DIR") {
+        return PathBuf::from(p);
+    }
+    dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("rlm")
+}
+
+fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new().name("rlm-epoch".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(EPOCH_TICK);
+            engine.increment_epoch();
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the epoch thread; step deadlines then rely \
+            on the tokio timeout alone");
+    }
+}

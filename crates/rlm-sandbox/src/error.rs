@@ -1,0 +1,62 @@
+//! Errors of the sandbox engine.
+
+use std::path::PathBuf;
+
+/// What can go wrong when setting up or driving a sandbox.
+///
+/// Errors of *model code* (exceptions, limits hit by a step) are not `SandboxError`s: they come
+/// back inside a [`StepResult`](crate::StepResult), and the sandbox stays usable.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The guest component file was not found.
+    #[error(
+        "the sandbox guest component was not found (looked in: {}). Build it with `just guest`, \
+         or set RLM_GUEST_WASM to the path of rlm_guest.wasm",
+        .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    GuestMissing {
+        /// Every path that was tried.
+        searched: Vec<PathBuf>,
+    },
+    /// Reading or writing a file failed.
+    #[error("{action} {}: {source}", .path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Compiling, loading or instantiating the guest failed.
+    #[error("wasmtime: {context}: {message}")]
+    Wasm {
+        /// What was being done.
+        context: &'static str,
+        /// wasmtime's message.
+        message: String,
+    },
+    /// The guest refused to start (its `init` or `attach-context` failed).
+    #[error("the sandbox guest failed to start: {0}")]
+    GuestInit(String),
+    /// A context file could not be parsed.
+    #[error("context {}: {message}", .path.display())]
+    BadContext {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A limit is unusable.
+    #[error("invalid sandbox limits: {0}")]
+    InvalidLimits(String),
+    /// More context slots than the sandbox can address.
+    #[error("too many contexts: a sandbox holds at most {0}")]
+    TooManyContexts(usize),
+}
+
+impl SandboxError {
+    pub(crate) fn wasm(context: &'static str, err: impl std::fmt::Display) -> Self {
+        Self::Wasm { context, message: format!("{err:#}") }
+    }
+}

@@ -1,0 +1,51 @@
+//! The sandbox engine of rlm: a persistent CPython REPL inside wasmtime, with fuel, memory and
+//! time limits, and a typed door (the WIT in `guest/wit/sandbox.wit`) to the host.
+//!
+//! Model code is untrusted. Each [`Sandbox`] is one Python REPL running in its own wasmtime store:
+//! no files, no network, no environment, no processes. Every step burns fuel from a per-step
+//! budget, runs under a wall-clock deadline (epoch interruption, plus a tokio backstop that also
+//! covers time spent waiting on the host), and lives in a memory capped by the store limiter. The
+//! guest reaches the world only through host imports: reads and regex searches of the
+//! [`Context`] (which stays on the host, shared by every sandbox that reads it) and model calls,
+//! which the sandbox forwards to a [`ModelHost`] that the embedding application implements (the
+//! RLM loop does; the sandbox knows no LLM). A step that hits a limit traps the instance; the
+//! sandbox then rebuilds the REPL by replaying its journal of earlier steps with their recorded
+//! model answers, so variables survive and no model call is made twice.
+//!
+//! A [`SandboxEngine`] compiles the guest component once, caches the compiled artifact on disk
+//! (keyed by the guest's hash and the engine settings) and instantiates REPLs from it in about a
+//! millisecond. Create one per process and share it.
+//!
+//! ```no_run
+//! use rlm_sandbox::{Context, Sandbox, SandboxEngine};
+//!
+//! # async fn demo() -> Result<(), rlm_sandbox::SandboxError> {
+//! let engine = SandboxEngine::load()?; // finds target/guest/rlm_guest.wasm (`just guest`)
+//! let mut repl = Sandbox::builder(engine)
+//!     .context(Context::text("The key is 42.\nNothing else."))
+//!     .build()
+//!     .await?;
+//! let step = repl.exec("hits = search(r'key is (\\d+)')\nhits[0]['text']").await?;
+//! assert_eq!(step.stdout.trim(), "'key is 42'");
+//! let step = repl.exec("FINAL(hits[0]['text'].split()[-1])").await?;
+//! assert_eq!(step.final_answer.as_deref(), Some("42"));
+//! # Ok(()) }
+//! ```
+
+mod bindings;
+mod context;
+mod engine;
+mod error;
+mod host;
+mod limits;
+mod pipe;
+mod sandbox;
+mod state;
+
+pub use context::{Context, ContextFormat, ContextShape, PathStep, SearchHit, TextDoc};
+pub use engine::{EPOCH_TICK, EngineOptions, GUEST_FILE, SandboxEngine, WASMTIME_VERSION};
+pub use error::SandboxError;
+pub use host::{ModelHost, NoModel};
+pub use limits::{FUEL_PER_CPU_SECOND, Limits};
+pub use sandbox::{JournalEntry, LimitHit, Sandbox, SandboxBuilder, StepResult, slot_name};
+pub use state::ModelCall;

@@ -1,0 +1,96 @@
+//! Resource limits of a sandbox, with safe defaults.
+
+use std::time::Duration;
+
+use crate::error::SandboxError;
+
+/// Fuel units that one CPU-second of guest Python burns, measured on the reference machine
+/// (2-core x86_64; `just bench` prints the figure for yours). Used to turn CPU-time budgets into
+/// fuel.
+pub const FUEL_PER_CPU_SECOND: u64 = 7_000_000_000;
+
+/// Every limit a sandbox enforces. Each has a safe default; see [`Limits::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel (roughly, wasm instructions) one step may burn. Default: ~5 CPU-seconds.
+    pub fuel_per_step: u64,
+    /// Bytes of linear memory one REPL may grow to. Default: 512 MiB.
+    pub memory_bytes: u64,
+    /// Wall-clock time of one step, including time spent waiting on host calls. Default: 60 s.
+    pub step_timeout: Duration,
+    /// Bytes kept of each of stdout and stderr per step (the rest is counted, not kept).
+    /// Default: 256 KiB.
+    pub max_output_bytes: u64,
+    /// Largest string the host sends into the guest in one piece. Default: 16 MiB.
+    pub max_host_string_bytes: u64,
+    /// Host calls (context reads, searches, model calls) one step may make. Default: 100,000.
+    pub max_host_calls_per_step: u64,
+    /// Contexts up to this many characters are real Python objects in the guest; larger ones
+    /// are lazy and served by the host. Default: 4 Mi characters.
+    pub lazy_threshold_chars: u64,
+    /// Characters the guest reads from the host per call when it loads text. Default: 1 Mi.
+    pub read_chunk_chars: u64,
+    /// Matches one `search` call may return at most. Default: 10,000.
+    pub max_search_results: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fuel_per_step: 5 * FUEL_PER_CPU_SECOND,
+            memory_bytes: 512 << 20,
+            step_timeout: Duration::from_secs(60),
+            max_output_bytes: 256 << 10,
+            max_host_string_bytes: 16 << 20,
+            max_host_calls_per_step: 100_000,
+            lazy_threshold_chars: 4 << 20,
+            read_chunk_chars: 1 << 20,
+            max_search_results: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Fuel for a CPU-time budget, using [`FUEL_PER_CPU_SECOND`].
+    pub fn fuel_for(cpu: Duration) -> u64 {
+        (cpu.as_secs_f64() * FUEL_PER_CPU_SECOND as f64) as u64
+    }
+
+    /// Check that the limits are usable together.
+    pub fn validate(&self) -> Result<(), SandboxError> {
+        let bad = |msg: String| Err(SandboxError::InvalidLimits(msg));
+        if self.fuel_per_step == 0 {
+            return bad("fuel_per_step must be above 0".into());
+        }
+        if self.memory_bytes < 64 << 20 {
+            return bad(format!(
+                "memory_bytes is {} MiB; the Python guest needs at least 64 MiB",
+                self.memory_bytes >> 20
+            ));
+        }
+        if self.step_timeout.is_zero() {
+            return bad("step_timeout must be above 0".into());
+        }
+        if self.max_host_string_bytes < 4096 {
+            return bad("max_host_string_bytes must be at least 4096".into());
+        }
+        // A read of one chunk can be 4 bytes per character in UTF-8.
+        if self.read_chunk_chars == 0 || self.read_chunk_chars * 4 > self.max_host_string_bytes {
+            return bad(format!(
+                "read_chunk_chars ({}) must be between 1 and max_host_string_bytes / 4 ({})",
+                self.read_chunk_chars,
+                self.max_host_string_bytes / 4
+            ));
+        }
+        // A loaded context costs up to 4 bytes per character as a str, plus its transfer.
+        if self.lazy_threshold_chars.saturating_mul(8) > self.memory_bytes {
+            return bad(format!(
+                "lazy_threshold_chars ({}) does not fit the memory cap: it must be at most \
+                 memory_bytes / 8 ({})",
+                self.lazy_threshold_chars,
+                self.memory_bytes / 8
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,481 @@
+//! One persistent REPL: run steps, enforce limits, recover from traps.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use crate::bindings::Sandbox as GuestWorld;
+use crate::bindings::exports::rlm::sandbox::repl;
+use crate::context::Context;
+use crate::engine::SandboxEngine;
+use crate::error::SandboxError;
+use crate::host::{ModelHost, NoModel};
+use crate::limits::Limits;
+use crate::pipe::CappedPipe;
+use crate::state::{CallLog, HostState, ModelCall, ReplayDiverged};
+
+/// Extra time the tokio backstop allows past a step's deadline before it drops the step
+/// (the epoch interrupt normally fires first, within one tick).
+const BACKSTOP_GRACE: Duration = Duration::from_millis(250);
+/// Most context slots a sandbox holds (`context`, `context_1`, ...).
+const MAX_CONTEXTS: usize = 4096;
+
+/// Which limit stopped a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitHit {
+    /// The step used all its fuel.
+    Fuel,
+    /// The step ran past its wall-clock deadline (also while waiting on a host call).
+    Deadline,
+    /// The guest's call stack overflowed.
+    Stack,
+    /// The guest aborted (e.g. an allocation the host refused, or an internal error).
+    Crash,
+}
+
+/// What one step produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepResult {
+    /// Captured stdout (Python-level and fd 1), up to the output limit.
+    pub stdout: String,
+    /// Captured stderr (Python-level and fd 2), up to the output limit.
+    pub stderr: String,
+    /// Bytes of stdout that were not kept.
+    pub stdout_dropped: u64,
+    /// Bytes of stderr that were not kept.
+    pub stderr_dropped: u64,
+    /// The exception as a traceback (model line numbers), or the limit that stopped the step.
+    pub error: Option<String>,
+    /// The final answer, when the step gave one.
+    pub final_answer: Option<String>,
+    /// Fuel the step burned.
+    pub fuel: u64,
+    /// Wall-clock time of the step (not counting recovery).
+    pub elapsed: Duration,
+    /// The limit that stopped the step, if one did.
+    pub limit: Option<LimitHit>,
+    /// Host calls the step made.
+    pub host_calls: u64,
+    /// The step was stopped and the REPL restored to its state before the step.
+    pub restored: bool,
+    /// The step was stopped and the REPL could not be restored: it starts afresh (contexts
+    /// loaded, variables gone).
+    pub reset: bool,
+}
+
+impl StepResult {
+    /// Whether stdout or stderr lost bytes to the output limit.
+    pub fn truncated(&self) -> bool {
+        self.stdout_dropped > 0 || self.stderr_dropped > 0
+    }
+}
+
+/// A step (or a context attachment) that succeeded, kept so the REPL can be rebuilt after a trap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JournalEntry {
+    /// A context was bound to `name`.
+    Attach { slot: u32, name: String },
+    /// A step ran to completion (it may have raised), making these model calls.
+    Step { code: String, calls: Vec<ModelCall> },
+}
+
+/// Builder for a [`Sandbox`].
+pub struct SandboxBuilder {
+    engine: Arc<SandboxEngine>,
+    limits: Limits,
+    model: Arc<dyn ModelHost>,
+    contexts: Vec<Arc<Context>>,
+}
+
+impl SandboxBuilder {
+    /// Use these limits (default: [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Answer `llm_query`/`llm_batch`/`rlm_query` with `model` (default: [`NoModel`]).
+    pub fn model(mut self, model: Arc<dyn ModelHost>) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// Add a context: the first becomes `context`, later ones `context_1`, `context_2`, ...
+    pub fn context(mut self, context: Arc<Context>) -> Self {
+        self.contexts.push(context);
+        self
+    }
+
+    /// Start the REPL.
+    pub async fn build(self) -> Result<Sandbox, SandboxError> {
+        self.limits.validate()?;
+        if self.contexts.len() > MAX_CONTEXTS {
+            return Err(SandboxError::TooManyContexts(MAX_CONTEXTS));
+        }
+        let limits = Arc::new(self.limits);
+        let journal: Vec<JournalEntry> = (0..self.contexts.len())
+            .map(|slot| JournalEntry::Attach { slot: slot as u32, name: slot_name(slot) })
+            .collect();
+        let live =
+            Live::start(&self.engine, &limits, &self.contexts, &self.model, &journal).await?;
+        Ok(Sandbox {
+            engine: self.engine,
+            limits,
+            model: self.model,
+            contexts: self.contexts,
+            live,
+            journal,
+            steps: 0,
+        })
+    }
+}
+
+/// The Python name of context slot `slot`.
+pub fn slot_name(slot: usize) -> String {
+    if slot == 0 { "context".to_string() } else { format!("context_{slot}") }
+}
+
+/// One persistent Python REPL in its own wasmtime store.
+///
+/// Steps run one at a time (`exec` takes `&mut self`). Variables persist between steps. A step
+/// that hits a limit is stopped; the REPL is then rebuilt from its journal so earlier variables
+/// survive, without repeating any model call.
+pub struct Sandbox {
+    engine: Arc<SandboxEngine>,
+    limits: Arc<Limits>,
+    model: Arc<dyn ModelHost>,
+    contexts: Vec<Arc<Context>>,
+    live: Live,
+    journal: Vec<JournalEntry>,
+    steps: u64,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("limits", &self.limits)
+            .field("contexts", &self.contexts.len())
+            .field("steps", &self.steps)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Start configuring a sandbox on `engine`.
+    pub fn builder(engine: Arc<SandboxEngine>) -> SandboxBuilder {
+        SandboxBuilder { engine, limits: Limits::default(), model: Arc::new(NoModel), contexts: Vec::new() }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The journal of successful steps (what a restore replays).
+    pub fn journal(&self) -> &[JournalEntry] {
+        &self.journal
+    }
+
+    /// Steps run so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Add another context; returns the Python name it is bound to (`context_1`, ...).
+    pub async fn add_context(&mut self, context: Arc<Context>) -> Result<String, SandboxError> {
+        if self.contexts.len() >= MAX_CONTEXTS {
+            return Err(SandboxError::TooManyContexts(MAX_CONTEXTS));
+        }
+        let slot = self.contexts.len();
+        let name = slot_name(slot);
+        self.contexts.push(context);
+        self.live.store.data_mut().set_contexts(self.contexts.clone());
+        self.live.attach(slot as u32, &name, &self.limits).await?;
+        self.journal.push(JournalEntry::Attach { slot: slot as u32, name: name.clone() });
+        Ok(name)
+    }
+
+    /// Run one step of Python code.
+    ///
+    /// Model-code failures (exceptions, limits) are reported in the [`StepResult`]; an `Err` means
+    /// the sandbox itself could not go on (it could not even start a fresh REPL).
+    pub async fn exec(&mut self, code: &str) -> Result<StepResult, SandboxError> {
+        self.steps += 1;
+        let span = tracing::info_span!("step", n = self.steps, code_chars = code.len());
+        self.exec_inner(code).instrument(span).await
+    }
+
+    async fn exec_inner(&mut self, code: &str) -> Result<StepResult, SandboxError> {
+        let started = Instant::now();
+        let outcome = self.live.run(code, &self.limits, CallLog::Record(Vec::new())).await;
+        let elapsed = started.elapsed();
+        let (out, out_dropped) = self.live.stdout.take();
+        let (err, err_dropped) = self.live.stderr.take();
+        let mut result = StepResult {
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_dropped: out_dropped,
+            stderr_dropped: err_dropped,
+            error: None,
+            final_answer: None,
+            fuel: outcome.fuel,
+            elapsed,
+            limit: None,
+            host_calls: outcome.calls,
+            restored: false,
+            reset: false,
+        };
+        match outcome.result {
+            Ok((step, calls)) => {
+                result.stdout = join_streams(step.stdout, &out);
+                result.stderr = join_streams(step.stderr, &err);
+                result.stdout_dropped += step.stdout_dropped;
+                result.stderr_dropped += step.stderr_dropped;
+                result.error = step.error;
+                result.final_answer = step.final_answer;
+                self.journal.push(JournalEntry::Step { code: code.to_string(), calls });
+            }
+            Err(stop) => {
+                result.stdout = out;
+                result.stderr = err;
+                result.limit = Some(stop.hit);
+                tracing::warn!(limit = ?stop.hit, detail = %stop.detail, "step stopped");
+                let restored = self.recover().await?;
+                result.restored = restored;
+                result.reset = !restored;
+                result.error = Some(stop.message(&self.limits, restored));
+            }
+        }
+        Ok(result)
+    }
+
+    /// Rebuild the REPL after a trap: replay the journal into a fresh instance, or start afresh
+    /// if the replay fails. Returns whether the state was restored.
+    async fn recover(&mut self) -> Result<bool, SandboxError> {
+        let span = tracing::info_span!("restore", entries = self.journal.len());
+        async {
+            match Live::start(&self.engine, &self.limits, &self.contexts, &self.model, &self.journal)
+                .await
+            {
+                Ok(live) => {
+                    self.live = live;
+                    return Ok(true);
+                }
+                Err(e) => tracing::warn!(error = %e, "replay failed; resetting the REPL"),
+            }
+            let attaches: Vec<JournalEntry> = (0..self.contexts.len())
+                .map(|slot| JournalEntry::Attach { slot: slot as u32, name: slot_name(slot) })
+                .collect();
+            self.live =
+                Live::start(&self.engine, &self.limits, &self.contexts, &self.model, &attaches)
+                    .await?;
+            self.journal = attaches;
+            Ok(false)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Python-level output first, then whatever went straight to the file descriptor.
+fn join_streams(python: String, fd: &str) -> String {
+    if fd.is_empty() {
+        python
+    } else if python.is_empty() {
+        fd.to_string()
+    } else {
+        python + fd
+    }
+}
+
+/// Why a step was stopped.
+struct Stop {
+    hit: LimitHit,
+    detail: String,
+}
+
+impl Stop {
+    fn message(&self, limits: &Limits, restored: bool) -> String {
+        let what = match self.hit {
+            LimitHit::Fuel => format!(
+                "the step ran out of fuel (its CPU budget, {} units): it did too much work; \
+                 process less per step or make the loop cheaper",
+                limits.fuel_per_step
+            ),
+            LimitHit::Deadline => format!(
+                "the step ran past its time limit of {:.1} s (time spent waiting on sub-calls \
+                 counts too); do less per step",
+                limits.step_timeout.as_secs_f64()
+            ),
+            LimitHit::Stack => "the step overflowed the call stack (too deep recursion); \
+                                 use a loop instead"
+                .to_string(),
+            LimitHit::Crash => format!("the step crashed the interpreter ({})", self.detail),
+        };
+        let after = if restored {
+            "The REPL was restored to its state before this step (earlier variables are intact)."
+        } else {
+            "The REPL could not be restored and was restarted: earlier variables are gone, \
+             the context is loaded again."
+        };
+        format!("SandboxLimit: {what}. {after}")
+    }
+}
+
+/// The outcome of running one step in a live instance.
+struct RunOutcome {
+    result: Result<(repl::StepResult, Vec<ModelCall>), Stop>,
+    fuel: u64,
+    calls: u64,
+}
+
+/// A live instance: store + exported bindings + the pipes behind fd 1 and 2.
+struct Live {
+    store: Store<HostState>,
+    guest: GuestWorld,
+    stdout: CappedPipe,
+    stderr: CappedPipe,
+}
+
+impl Live {
+    /// Instantiate, initialise, and bring the REPL to the state `journal` describes.
+    async fn start(
+        engine: &Arc<SandboxEngine>,
+        limits: &Arc<Limits>,
+        contexts: &[Arc<Context>],
+        model: &Arc<dyn ModelHost>,
+        journal: &[JournalEntry],
+    ) -> Result<Self, SandboxError> {
+        let cap = usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX);
+        let (stdout, stderr) = (CappedPipe::new(cap), CappedPipe::new(cap));
+        let state = HostState::new(
+            limits.clone(),
+            contexts.to_vec(),
+            model.clone(),
+            stdout.clone(),
+            stderr.clone(),
+        );
+        let mut store = Store::new(&engine.engine, state);
+        store.limiter(|s| &mut s.store_limits);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.data_mut().deadline = Instant::now() + limits.step_timeout;
+        store.set_epoch_deadline(1);
+        store.set_fuel(limits.fuel_per_step).map_err(|e| SandboxError::wasm("setting fuel", e))?;
+        let guest = engine
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| SandboxError::wasm("instantiating the guest", e))?;
+        let options = repl::Options {
+            lazy_threshold_chars: limits.lazy_threshold_chars,
+            max_output_bytes: limits.max_output_bytes,
+            read_chunk_chars: limits.read_chunk_chars,
+        };
+        guest
+            .rlm_sandbox_repl()
+            .call_init(&mut store, options)
+            .await
+            .map_err(|e| SandboxError::wasm("initialising the REPL", e))?
+            .map_err(SandboxError::GuestInit)?;
+        let mut live = Self { store, guest, stdout, stderr };
+        for entry in journal {
+            match entry {
+                JournalEntry::Attach { slot, name } => live.attach(*slot, name, limits).await?,
+                JournalEntry::Step { code, calls } => {
+                    let log = CallLog::Replay(calls.iter().cloned().collect::<VecDeque<_>>());
+                    let outcome = live.run(code, limits, log).await;
+                    live.stdout.take();
+                    live.stderr.take();
+                    if let Err(stop) = outcome.result {
+                        return Err(SandboxError::GuestInit(format!(
+                            "replaying an earlier step failed: {}",
+                            stop.detail
+                        )));
+                    }
+                    if let CallLog::Replay(left) = &live.store.data().log
+                        && !left.is_empty()
+                    {
+                        return Err(SandboxError::GuestInit(
+                            "replay made fewer model calls than the journal recorded".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    async fn attach(&mut self, slot: u32, name: &str, limits: &Limits) -> Result<(), SandboxError> {
+        self.prepare(limits, CallLog::Record(Vec::new()))?;
+        let call = self.guest.rlm_sandbox_repl().call_attach_context(&mut self.store, slot, name);
+        match tokio::time::timeout(limits.step_timeout + BACKSTOP_GRACE, call).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(msg))) => Err(SandboxError::GuestInit(msg)),
+            Ok(Err(e)) => Err(SandboxError::wasm("loading a context into the REPL", e)),
+            Err(_) => Err(SandboxError::GuestInit(format!("loading {name} timed out"))),
+        }
+    }
+
+    fn prepare(&mut self, limits: &Limits, log: CallLog) -> Result<(), SandboxError> {
+        let state = self.store.data_mut();
+        state.calls = 0;
+        state.deadline = Instant::now() + limits.step_timeout;
+        state.log = log;
+        self.store.set_epoch_deadline(1);
+        self.store.set_fuel(limits.fuel_per_step).map_err(|e| SandboxError::wasm("setting fuel", e))
+    }
+
+    async fn run(&mut self, code: &str, limits: &Limits, log: CallLog) -> RunOutcome {
+        if let Err(e) = self.prepare(limits, log) {
+            return RunOutcome {
+                result: Err(Stop { hit: LimitHit::Crash, detail: e.to_string() }),
+                fuel: 0,
+                calls: 0,
+            };
+        }
+        let call = self.guest.rlm_sandbox_repl().call_exec(&mut self.store, code);
+        let outcome = tokio::time::timeout(limits.step_timeout + BACKSTOP_GRACE, call).await;
+        let fuel = limits.fuel_per_step.saturating_sub(self.store.get_fuel().unwrap_or(0));
+        let calls = self.store.data().calls;
+        let result = match outcome {
+            Ok(Ok(step)) => {
+                let log = std::mem::replace(&mut self.store.data_mut().log, CallLog::Record(Vec::new()));
+                let calls = match log {
+                    CallLog::Record(v) => v,
+                    CallLog::Replay(_) => Vec::new(),
+                };
+                Ok((step, calls))
+            }
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => Err(Stop {
+                hit: LimitHit::Deadline,
+                detail: "stopped by the timeout backstop while waiting on the host".into(),
+            }),
+        };
+        RunOutcome { result, fuel, calls }
+    }
+}
+
+fn classify(err: &wasmtime::Error) -> Stop {
+    let detail = format!("{err:#}");
+    let hit = match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => LimitHit::Fuel,
+        Some(Trap::Interrupt) => LimitHit::Deadline,
+        Some(Trap::StackOverflow) => LimitHit::Stack,
+        _ if err.downcast_ref::<ReplayDiverged>().is_some() => LimitHit::Crash,
+        _ => LimitHit::Crash,
+    };
+    Stop { hit, detail }
+}

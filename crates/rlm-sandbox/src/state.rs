@@ -1,0 +1,436 @@
+//! Per-REPL host state and the implementation of the sandbox's host imports.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::rlm::sandbox::context as wit_ctx;
+use crate::bindings::rlm::sandbox::llm as wit_llm;
+use crate::context::{Context, LocalId, Node, PathStep, build_regex, search_hits};
+use crate::host::ModelHost;
+use crate::limits::Limits;
+use crate::pipe::CappedPipe;
+
+/// Number of compiled search patterns kept per REPL.
+const REGEX_CACHE: usize = 8;
+
+/// One model call made by a step, with its answer: the journal replays these instead of asking
+/// the model again when a REPL is restored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ModelCall {
+    /// `llm_query`.
+    Query { prompt: String, model: Option<String>, result: Result<String, String> },
+    /// `llm_batch`.
+    Batch { prompts: Vec<String>, model: Option<String>, results: Vec<Result<String, String>> },
+    /// `rlm_query`.
+    Rlm { prompt: String, model: Option<String>, result: Result<String, String> },
+}
+
+/// Whether model calls go to the model (and are recorded) or come from a journal.
+#[derive(Debug)]
+pub(crate) enum CallLog {
+    Record(Vec<ModelCall>),
+    Replay(VecDeque<ModelCall>),
+}
+
+/// What one store holds besides the guest.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) store_limits: StoreLimits,
+    limits: Arc<Limits>,
+    contexts: Vec<Arc<Context>>,
+    model: Arc<dyn ModelHost>,
+    regexes: VecDeque<((String, bool), regex::Regex)>,
+    /// Host calls made by the current step.
+    pub(crate) calls: u64,
+    /// When the current step must end.
+    pub(crate) deadline: Instant,
+    pub(crate) log: CallLog,
+}
+
+impl HostState {
+    pub(crate) fn new(
+        limits: Arc<Limits>,
+        contexts: Vec<Arc<Context>>,
+        model: Arc<dyn ModelHost>,
+        stdout: CappedPipe,
+        stderr: CappedPipe,
+    ) -> Self {
+        // Closed by construction: no preopened directories, no environment, no arguments, no
+        // network, no stdin; stdout/stderr go to capped in-memory pipes.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout)
+            .stderr(stderr)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .build();
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX))
+            .instances(64)
+            .tables(64)
+            .memories(8)
+            .table_elements(1 << 20)
+            .trap_on_grow_failure(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            store_limits,
+            limits,
+            contexts,
+            model,
+            regexes: VecDeque::new(),
+            calls: 0,
+            deadline: Instant::now(),
+            log: CallLog::Record(Vec::new()),
+        }
+    }
+
+    pub(crate) fn set_contexts(&mut self, contexts: Vec<Arc<Context>>) {
+        self.contexts = contexts;
+    }
+
+    /// Count one host call (or `n`), refusing past the per-step limit.
+    fn charge(&mut self, n: u64) -> Result<(), String> {
+        self.calls = self.calls.saturating_add(n);
+        if self.calls > self.limits.max_host_calls_per_step {
+            return Err(format!(
+                "this step made more than {} host calls (the sandbox's per-step limit); do \
+                 fewer, larger operations (e.g. search() instead of many small reads)",
+                self.limits.max_host_calls_per_step
+            ));
+        }
+        Ok(())
+    }
+
+    fn cap(&self) -> usize {
+        usize::try_from(self.limits.max_host_string_bytes).unwrap_or(usize::MAX)
+    }
+
+    /// Refuse a string bigger than the host string cap.
+    fn bounded(&self, what: &str, s: String) -> Result<String, String> {
+        if s.len() > self.cap() {
+            return Err(format!(
+                "{what} is {} bytes, more than the sandbox passes in one piece ({} bytes); ask \
+                 for less (a smaller slice, fewer results)",
+                s.len(),
+                self.cap()
+            ));
+        }
+        Ok(s)
+    }
+
+    fn resolve(&self, node: u64) -> Result<(&Context, LocalId), String> {
+        let slot = (node >> 32) as usize;
+        let local = (node & 0xFFFF_FFFF) as LocalId;
+        let ctx = self.contexts.get(slot).ok_or_else(|| format!("no context node {node}"))?;
+        ctx.node(local).ok_or_else(|| format!("no context node {node}"))?;
+        Ok((ctx, local))
+    }
+
+    fn text(&self, node: u64) -> Result<&crate::context::TextDoc, String> {
+        let (ctx, local) = self.resolve(node)?;
+        match ctx.node(local) {
+            Some(Node::Text(t)) => Ok(t),
+            _ => Err(format!("context node {node} is not text")),
+        }
+    }
+
+    fn regex(&mut self, pattern: &str, ignore_case: bool) -> Result<regex::Regex, String> {
+        let key = (pattern.to_string(), ignore_case);
+        if let Some((_, re)) = self.regexes.iter().find(|(k, _)| *k == key) {
+            return Ok(re.clone());
+        }
+        let re = build_regex(pattern, ignore_case)?;
+        if self.regexes.len() >= REGEX_CACHE {
+            self.regexes.pop_front();
+        }
+        self.regexes.push_back((key, re.clone()));
+        Ok(re)
+    }
+
+    fn replay_next(&mut self) -> Option<ModelCall> {
+        match &mut self.log {
+            CallLog::Replay(q) => q.pop_front(),
+            CallLog::Record(_) => None,
+        }
+    }
+
+    fn record(&mut self, call: ModelCall) {
+        if let CallLog::Record(v) = &mut self.log {
+            v.push(call);
+        }
+    }
+
+    fn replaying(&self) -> bool {
+        matches!(self.log, CallLog::Replay(_))
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wit_ctx::Host for HostState {
+    fn root(&mut self, slot: u32) -> Result<u64, String> {
+        self.charge(1)?;
+        if (slot as usize) < self.contexts.len() {
+            Ok(u64::from(slot) << 32)
+        } else {
+            Err(format!("no context in slot {slot}"))
+        }
+    }
+
+    fn info(&mut self, node: u64) -> Result<wit_ctx::NodeInfo, String> {
+        self.charge(1)?;
+        let (ctx, local) = self.resolve(node)?;
+        let (kind, len) = match ctx.node(local) {
+            Some(Node::Text(t)) => (wit_ctx::NodeKind::Text, t.chars()),
+            Some(Node::Sequence { items, .. }) => (wit_ctx::NodeKind::Sequence, items.len() as u64),
+            Some(Node::Mapping { entries, .. }) => {
+                (wit_ctx::NodeKind::Mapping, entries.len() as u64)
+            }
+            _ => (wit_ctx::NodeKind::Scalar, 0),
+        };
+        Ok(wit_ctx::NodeInfo { kind, len, size_chars: ctx.size_chars(local) })
+    }
+
+    fn child(&mut self, node: u64, index: u64) -> Result<u64, String> {
+        self.charge(1)?;
+        let (ctx, local) = self.resolve(node)?;
+        let child = match ctx.node(local) {
+            Some(Node::Sequence { items, .. }) => items.get(index as usize).copied(),
+            Some(Node::Mapping { entries, .. }) => entries.get(index as usize).map(|e| e.1),
+            _ => return Err(format!("context node {node} has no items")),
+        };
+        let child = child.ok_or_else(|| format!("index {index} out of range"))?;
+        Ok((node & !0xFFFF_FFFF) | u64::from(child))
+    }
+
+    fn keys(&mut self, node: u64, start: u64, count: u32) -> Result<Vec<String>, String> {
+        self.charge(1)?;
+        let cap = self.cap();
+        let (ctx, local) = self.resolve(node)?;
+        let Some(Node::Mapping { entries, .. }) = ctx.node(local) else {
+            return Err(format!("context node {node} is not a mapping"));
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (k, _) in entries.iter().skip(start as usize).take(count as usize) {
+            bytes += k.len() + 8;
+            if bytes > cap {
+                break;
+            }
+            out.push(k.clone());
+        }
+        Ok(out)
+    }
+
+    fn lookup(&mut self, node: u64, key: String) -> Result<Option<u64>, String> {
+        self.charge(1)?;
+        let (ctx, local) = self.resolve(node)?;
+        let Some(Node::Mapping { entries, .. }) = ctx.node(local) else {
+            return Err(format!("context node {node} is not a mapping"));
+        };
+        Ok(entries
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, id)| (node & !0xFFFF_FFFF) | u64::from(*id)))
+    }
+
+    fn to_json(&mut self, node: u64) -> Result<String, String> {
+        self.charge(1)?;
+        let cap = self.cap();
+        let (ctx, local) = self.resolve(node)?;
+        ctx.to_json(local, cap).ok_or_else(|| {
+            format!(
+                "this part of the context is larger than the sandbox passes in one piece ({cap} \
+                 bytes); index into it instead"
+            )
+        })
+    }
+
+    fn read(&mut self, node: u64, start: u64, end: u64) -> Result<String, String> {
+        self.charge(1)?;
+        let cap = self.cap();
+        if end.saturating_sub(start) > cap as u64 {
+            return Err(format!(
+                "refused to read {} characters at once: the sandbox passes at most {cap} bytes \
+                 per piece; read smaller slices",
+                end - start
+            ));
+        }
+        let text = self.text(node)?;
+        let s = text.slice(start, end).to_string();
+        self.bounded("this slice", s)
+    }
+
+    fn find(
+        &mut self,
+        node: u64,
+        needle: String,
+        start: u64,
+        end: u64,
+        reverse: bool,
+    ) -> Result<i64, String> {
+        self.charge(1)?;
+        let text = self.text(node)?;
+        Ok(text.find(&needle, start, end, reverse).map_or(-1, |p| p as i64))
+    }
+
+    fn count(&mut self, node: u64, needle: String, start: u64, end: u64) -> Result<u64, String> {
+        self.charge(1)?;
+        Ok(self.text(node)?.count(&needle, start, end))
+    }
+
+    fn search(
+        &mut self,
+        node: u64,
+        pattern: String,
+        options: wit_ctx::SearchOptions,
+    ) -> Result<Vec<wit_ctx::SearchMatch>, String> {
+        self.charge(1)?;
+        let re = self.regex(&pattern, options.ignore_case)?;
+        let max = options.max_results.min(self.limits.max_search_results) as usize;
+        let cap = self.cap();
+        let (ctx, local) = self.resolve(node)?;
+        let hits = search_hits(ctx, local, &re, max, u64::from(options.max_match_chars), cap);
+        Ok(hits
+            .into_iter()
+            .map(|h| wit_ctx::SearchMatch {
+                path: h
+                    .path
+                    .into_iter()
+                    .map(|p| match p {
+                        PathStep::Index(i) => wit_ctx::PathStep::Index(i),
+                        PathStep::Key(k) => wit_ctx::PathStep::Key(k),
+                    })
+                    .collect(),
+                start: h.start,
+                end: h.end,
+                text: h.text,
+                line: h.line,
+            })
+            .collect())
+    }
+}
+
+/// Error raised (as a trap) when a restored REPL asks for a different model call than the one
+/// the journal recorded: the replay cannot be trusted, so the REPL is reset instead.
+#[derive(Debug, thiserror::Error)]
+#[error("replay diverged from the journal at a model call")]
+pub(crate) struct ReplayDiverged;
+
+impl wit_llm::Host for HostState {
+    async fn llm_query(
+        &mut self,
+        prompt: String,
+        model: Option<String>,
+    ) -> wasmtime::Result<Result<String, String>> {
+        if self.replaying() {
+            return match self.replay_next() {
+                Some(ModelCall::Query { prompt: p, model: m, result })
+                    if p == prompt && m == model =>
+                {
+                    Ok(result)
+                }
+                _ => Err(ReplayDiverged.into()),
+            };
+        }
+        if let Err(e) = self.charge(1) {
+            return Ok(Err(e));
+        }
+        let span = tracing::debug_span!("sub_call", kind = "llm_query", chars = prompt.len());
+        let answer = tracing::Instrument::instrument(
+            self.model.llm_query(prompt.clone(), model.clone()),
+            span,
+        )
+        .await;
+        let result = answer.and_then(|a| self.bounded("the model's answer", a));
+        self.record(ModelCall::Query { prompt, model, result: result.clone() });
+        Ok(result)
+    }
+
+    async fn llm_batch(
+        &mut self,
+        prompts: Vec<String>,
+        model: Option<String>,
+    ) -> wasmtime::Result<Vec<Result<String, String>>> {
+        if self.replaying() {
+            return match self.replay_next() {
+                Some(ModelCall::Batch { prompts: p, model: m, results })
+                    if p == prompts && m == model =>
+                {
+                    Ok(results)
+                }
+                _ => Err(ReplayDiverged.into()),
+            };
+        }
+        if let Err(e) = self.charge(prompts.len() as u64) {
+            return Ok(prompts.iter().map(|_| Err(e.clone())).collect());
+        }
+        let span = tracing::debug_span!("sub_call", kind = "llm_batch", n = prompts.len());
+        let answers = tracing::Instrument::instrument(
+            self.model.llm_batch(prompts.clone(), model.clone()),
+            span,
+        )
+        .await;
+        let mut results: Vec<Result<String, String>> = answers
+            .into_iter()
+            .map(|r| r.and_then(|a| self.bounded("the model's answer", a)))
+            .collect();
+        // A host that returned the wrong number of answers must not shift them.
+        results.resize(prompts.len(), Err("the model host returned no answer".into()));
+        let total: usize = results.iter().map(|r| r.as_ref().map_or(0, String::len)).sum();
+        if total > self.cap() {
+            let msg = format!(
+                "the batch's answers add up to {total} bytes, more than the sandbox passes at \
+                 once ({} bytes); use smaller batches",
+                self.cap()
+            );
+            results = prompts.iter().map(|_| Err(msg.clone())).collect();
+        }
+        self.record(ModelCall::Batch { prompts, model, results: results.clone() });
+        Ok(results)
+    }
+
+    async fn rlm_query(
+        &mut self,
+        prompt: String,
+        model: Option<String>,
+    ) -> wasmtime::Result<Result<String, String>> {
+        if self.replaying() {
+            return match self.replay_next() {
+                Some(ModelCall::Rlm { prompt: p, model: m, result })
+                    if p == prompt && m == model =>
+                {
+                    Ok(result)
+                }
+                _ => Err(ReplayDiverged.into()),
+            };
+        }
+        if let Err(e) = self.charge(1) {
+            return Ok(Err(e));
+        }
+        let span = tracing::debug_span!("sub_call", kind = "rlm_query", chars = prompt.len());
+        let answer = tracing::Instrument::instrument(
+            self.model.rlm_query(prompt.clone(), model.clone()),
+            span,
+        )
+        .await;
+        let result = answer.and_then(|a| self.bounded("the sub-RLM's answer", a));
+        self.record(ModelCall::Rlm { prompt, model, result: result.clone() });
+        Ok(result)
+    }
+}
