@@ -248,11 +248,22 @@ class LazyText:
             r = range(a, b, step)
             if not r:
                 return ""
+            if len(r) > _settings.lazy_threshold:
+                raise _too_big("This slice", len(r), "take a smaller range.")
             lo, hi = min(r[0], r[-1]), max(r[0], r[-1]) + 1
-            if hi - lo > _settings.lazy_threshold:
-                raise _too_big("This slice", hi - lo, "use a step of 1 on a smaller range.")
-            piece = _read_text(self._node, self._start + lo, self._start + hi)
-            return piece[a - lo : (b - lo if b - lo >= 0 else None) : step]
+            if hi - lo <= _settings.lazy_threshold:
+                piece = _read_text(self._node, self._start + lo, self._start + hi)
+                return piece[a - lo : (b - lo if b - lo >= 0 else None) : step]
+            # A wide span: gather every k-th character chunk by chunk, in ascending order.
+            k = abs(step)
+            size = max(k, (_settings.read_chunk // k) * k)
+            pos, last, parts = lo, hi - 1, []
+            while pos <= last:
+                end = min(last + 1, pos + size)
+                parts.append(_read_text(self._node, self._start + pos, self._start + end)[::k])
+                pos += size
+            joined = "".join(parts)
+            return joined if step > 0 else joined[::-1]
         if not isinstance(key, int):
             raise TypeError(f"string indices must be integers or slices, not {type(key).__name__}")
         i = key + n if key < 0 else key

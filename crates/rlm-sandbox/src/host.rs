@@ -31,9 +31,8 @@ pub trait ModelHost: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoModel;
 
-const NO_MODEL: &str = "no language model is configured for this sandbox, so llm_query, \
-llm_batch and rlm_query are unavailable (configure a model with --model, e.g. `rlm run --model \
-openai/gpt-5-mini`)";
+const NO_MODEL: &str = "no language model is configured, so llm_query, llm_batch and \
+rlm_query cannot answer here; work with context, search() and plain Python instead";
 
 #[async_trait]
 impl ModelHost for NoModel {

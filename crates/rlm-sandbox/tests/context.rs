@@ -1,0 +1,170 @@
+//! `context`: Python str semantics in characters, lazy above the threshold, lists and JSON,
+//! host-side search.
+
+mod common;
+
+use common::*;
+use rlm_sandbox::{Context, Limits};
+
+/// A text mixing 1-, 2-, 3- and 4-byte UTF-8 characters and several line-break styles.
+fn unicode_text(repeat: usize) -> String {
+    let mut s = String::new();
+    for i in 0..repeat {
+        s.push_str(&format!(
+            "line {i}: héllo wörld — 日本語テキスト 𝄞𝕏 emoji 🎉 done\r\nnext Ωμέγα\tend\n"
+        ));
+    }
+    s
+}
+
+/// The same checks, run once with `context` a real str and once lazy: `ref_` is a real str
+/// built inside the guest, so Python itself is the reference.
+const COMPARE: &str = r#"
+ref_ = context if isinstance(context, str) else ''.join(context.chunks(1000, 0))
+n = len(ref_)
+assert len(context) == n, (len(context), n)
+import random
+rng = random.Random(7)
+for _ in range(300):
+    a, b = rng.randrange(-n - 5, n + 5), rng.randrange(-n - 5, n + 5)
+    step = rng.choice([1, 1, 1, 2, 3, -1, -2])
+    # A stepped slice is a real str, so its result must fit the load limit.
+    if step == 1 or isinstance(context, str) or len(range(*slice(a, b, step).indices(n))) <= 1000:
+        assert context[a:b:step] == ref_[a:b:step], (a, b, step)
+    if -n <= a < n:
+        assert context[a] == ref_[a], a
+for needle in ['𝄞', 'Ωμέγα', '\r\n', 'line 7:', 'absent', '', 'é']:
+    assert context.find(needle) == ref_.find(needle), needle
+    assert context.rfind(needle) == ref_.rfind(needle), needle
+    assert context.count(needle) == ref_.count(needle), needle
+    assert context.find(needle, 100, 5000) == ref_.find(needle, 100, 5000), needle
+    assert context.rfind(needle, -3000, -10) == ref_.rfind(needle, -3000, -10), needle
+    assert (needle in context) == (needle in ref_), needle
+assert context.startswith('line 0') and context.endswith('end\n')
+assert context.startswith(('zzz', 'line')) and not context.endswith('x')
+assert context.split('\n', 3) [:3] == ref_.split('\n', 3)[:3]
+print('ok', n)
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn small_context_is_a_real_str_with_code_point_offsets() {
+    let text = unicode_text(200);
+    let chars = text.chars().count();
+    let mut sb = sandbox(&text).await;
+    assert_eq!(out(&mut sb, "type(context).__name__").await, "'str'");
+    assert_eq!(out(&mut sb, COMPARE).await, format!("ok {chars}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lazy_context_follows_python_str_semantics() {
+    let text = unicode_text(200);
+    let chars = text.chars().count();
+    let limits = Limits { lazy_threshold_chars: 1000, read_chunk_chars: 700, ..Limits::default() };
+    let mut sb = sandbox_with(Context::text(text), limits).await;
+    assert_eq!(out(&mut sb, "type(context).__name__").await, "'LazyText'");
+    assert_eq!(out(&mut sb, COMPARE).await, format!("ok {chars}"));
+    // Lines, split pieces and iteration agree with str.
+    let r = out(
+        &mut sb,
+        "assert list(context.iter_lines()) == ref_.splitlines()\n\
+         assert list(context.iter_lines(True)) == ref_.splitlines(True)\n\
+         assert list(context.iter_split('\\n')) == [str(p) for p in ref_.split('\\n')]\n\
+         assert ''.join(iter(context)) == ref_\n\
+         head = context.split(None, 4)\n\
+         assert head[:4] == ref_.split(None, 4)[:4], head[:4]\n\
+         rest = context.split('\\n', 1)[1]\n\
+         print(type(rest).__name__, len(rest) == len(ref_.split('\\n', 1)[1]))",
+    )
+    .await;
+    assert_eq!(r, "LazyText True");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lazy_context_explains_what_it_cannot_do() {
+    let limits = Limits { lazy_threshold_chars: 100, ..Limits::default() };
+    let mut sb = sandbox_with(Context::text("word ".repeat(1000)), limits).await;
+    let r = sb.exec("context.upper()").await.unwrap();
+    let err = r.error.unwrap();
+    assert!(err.contains("str.upper() is not available on a lazy text of 5,000 characters"), "{err}");
+    assert!(err.contains("context[a:b].upper("), "{err}");
+    let r = sb.exec("context.splitlines()").await.unwrap();
+    assert!(r.error.unwrap().contains("iter_lines()"));
+    let r = sb.exec("context.split()").await.unwrap();
+    assert!(r.error.unwrap().contains("maxsplit"));
+    // Small slices are real strings with every method.
+    assert_eq!(out(&mut sb, "context[:9].upper()").await, "'WORD WORD'");
+    assert!(out(&mut sb, "context").await.starts_with("<lazy text: 5,000 characters"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_of_documents_and_json_contexts() {
+    let mut sb = sandbox_with(Context::documents(["first doc", "second — doc", "third"]), Limits::default()).await;
+    assert_eq!(out(&mut sb, "type(context).__name__, len(context), context[1]").await,
+        "('list', 3, 'second — doc')");
+
+    let value = serde_json::json!({"patients": [{"name": "Ada", "age": 36}, {"name": "Bo", "age": 7}], "n": 2});
+    let mut sb = sandbox_with(Context::json(value.clone()), Limits::default()).await;
+    assert_eq!(out(&mut sb, "context['patients'][1]['name'], context['n']").await, "('Bo', 2)");
+    assert_eq!(out(&mut sb, "list(context)").await, "['patients', 'n']");
+
+    // The same data, lazy: indexing and iteration load items on demand.
+    let limits = Limits { lazy_threshold_chars: 10, ..Limits::default() };
+    let mut sb = sandbox_with(Context::json(value), limits).await;
+    assert_eq!(out(&mut sb, "type(context).__name__").await, "'LazyDict'");
+    assert_eq!(
+        out(&mut sb, "[p['name'] for p in context['patients']], context['n'], 'n' in context, sorted(context.keys())").await,
+        "(['Ada', 'Bo'], 2, True, ['n', 'patients'])"
+    );
+    let big = Context::documents((0..50).map(|i| format!("document number {i} {}", "x".repeat(i))));
+    let mut sb = sandbox_with(big, Limits { lazy_threshold_chars: 40, ..Limits::default() }).await;
+    assert_eq!(
+        out(&mut sb, "type(context).__name__, len(context), context[3], type(context[49]).__name__, context[-1][:18]").await,
+        "('LazyList', 50, 'document number 3 xxx', 'LazyText', 'document number 49')"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_returns_character_offsets_that_slice_back() {
+    let text = unicode_text(300);
+    for limits in [Limits::default(), Limits { lazy_threshold_chars: 500, ..Limits::default() }] {
+        let mut sb = sandbox_with(Context::text(text.clone()), limits).await;
+        let r = out(
+            &mut sb,
+            "hits = search(r'𝄞𝕏|Ωμέγα', max=1000)\n\
+             assert all(context[h['start']:h['end']] == h['text'] for h in hits)\n\
+             first = search(r'line 12: (\\S+)')[0]\n\
+             print(len(hits), first['text'], first['line'].startswith('line 12:'))",
+        )
+        .await;
+        assert_eq!(r, "600 line 12: héllo True");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_caps_results_rejects_bad_patterns_and_finds_paths() {
+    let mut sb = sandbox(&"abc ".repeat(50_000)).await;
+    assert_eq!(out(&mut sb, "len(search('abc', max=20))").await, "20");
+    assert_eq!(out(&mut sb, "len(search('abc', max=10**9))").await, "10000");
+    assert_eq!(out(&mut sb, "len(search('ABC', ignore_case=True, max=5))").await, "5");
+    let r = sb.exec("search('(a')").await.unwrap();
+    assert!(r.error.unwrap().contains("invalid search pattern"));
+    // A pattern that backtracks catastrophically in Python's re is linear here.
+    assert_eq!(out(&mut sb, "len(search(r'(a+)+$', max=5))").await, "0");
+
+    let docs = Context::documents(["nothing here", "the needle is here", "another needle"]);
+    let mut sb = sandbox_with(docs, Limits::default()).await;
+    assert_eq!(
+        out(&mut sb, "[(h['path'], h['start']) for h in search('needle')]").await,
+        "[([1], 4), ([2], 8)]"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn later_contexts_are_added_as_numbered_names() {
+    let mut sb = sandbox("first").await;
+    ok(&mut sb, "x = context").await;
+    let name = sb.add_context(Context::text("second")).await.unwrap();
+    assert_eq!(name, "context_1");
+    assert_eq!(out(&mut sb, "x, context_1, search('sec', within='context_1')[0]['start']").await,
+        "('first', 'second', 0)");
+}

@@ -1,0 +1,129 @@
+//! Every resource limit holds, and the REPL survives it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rlm_sandbox::{Context, LimitHit, Limits};
+
+fn limits() -> Limits {
+    Limits::default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn infinite_loop_is_stopped_by_fuel_and_state_is_restored() {
+    let l = Limits { fuel_per_step: 200_000_000, step_timeout: Duration::from_secs(120), ..limits() };
+    let mut sb = sandbox_with(Context::text("doc"), l).await;
+    ok(&mut sb, "kept = [1, 2, 3]").await;
+    let r = sb.exec("while True:\n    pass").await.unwrap();
+    assert_eq!(r.limit, Some(LimitHit::Fuel), "{r:?}");
+    assert!(r.restored && !r.reset);
+    assert!(r.error.unwrap().contains("ran out of fuel"));
+    assert!(r.fuel >= 200_000_000);
+    assert_eq!(out(&mut sb, "kept, context").await, "([1, 2, 3], 'doc')");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn infinite_loop_is_stopped_by_the_deadline() {
+    let l = Limits { fuel_per_step: u64::MAX / 2, step_timeout: Duration::from_millis(300), ..limits() };
+    let mut sb = sandbox_with(Context::text(""), l).await;
+    ok(&mut sb, "kept = 'before'").await;
+    let r = sb.exec("while True:\n    pass").await.unwrap();
+    assert_eq!(r.limit, Some(LimitHit::Deadline), "{r:?}");
+    assert!(r.restored);
+    assert!(r.error.unwrap().contains("time limit of 0.3 s"));
+    assert_eq!(out(&mut sb, "kept").await, "'before'");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sleeping_past_the_deadline_is_stopped() {
+    let l = Limits { step_timeout: Duration::from_millis(300), ..limits() };
+    let mut sb = sandbox_with(Context::text(""), l).await;
+    ok(&mut sb, "import time\nkept = 1").await;
+    let r = sb.exec("time.sleep(30)\nprint('woke')").await.unwrap();
+    assert_eq!(r.limit, Some(LimitHit::Deadline), "{r:?}");
+    assert!(r.elapsed < Duration::from_secs(20), "{:?}", r.elapsed);
+    assert!(!r.stdout.contains("woke"));
+    assert_eq!(out(&mut sb, "kept").await, "1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_allocations_raise_memory_error_and_the_repl_continues() {
+    let l = Limits { memory_bytes: 128 << 20, lazy_threshold_chars: 1 << 20, ..limits() };
+    let mut sb = sandbox_with(Context::text(""), l).await;
+    ok(&mut sb, "kept = 'alive'").await;
+    // The guest is 32-bit: a size past the address space is an OverflowError, as in any 32-bit
+    // CPython; a size that fits the address space but not the cap is a MemoryError.
+    let r = sb.exec("'x' * 10**10").await.unwrap();
+    assert!(r.error.unwrap_or_default().contains("OverflowError"));
+    assert!(!r.restored && !r.reset);
+    for code in ["'x' * 10**9", "b = bytearray(200 * 1024 * 1024)", "big = [str(i) * 300 for i in range(10**6)]"] {
+        let r = sb.exec(code).await.unwrap();
+        let err = r.error.clone().unwrap_or_default();
+        assert!(err.contains("MemoryError"), "{code}: {err} {r:?}");
+        assert!(!r.restored && !r.reset, "no trap: {code}");
+    }
+    assert_eq!(out(&mut sb, "kept").await, "'alive'");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deep_recursion_is_contained() {
+    let mut sb = sandbox_with(Context::text(""), limits()).await;
+    ok(&mut sb, "kept = 7\ndef f(n):\n    return f(n + 1) + 1").await;
+    let r = sb.exec("f(0)").await.unwrap();
+    let err = r.error.clone().unwrap();
+    assert!(
+        err.contains("RecursionError") || r.limit == Some(LimitHit::Stack),
+        "{err} {r:?}"
+    );
+    assert_eq!(out(&mut sb, "kept").await, "7");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_bombs_are_truncated() {
+    let l = Limits { max_output_bytes: 64 << 10, ..limits() };
+    let mut sb = sandbox_with(Context::text(""), l).await;
+    let r = ok(&mut sb, "for i in range(100_000):\n    print('x' * 99)").await;
+    assert_eq!(r.stdout.len(), 64 << 10);
+    assert_eq!(r.stdout_dropped, 10_000_000 - (64 << 10));
+    assert!(r.truncated());
+    let r = ok(&mut sb, "import os\nfor i in range(10_000):\n    os.write(2, b'e' * 1000)").await;
+    assert_eq!(r.stderr.len(), 64 << 10);
+    assert_eq!(r.stderr_dropped, 10_000_000 - (64 << 10));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_strings_past_the_cap_are_refused_without_crashing() {
+    let l = Limits { max_host_string_bytes: 64 << 10, read_chunk_chars: 16 << 10, lazy_threshold_chars: 16 << 10, ..limits() };
+    let mut sb = sandbox_with(Context::text("z".repeat(1 << 20)), l).await;
+    // A slice larger than the threshold stays lazy instead of crossing.
+    assert_eq!(out(&mut sb, "type(context[:500_000]).__name__").await, "'LazyText'");
+    // Asking the host directly for too much is refused with an error, not an abort.
+    let r = sb.exec("from wit_world.imports import context as c\nc.read(0, 0, 1 << 20)").await.unwrap();
+    assert!(r.error.as_deref().unwrap_or("").contains("refused to read"), "{r:?}");
+    assert!(!r.restored && !r.reset);
+    let r = sb.exec("c.read(0, 0, 60_000).count('z')").await.unwrap();
+    assert!(r.error.is_none(), "{r:?}");
+    // Reading 100k chars through the lazy object works, chunk by chunk.
+    assert_eq!(out(&mut sb, "str(context[:100_000]) if False else len(''.join(context.chunks(10_000)))").await, "1048576");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_calls_per_step_are_capped() {
+    let l = Limits { max_host_calls_per_step: 50, lazy_threshold_chars: 10, ..limits() };
+    let mut sb = sandbox_with(Context::text("abcdefghij".repeat(10)), l).await;
+    let r = sb.exec("for i in range(100):\n    context[i]").await.unwrap();
+    assert!(r.error.unwrap().contains("more than 50 host calls"));
+    // The count starts again with the next step.
+    assert_eq!(out(&mut sb, "context[0]").await, "'a'");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_are_validated() {
+    let bad = Limits { read_chunk_chars: 10 << 20, ..limits() };
+    assert!(bad.validate().unwrap_err().to_string().contains("read_chunk_chars"));
+    let bad = Limits { lazy_threshold_chars: 1 << 30, ..limits() };
+    assert!(bad.validate().unwrap_err().to_string().contains("memory"));
+    assert!(Limits::default().validate().is_ok());
+}
