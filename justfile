@@ -16,7 +16,7 @@ build: guest
 
 # Run the example: Python steps in the sandbox over the sample document.
 run-example: build
-    cargo run -q -p rlm-cli -- exec --context data/sample_report.md data/example_steps/*.py
+    cargo run -q -p rlm-cli -- exec --context data/synthetic_patient_data.md data/example_steps/*.py
 
 # Every test: unit, sandbox (real Python in the real guest), CLI processes, doc tests.
 test: guest

@@ -1,1 +1,46 @@
-//! stub
+//! Helpers for integration tests that drive the real `rlm` binary as a process.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+/// Path of the `rlm` binary built next to this test executable (`cargo build -p rlm-cli`;
+/// `just test` builds it first).
+pub fn rlm_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/rlm
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join(format!("rlm{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} not found: build it with `cargo build -p rlm-cli` (`just test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Run `rlm` with `args`, feeding `stdin`.
+pub fn rlm(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(rlm_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rlm");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for rlm")
+}
+
+/// Parse every stdout line as JSON.
+pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}

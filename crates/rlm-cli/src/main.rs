@@ -11,7 +11,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rlm_sandbox::{Context, ContextFormat, EngineOptions, Limits, Sandbox, SandboxEngine};
 
 #[derive(Parser)]
-#[command(name = "rlm", version, about = "Recursive Language Models with a wasmtime sandbox")]
+#[command(
+    name = "rlm",
+    version,
+    about = "Recursive Language Models with a wasmtime sandbox"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -119,7 +123,9 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
             anyhow::ensure!(!stdin_used, "stdin (`-`) can be used only once");
             stdin_used = true;
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading a step from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading a step from stdin")?;
             s
         } else {
             std::fs::read_to_string(path)
@@ -138,11 +144,18 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
         Some(path) => Context::load(path, format)?,
         None => Context::text(String::new()),
     };
-    let options = EngineOptions { guest: args.guest, ..EngineOptions::default() };
+    let options = EngineOptions {
+        guest: args.guest,
+        ..EngineOptions::default()
+    };
     let engine = tokio::task::spawn_blocking(move || SandboxEngine::with_options(options))
         .await
         .context("loading the sandbox engine")??;
-    let mut sandbox = Sandbox::builder(engine).limits(limits).context(context).build().await?;
+    let mut sandbox = Sandbox::builder(engine)
+        .limits(limits)
+        .context(context)
+        .build()
+        .await?;
 
     let mut out = std::io::stdout().lock();
     for code in &steps {

@@ -1,1 +1,343 @@
-fn main() {}
+//! Sandbox benchmarks: prints figures, asserts nothing. Run with `just bench`.
+//!
+//! Set `RLM_BENCH_BIG_MB` (default 1024) to change the size of the large-context run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rlm_sandbox::{
+    Context, EngineOptions, FUEL_PER_CPU_SECOND, Limits, ModelHost, Sandbox, SandboxEngine,
+};
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+fn row(name: &str, value: String, goal: &str) {
+    println!("| {name:<44} | {value:>22} | {goal:<20} |");
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A model host that answers after a fixed delay.
+struct Delayed(Duration);
+
+#[async_trait::async_trait]
+impl ModelHost for Delayed {
+    async fn llm_query(&self, prompt: String, _m: Option<String>) -> Result<String, String> {
+        tokio::time::sleep(self.0).await;
+        Ok(prompt)
+    }
+    async fn rlm_query(&self, prompt: String, _m: Option<String>) -> Result<String, String> {
+        Ok(prompt)
+    }
+}
+
+/// Varied ASCII filler of `bytes` bytes with `needle` at the very end.
+fn haystack(bytes: usize, needle: &str) -> String {
+    let words = [
+        "patient",
+        "reported",
+        "mild",
+        "headache",
+        "after",
+        "the",
+        "visit",
+        "blood",
+        "pressure",
+        "was",
+        "normal",
+        "follow-up",
+        "in",
+        "two",
+        "weeks",
+        "no",
+        "allergies",
+        "noted",
+    ];
+    let mut s = String::with_capacity(bytes + needle.len() + 64);
+    let mut i = 0usize;
+    while s.len() < bytes {
+        s.push_str(words[(i * 7 + i / 13) % words.len()]);
+        s.push(if i % 17 == 16 { '\n' } else { ' ' });
+        i += 1;
+    }
+    s.truncate(bytes);
+    s.push_str(needle);
+    s
+}
+
+async fn step_ms(sb: &mut Sandbox, code: &str) -> f64 {
+    let r = sb.exec(code).await.expect("exec");
+    assert!(r.error.is_none(), "{code}: {:?}", r.error);
+    r.elapsed.as_secs_f64() * 1e3
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let big_mb: usize = std::env::var("RLM_BENCH_BIG_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    println!(
+        "rlm-sandbox benchmarks ({} cores)\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("| {:<44} | {:>22} | {:<20} |", "what", "figure", "goal");
+    println!("|{}|{}|{}|", "-".repeat(46), "-".repeat(24), "-".repeat(22));
+
+    // Engine load with a warm artifact cache (what each process start pays).
+    let _ = SandboxEngine::load().expect("guest (run `just guest`)");
+    let mut loads = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let e = SandboxEngine::load().expect("engine");
+        loads.push(t.elapsed());
+        assert!(e.cache_hit());
+    }
+    loads.sort();
+    row(
+        "engine load, warm cache (process start)",
+        ms(pct(&loads, 0.5)),
+        "",
+    );
+    let engine = SandboxEngine::load().expect("engine");
+
+    // Fresh REPL.
+    let mut fresh = Vec::new();
+    for _ in 0..100 {
+        let t = Instant::now();
+        let sb = Sandbox::builder(engine.clone())
+            .context(Context::text("small doc"))
+            .build()
+            .await
+            .unwrap();
+        fresh.push(t.elapsed());
+        drop(sb);
+    }
+    fresh.sort();
+    row(
+        "fresh REPL (instantiate + init + context) p50",
+        ms(pct(&fresh, 0.5)),
+        "<= 2 ms",
+    );
+
+    // Step round trip.
+    let mut sb = Sandbox::builder(engine.clone())
+        .context(Context::text("doc"))
+        .build()
+        .await
+        .unwrap();
+    let mut steps = Vec::new();
+    for _ in 0..3000 {
+        let t = Instant::now();
+        let r = sb.exec("x = 1").await.unwrap();
+        steps.push(t.elapsed());
+        assert!(r.error.is_none());
+    }
+    steps.sort();
+    row(
+        "step round trip `x = 1` p50",
+        ms(pct(&steps, 0.5)),
+        "<= 0.1 ms",
+    );
+    row("step round trip `x = 1` p99", ms(pct(&steps, 0.99)), "");
+
+    // Host-call latency: guest -> host -> guest, from inside a step.
+    let n = 100_000;
+    let base = step_ms(&mut sb, &format!("for i in range({n}):\n    pass")).await;
+    let calls = step_ms(
+        &mut sb,
+        &format!(
+            "from wit_world.imports import context as _c\nfor i in range({n}):\n    _c.info(0)"
+        ),
+    )
+    .await;
+    row(
+        "host-call round trip (context.info)",
+        format!("{:.2} µs", (calls - base) * 1e3 / n as f64),
+        "",
+    );
+
+    // Fuel overhead and calibration: the same CPU loop metered and unmetered.
+    let spin = "t = 0\nfor i in range(10**7):\n    t += i";
+    let mut metered = Sandbox::builder(engine.clone())
+        .limits(Limits {
+            fuel_per_step: u64::MAX / 4,
+            step_timeout: Duration::from_secs(600),
+            ..Limits::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    let r = metered.exec(spin).await.unwrap();
+    let metered_s = r.elapsed.as_secs_f64();
+    let fuel_rate = r.fuel as f64 / metered_s;
+    let unmetered_engine = tokio::task::spawn_blocking(|| {
+        SandboxEngine::with_options(EngineOptions {
+            unmetered: true,
+            ..EngineOptions::default()
+        })
+    })
+    .await
+    .unwrap()
+    .expect("unmetered engine");
+    let mut plain = Sandbox::builder(unmetered_engine)
+        .limits(Limits {
+            step_timeout: Duration::from_secs(600),
+            ..Limits::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    let plain_s = plain.exec(spin).await.unwrap().elapsed.as_secs_f64();
+    row("CPU loop 10^7, unmetered", format!("{plain_s:.2} s"), "");
+    row(
+        "CPU loop 10^7, fuel + epoch",
+        format!("{metered_s:.2} s"),
+        "",
+    );
+    row(
+        "fuel + epoch overhead",
+        format!("{:.2}x", metered_s / plain_s),
+        "<= 1.5x",
+    );
+    row(
+        "fuel per CPU-second (constant in code)",
+        format!("{:.2e} ({:.1e})", fuel_rate, FUEL_PER_CPU_SECOND as f64),
+        "",
+    );
+
+    // llm_batch concurrency through the host.
+    let mut sb = Sandbox::builder(engine.clone())
+        .model(Arc::new(Delayed(Duration::from_millis(200))))
+        .build()
+        .await
+        .unwrap();
+    let t = step_ms(&mut sb, "r = llm_batch([str(i) for i in range(100)])").await;
+    row(
+        "llm_batch of 100 at 200 ms each",
+        format!("{t:.0} ms"),
+        "~200 ms",
+    );
+
+    // Large contexts: slice throughput and host regex.
+    for mb in [100usize, big_mb] {
+        let needle = "NEEDLE-7731 found";
+        let text = haystack(mb << 20, needle);
+        let len = text.len();
+        let t = Instant::now();
+        let ctx = Context::text(text);
+        let index_ms = t.elapsed().as_secs_f64() * 1e3;
+        let mut sb = Sandbox::builder(engine.clone())
+            .context(ctx)
+            .build()
+            .await
+            .unwrap();
+        let label = if mb >= 1024 {
+            format!("{} GB", mb / 1024)
+        } else {
+            format!("{mb} MB")
+        };
+        row(
+            &format!("context load (index) {label}"),
+            format!("{index_ms:.0} ms"),
+            "",
+        );
+        let r = sb
+            .exec("len(context), type(context).__name__")
+            .await
+            .unwrap();
+        assert_eq!(r.stdout.trim(), format!("({len}, 'LazyText')"));
+        if mb == 100 {
+            let t = step_ms(
+                &mut sb,
+                "n = 0\nfor ch in context.chunks(1 << 20):\n    n += len(ch)",
+            )
+            .await;
+            row(
+                "slice throughput, 1 MB slices, 100 MB",
+                format!("{:.2} GB/s", (100u64 << 20) as f64 / 1e9 / (t / 1e3)),
+                ">= 1 GB/s",
+            );
+        }
+        let t = step_ms(
+            &mut sb,
+            "hits = search(r'NEEDLE-\\d+')\nassert len(hits) == 1",
+        )
+        .await;
+        row(
+            &format!("host regex search over {label}"),
+            format!("{t:.1} ms"),
+            if mb == 100 { "<= 30 ms" } else { "" },
+        );
+        let t = step_ms(&mut sb, "assert context.find('NEEDLE-7731') > 0").await;
+        row(
+            &format!("context.find over {label}"),
+            format!("{t:.1} ms"),
+            "",
+        );
+        let t = step_ms(
+            &mut sb,
+            "tail = context[-30:]\nassert tail.endswith('found')",
+        )
+        .await;
+        row(&format!("tail slice of {label}"), format!("{t:.3} ms"), "");
+        if mb != 100 {
+            let t = step_ms(&mut sb, "c = context.count('patient')").await;
+            row(
+                &format!("context.count over {label}"),
+                format!("{t:.0} ms"),
+                "",
+            );
+        }
+    }
+
+    // Memory per live REPL.
+    let before = rss_bytes();
+    let mut live = Vec::new();
+    for _ in 0..100 {
+        let mut sb = Sandbox::builder(engine.clone())
+            .context(Context::text("doc"))
+            .build()
+            .await
+            .unwrap();
+        sb.exec("import json\nd = [json.dumps({'i': i}) for i in range(2000)]")
+            .await
+            .unwrap();
+        live.push(sb);
+    }
+    let after = rss_bytes();
+    row(
+        "RSS of 100 live REPLs (after a small step)",
+        format!(
+            "{:.0} MiB",
+            (after.saturating_sub(before)) as f64 / (1 << 20) as f64
+        ),
+        "<= 1.5 GB",
+    );
+    row(
+        "RSS per live REPL",
+        format!(
+            "{:.1} MiB",
+            (after.saturating_sub(before)) as f64 / 100.0 / (1 << 20) as f64
+        ),
+        "",
+    );
+    drop(live);
+}

@@ -34,9 +34,18 @@ pub struct Context {
 #[derive(Debug)]
 pub(crate) enum Node {
     Text(TextDoc),
-    Sequence { items: Vec<LocalId>, json_chars: u64 },
-    Mapping { entries: Vec<(String, LocalId)>, json_chars: u64 },
-    Scalar { value: Value, json_chars: u64 },
+    Sequence {
+        items: Vec<LocalId>,
+        json_chars: u64,
+    },
+    Mapping {
+        entries: Vec<(String, LocalId)>,
+        json_chars: u64,
+    },
+    Scalar {
+        value: Value,
+        json_chars: u64,
+    },
 }
 
 /// How to read a context file.
@@ -80,7 +89,10 @@ impl Context {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut nodes = vec![Node::Scalar { value: Value::Null, json_chars: 0 }];
+        let mut nodes = vec![Node::Scalar {
+            value: Value::Null,
+            json_chars: 0,
+        }];
         let mut items = Vec::new();
         let mut json_chars = 2u64;
         for (i, doc) in docs.into_iter().enumerate() {
@@ -94,7 +106,10 @@ impl Context {
 
     /// Parsed JSON: strings become text nodes, arrays sequences, objects mappings.
     pub fn json(value: Value) -> Arc<Self> {
-        let mut nodes = vec![Node::Scalar { value: Value::Null, json_chars: 0 }];
+        let mut nodes = vec![Node::Scalar {
+            value: Value::Null,
+            json_chars: 0,
+        }];
         nodes[0] = build_json(&mut nodes, value);
         Arc::new(Self { nodes })
     }
@@ -138,12 +153,16 @@ impl Context {
             },
         };
         match format {
-            ContextFormat::Json => {
-                Ok(Self::json(serde_json::from_str(&text).map_err(|e| bad_json(None, e))?))
-            }
+            ContextFormat::Json => Ok(Self::json(
+                serde_json::from_str(&text).map_err(|e| bad_json(None, e))?,
+            )),
             ContextFormat::Jsonl => {
                 let mut items = Vec::new();
-                for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                for (i, line) in text
+                    .lines()
+                    .enumerate()
+                    .filter(|(_, l)| !l.trim().is_empty())
+                {
                     items.push(serde_json::from_str(line).map_err(|e| bad_json(Some(i + 1), e))?);
                 }
                 Ok(Self::json(Value::Array(items)))
@@ -165,7 +184,9 @@ impl Context {
                     })
                     .collect(),
             },
-            Node::Mapping { entries, .. } => ContextShape::Object { keys: entries.len() as u64 },
+            Node::Mapping { entries, .. } => ContextShape::Object {
+                keys: entries.len() as u64,
+            },
             Node::Scalar { .. } => ContextShape::Scalar,
         }
     }
@@ -208,11 +229,17 @@ impl Context {
     /// Serialise a node to JSON, refusing (with `None`) past `max_bytes`.
     pub(crate) fn to_json(&self, id: LocalId, max_bytes: usize) -> Option<String> {
         let mut out = String::new();
-        if self.write_json(id, &mut out, max_bytes) { Some(out) } else { None }
+        if self.write_json(id, &mut out, max_bytes) {
+            Some(out)
+        } else {
+            None
+        }
     }
 
     fn write_json(&self, id: LocalId, out: &mut String, max: usize) -> bool {
-        let Some(node) = self.node(id) else { return false };
+        let Some(node) = self.node(id) else {
+            return false;
+        };
         match node {
             Node::Text(t) => {
                 // serde_json escapes exactly as JSON needs.
@@ -328,7 +355,11 @@ pub(crate) fn build_regex(pattern: &str, ignore_case: bool) -> Result<regex::Reg
         .size_limit(32 * 1024 * 1024)
         .dfa_size_limit(64 * 1024 * 1024)
         .build()
-        .map_err(|e| format!("invalid search pattern (Rust regex syntax; no look-around or back-references): {e}"))
+        .map_err(|e| {
+            format!(
+                "invalid search pattern (Rust regex syntax; no look-around or back-references): {e}"
+            )
+        })
 }
 
 /// Search a context below `id`: up to `max_results` hits, whose strings add up to at most
@@ -369,7 +400,13 @@ pub(crate) fn search_hits(
         if bytes > max_bytes && !hits.is_empty() {
             return false;
         }
-        hits.push(SearchHit { path: path.to_vec(), start, end, text: matched, line });
+        hits.push(SearchHit {
+            path: path.to_vec(),
+            start,
+            end,
+            text: matched,
+            line,
+        });
         true
     });
     hits
@@ -392,7 +429,10 @@ fn build_json(nodes: &mut Vec<Node>, value: Value) -> Node {
                 json_chars += json_size(&node) + u64::from(i > 0);
                 ids.push(push(nodes, node));
             }
-            Node::Sequence { items: ids, json_chars }
+            Node::Sequence {
+                items: ids,
+                json_chars,
+            }
         }
         Value::Object(map) => {
             let mut entries = Vec::with_capacity(map.len());
@@ -403,11 +443,17 @@ fn build_json(nodes: &mut Vec<Node>, value: Value) -> Node {
                 json_chars += key_chars + 1 + json_size(&node) + u64::from(i > 0);
                 entries.push((k, push(nodes, node)));
             }
-            Node::Mapping { entries, json_chars }
+            Node::Mapping {
+                entries,
+                json_chars,
+            }
         }
         scalar => {
             let json_chars = scalar.to_string().chars().count() as u64;
-            Node::Scalar { value: scalar, json_chars }
+            Node::Scalar {
+                value: scalar,
+                json_chars,
+            }
         }
     }
 }
@@ -438,12 +484,21 @@ impl TextDoc {
         let mut escapes = 0u64;
         for &b in bytes {
             if b == b'"' || b == b'\\' || b < 0x20 {
-                escapes += if b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 8 | 12) { 5 } else { 1 };
+                escapes += if b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 8 | 12) {
+                    5
+                } else {
+                    1
+                };
             }
         }
         if text.is_ascii() {
             let chars = bytes.len() as u64;
-            return Self { text, chars, json_chars: chars + 2 + escapes, index: Vec::new() };
+            return Self {
+                text,
+                chars,
+                json_chars: chars + 2 + escapes,
+                index: Vec::new(),
+            };
         }
         let mut index = Vec::with_capacity(bytes.len() / INDEX_STRIDE as usize + 1);
         let mut chars = 0u64;
@@ -455,7 +510,12 @@ impl TextDoc {
                 chars += 1;
             }
         }
-        Self { text, chars, json_chars: chars + 2 + escapes, index }
+        Self {
+            text,
+            chars,
+            json_chars: chars + 2 + escapes,
+            index,
+        }
     }
 
     /// The text.
@@ -495,7 +555,10 @@ impl TextDoc {
         if self.index.is_empty() {
             return byte as u64;
         }
-        let block = self.index.partition_point(|&b| b as usize <= byte).saturating_sub(1);
+        let block = self
+            .index
+            .partition_point(|&b| b as usize <= byte)
+            .saturating_sub(1);
         block as u64 * INDEX_STRIDE + self.chars_between(self.index[block] as usize, byte)
     }
 
@@ -504,7 +567,10 @@ impl TextDoc {
         if self.index.is_empty() {
             return (b - a) as u64;
         }
-        self.text.as_bytes()[a..b].iter().filter(|&&x| (x & 0xC0) != 0x80).count() as u64
+        self.text.as_bytes()[a..b]
+            .iter()
+            .filter(|&&x| (x & 0xC0) != 0x80)
+            .count() as u64
     }
 
     /// Characters `start..end` (clamped).
@@ -522,7 +588,11 @@ impl TextDoc {
         }
         let (bs, be) = (self.byte_of(start), self.byte_of(end));
         let hay = &self.text[bs..be];
-        let hit = if reverse { hay.rfind(needle) } else { hay.find(needle) }?;
+        let hit = if reverse {
+            hay.rfind(needle)
+        } else {
+            hay.find(needle)
+        }?;
         Some(start + self.chars_between(bs, bs + hit))
     }
 
@@ -562,7 +632,13 @@ mod tests {
         let t = TextDoc::new(s.clone());
         let chars: Vec<char> = s.chars().collect();
         assert_eq!(t.chars(), chars.len() as u64);
-        for (a, b) in [(0, 5), (3, 20), (4095, 4099), (4096, 8200), (100, chars.len())] {
+        for (a, b) in [
+            (0, 5),
+            (3, 20),
+            (4095, 4099),
+            (4096, 8200),
+            (100, chars.len()),
+        ] {
             let want: String = chars[a..b].iter().collect();
             assert_eq!(t.slice(a as u64, b as u64), want);
         }

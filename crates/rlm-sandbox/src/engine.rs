@@ -29,6 +29,10 @@ pub struct EngineOptions {
     /// Directory of precompiled artifacts. Default: `RLM_CACHE_DIR`, else the user cache
     /// directory (`~/.cache/rlm`).
     pub cache_dir: Option<PathBuf>,
+    /// Benchmarks only: turn fuel and epoch interruption off to measure their overhead. Steps
+    /// then have no CPU or deadline limit inside wasm (the tokio backstop still applies).
+    #[doc(hidden)]
+    pub unmetered: bool,
 }
 
 /// The compiled guest and the wasmtime engine that runs it. Create once per process and share
@@ -36,6 +40,7 @@ pub struct EngineOptions {
 pub struct SandboxEngine {
     pub(crate) engine: Engine,
     pub(crate) pre: SandboxPre<HostState>,
+    pub(crate) metered: bool,
     guest_path: PathBuf,
     artifact: PathBuf,
     cache_hit: bool,
@@ -68,7 +73,9 @@ impl SandboxEngine {
     /// and engine configuration (tens of seconds), then reuses the cached artifact (milliseconds).
     pub fn with_options(options: EngineOptions) -> Result<Arc<Self>, SandboxError> {
         let guest_path = locate_guest(options.guest)?;
-        let engine = Engine::new(&engine_config()).map_err(|e| SandboxError::wasm("engine", e))?;
+        let metered = !options.unmetered;
+        let engine =
+            Engine::new(&engine_config(metered)).map_err(|e| SandboxError::wasm("engine", e))?;
         let bytes = std::fs::read(&guest_path).map_err(|source| SandboxError::Io {
             action: "reading the guest component",
             path: guest_path.clone(),
@@ -82,8 +89,11 @@ impl SandboxEngine {
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| SandboxError::wasm("linking WASI", e))?;
-        crate::bindings::Sandbox::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| SandboxError::wasm("linking the sandbox imports", e))?;
+        crate::bindings::Sandbox::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| SandboxError::wasm("linking the sandbox imports", e))?;
         let pre = linker
             .instantiate_pre(&component)
             .and_then(SandboxPre::new)
@@ -91,7 +101,15 @@ impl SandboxEngine {
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine.clone(), stop_ticker.clone());
-        Ok(Arc::new(Self { engine, pre, guest_path, artifact, cache_hit, stop_ticker }))
+        Ok(Arc::new(Self {
+            engine,
+            pre,
+            metered,
+            guest_path,
+            artifact,
+            cache_hit,
+            stop_ticker,
+        }))
     }
 
     /// The guest component file in use.
@@ -110,11 +128,11 @@ impl SandboxEngine {
     }
 }
 
-fn engine_config() -> Config {
+fn engine_config(metered: bool) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
-    config.consume_fuel(true);
-    config.epoch_interruption(true);
+    config.consume_fuel(metered);
+    config.epoch_interruption(metered);
     config.memory_init_cow(true);
     config.cranelift_opt_level(OptLevel::Speed);
     config.parallel_compilation(true);
@@ -187,30 +205,38 @@ fn locate_guest(explicit: Option<PathBuf>) -> Result<PathBuf, SandboxError> {
             candidates.push(dir.join("../guest").join(GUEST_FILE));
         }
         candidates.push(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guest").join(GUEST_FILE),
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/guest")
+                .join(GUEST_FILE),
         );
     }
     candidates
         .iter()
         .find(|p| p.is_file())
         .cloned()
-        .ok_or(SandboxError::GuestMissing { searched: candidates })
+        .ok_or(SandboxError::GuestMissing {
+            searched: candidates,
+        })
 }
 
 fn default_cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("RLM_CACHE_DIR") {
         return PathBuf::from(p);
     }
-    dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("rlm")
+    dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("rlm")
 }
 
 fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) {
-    let spawned = std::thread::Builder::new().name("rlm-epoch".into()).spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(EPOCH_TICK);
-            engine.increment_epoch();
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name("rlm-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "could not start the epoch thread; step deadlines then rely \
             on the tokio timeout alone");

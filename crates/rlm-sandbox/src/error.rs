@@ -57,6 +57,9 @@ pub enum SandboxError {
 
 impl SandboxError {
     pub(crate) fn wasm(context: &'static str, err: impl std::fmt::Display) -> Self {
-        Self::Wasm { context, message: format!("{err:#}") }
+        Self::Wasm {
+            context,
+            message: format!("{err:#}"),
+        }
     }
 }

@@ -19,8 +19,12 @@ pub trait ModelHost: Send + Sync + 'static {
         prompts: Vec<String>,
         model: Option<String>,
     ) -> Vec<Result<String, String>> {
-        futures::future::join_all(prompts.into_iter().map(|p| self.llm_query(p, model.clone())))
-            .await
+        futures::future::join_all(
+            prompts
+                .into_iter()
+                .map(|p| self.llm_query(p, model.clone())),
+        )
+        .await
     }
 
     /// A recursive sub-RLM call.

@@ -40,6 +40,7 @@ mod host;
 mod limits;
 mod pipe;
 mod sandbox;
+mod seeded;
 mod state;
 
 pub use context::{Context, ContextFormat, ContextShape, PathStep, SearchHit, TextDoc};

@@ -20,7 +20,11 @@ pub(crate) struct CappedPipe(Arc<Mutex<Buf>>);
 
 impl CappedPipe {
     pub(crate) fn new(cap: usize) -> Self {
-        Self(Arc::new(Mutex::new(Buf { data: Vec::new(), cap, dropped: 0 })))
+        Self(Arc::new(Mutex::new(Buf {
+            data: Vec::new(),
+            cap,
+            dropped: 0,
+        })))
     }
 
     fn push(&self, bytes: &[u8]) {

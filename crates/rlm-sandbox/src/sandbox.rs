@@ -91,9 +91,17 @@ pub struct SandboxBuilder {
     limits: Limits,
     model: Arc<dyn ModelHost>,
     contexts: Vec<Arc<Context>>,
+    seed: Option<[u8; 32]>,
 }
 
 impl SandboxBuilder {
+    /// Seed the guest's randomness (`os.urandom`, `uuid4`, `secrets`), e.g. to re-run a recorded
+    /// session exactly (default: a fresh random seed; see [`Sandbox::seed`]).
+    pub fn seed(mut self, seed: [u8; 32]) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
     /// Use these limits (default: [`Limits::default`]).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -120,10 +128,21 @@ impl SandboxBuilder {
         }
         let limits = Arc::new(self.limits);
         let journal: Vec<JournalEntry> = (0..self.contexts.len())
-            .map(|slot| JournalEntry::Attach { slot: slot as u32, name: slot_name(slot) })
+            .map(|slot| JournalEntry::Attach {
+                slot: slot as u32,
+                name: slot_name(slot),
+            })
             .collect();
-        let live =
-            Live::start(&self.engine, &limits, &self.contexts, &self.model, &journal).await?;
+        let seed = self.seed.unwrap_or_else(crate::seeded::fresh_seed);
+        let live = Live::start(
+            &self.engine,
+            &limits,
+            &self.contexts,
+            &self.model,
+            &journal,
+            &seed,
+        )
+        .await?;
         Ok(Sandbox {
             engine: self.engine,
             limits,
@@ -132,13 +151,18 @@ impl SandboxBuilder {
             live,
             journal,
             steps: 0,
+            seed,
         })
     }
 }
 
 /// The Python name of context slot `slot`.
 pub fn slot_name(slot: usize) -> String {
-    if slot == 0 { "context".to_string() } else { format!("context_{slot}") }
+    if slot == 0 {
+        "context".to_string()
+    } else {
+        format!("context_{slot}")
+    }
 }
 
 /// One persistent Python REPL in its own wasmtime store.
@@ -154,6 +178,8 @@ pub struct Sandbox {
     live: Live,
     journal: Vec<JournalEntry>,
     steps: u64,
+    /// Seed of the guest's randomness, reused by every rebuild so replays draw the same bytes.
+    seed: [u8; 32],
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -169,7 +195,13 @@ impl std::fmt::Debug for Sandbox {
 impl Sandbox {
     /// Start configuring a sandbox on `engine`.
     pub fn builder(engine: Arc<SandboxEngine>) -> SandboxBuilder {
-        SandboxBuilder { engine, limits: Limits::default(), model: Arc::new(NoModel), contexts: Vec::new() }
+        SandboxBuilder {
+            engine,
+            limits: Limits::default(),
+            model: Arc::new(NoModel),
+            contexts: Vec::new(),
+            seed: None,
+        }
     }
 
     /// The limits in force.
@@ -180,6 +212,11 @@ impl Sandbox {
     /// The journal of successful steps (what a restore replays).
     pub fn journal(&self) -> &[JournalEntry] {
         &self.journal
+    }
+
+    /// The seed of the guest's randomness (pass it to [`SandboxBuilder::seed`] to reproduce).
+    pub fn seed(&self) -> [u8; 32] {
+        self.seed
     }
 
     /// Steps run so far.
@@ -195,9 +232,15 @@ impl Sandbox {
         let slot = self.contexts.len();
         let name = slot_name(slot);
         self.contexts.push(context);
-        self.live.store.data_mut().set_contexts(self.contexts.clone());
+        self.live
+            .store
+            .data_mut()
+            .set_contexts(self.contexts.clone());
         self.live.attach(slot as u32, &name, &self.limits).await?;
-        self.journal.push(JournalEntry::Attach { slot: slot as u32, name: name.clone() });
+        self.journal.push(JournalEntry::Attach {
+            slot: slot as u32,
+            name: name.clone(),
+        });
         Ok(name)
     }
 
@@ -213,7 +256,10 @@ impl Sandbox {
 
     async fn exec_inner(&mut self, code: &str) -> Result<StepResult, SandboxError> {
         let started = Instant::now();
-        let outcome = self.live.run(code, &self.limits, CallLog::Record(Vec::new())).await;
+        let outcome = self
+            .live
+            .run(code, &self.limits, CallLog::Record(Vec::new()))
+            .await;
         let elapsed = started.elapsed();
         let (out, out_dropped) = self.live.stdout.take();
         let (err, err_dropped) = self.live.stderr.take();
@@ -239,7 +285,10 @@ impl Sandbox {
                 result.stderr_dropped += step.stderr_dropped;
                 result.error = step.error;
                 result.final_answer = step.final_answer;
-                self.journal.push(JournalEntry::Step { code: code.to_string(), calls });
+                self.journal.push(JournalEntry::Step {
+                    code: code.to_string(),
+                    calls,
+                });
             }
             Err(stop) => {
                 result.stdout = out;
@@ -260,8 +309,15 @@ impl Sandbox {
     async fn recover(&mut self) -> Result<bool, SandboxError> {
         let span = tracing::info_span!("restore", entries = self.journal.len());
         async {
-            match Live::start(&self.engine, &self.limits, &self.contexts, &self.model, &self.journal)
-                .await
+            match Live::start(
+                &self.engine,
+                &self.limits,
+                &self.contexts,
+                &self.model,
+                &self.journal,
+                &self.seed,
+            )
+            .await
             {
                 Ok(live) => {
                     self.live = live;
@@ -270,11 +326,20 @@ impl Sandbox {
                 Err(e) => tracing::warn!(error = %e, "replay failed; resetting the REPL"),
             }
             let attaches: Vec<JournalEntry> = (0..self.contexts.len())
-                .map(|slot| JournalEntry::Attach { slot: slot as u32, name: slot_name(slot) })
+                .map(|slot| JournalEntry::Attach {
+                    slot: slot as u32,
+                    name: slot_name(slot),
+                })
                 .collect();
-            self.live =
-                Live::start(&self.engine, &self.limits, &self.contexts, &self.model, &attaches)
-                    .await?;
+            self.live = Live::start(
+                &self.engine,
+                &self.limits,
+                &self.contexts,
+                &self.model,
+                &attaches,
+                &self.seed,
+            )
+            .await?;
             self.journal = attaches;
             Ok(false)
         }
@@ -341,6 +406,7 @@ struct Live {
     guest: GuestWorld,
     stdout: CappedPipe,
     stderr: CappedPipe,
+    metered: bool,
 }
 
 impl Live {
@@ -351,6 +417,7 @@ impl Live {
         contexts: &[Arc<Context>],
         model: &Arc<dyn ModelHost>,
         journal: &[JournalEntry],
+        seed: &[u8; 32],
     ) -> Result<Self, SandboxError> {
         let cap = usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX);
         let (stdout, stderr) = (CappedPipe::new(cap), CappedPipe::new(cap));
@@ -360,19 +427,24 @@ impl Live {
             model.clone(),
             stdout.clone(),
             stderr.clone(),
+            seed,
         );
         let mut store = Store::new(&engine.engine, state);
         store.limiter(|s| &mut s.store_limits);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
         store.data_mut().deadline = Instant::now() + limits.step_timeout;
-        store.set_epoch_deadline(1);
-        store.set_fuel(limits.fuel_per_step).map_err(|e| SandboxError::wasm("setting fuel", e))?;
+        if engine.metered {
+            store.epoch_deadline_callback(|ctx| {
+                if Instant::now() >= ctx.data().deadline {
+                    Ok(UpdateDeadline::Interrupt)
+                } else {
+                    Ok(UpdateDeadline::Yield(1))
+                }
+            });
+            store.set_epoch_deadline(1);
+            store
+                .set_fuel(limits.fuel_per_step)
+                .map_err(|e| SandboxError::wasm("setting fuel", e))?;
+        }
         let guest = engine
             .pre
             .instantiate_async(&mut store)
@@ -389,7 +461,13 @@ impl Live {
             .await
             .map_err(|e| SandboxError::wasm("initialising the REPL", e))?
             .map_err(SandboxError::GuestInit)?;
-        let mut live = Self { store, guest, stdout, stderr };
+        let mut live = Self {
+            store,
+            guest,
+            stdout,
+            stderr,
+            metered: engine.metered,
+        };
         for entry in journal {
             match entry {
                 JournalEntry::Attach { slot, name } => live.attach(*slot, name, limits).await?,
@@ -419,7 +497,10 @@ impl Live {
 
     async fn attach(&mut self, slot: u32, name: &str, limits: &Limits) -> Result<(), SandboxError> {
         self.prepare(limits, CallLog::Record(Vec::new()))?;
-        let call = self.guest.rlm_sandbox_repl().call_attach_context(&mut self.store, slot, name);
+        let call = self
+            .guest
+            .rlm_sandbox_repl()
+            .call_attach_context(&mut self.store, slot, name);
         match tokio::time::timeout(limits.step_timeout + BACKSTOP_GRACE, call).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(msg))) => Err(SandboxError::GuestInit(msg)),
@@ -433,25 +514,40 @@ impl Live {
         state.calls = 0;
         state.deadline = Instant::now() + limits.step_timeout;
         state.log = log;
+        if !self.metered {
+            return Ok(());
+        }
         self.store.set_epoch_deadline(1);
-        self.store.set_fuel(limits.fuel_per_step).map_err(|e| SandboxError::wasm("setting fuel", e))
+        self.store
+            .set_fuel(limits.fuel_per_step)
+            .map_err(|e| SandboxError::wasm("setting fuel", e))
     }
 
     async fn run(&mut self, code: &str, limits: &Limits, log: CallLog) -> RunOutcome {
         if let Err(e) = self.prepare(limits, log) {
             return RunOutcome {
-                result: Err(Stop { hit: LimitHit::Crash, detail: e.to_string() }),
+                result: Err(Stop {
+                    hit: LimitHit::Crash,
+                    detail: e.to_string(),
+                }),
                 fuel: 0,
                 calls: 0,
             };
         }
-        let call = self.guest.rlm_sandbox_repl().call_exec(&mut self.store, code);
+        let call = self
+            .guest
+            .rlm_sandbox_repl()
+            .call_exec(&mut self.store, code);
         let outcome = tokio::time::timeout(limits.step_timeout + BACKSTOP_GRACE, call).await;
-        let fuel = limits.fuel_per_step.saturating_sub(self.store.get_fuel().unwrap_or(0));
+        let fuel = match self.store.get_fuel() {
+            Ok(left) if self.metered => limits.fuel_per_step.saturating_sub(left),
+            _ => 0,
+        };
         let calls = self.store.data().calls;
         let result = match outcome {
             Ok(Ok(step)) => {
-                let log = std::mem::replace(&mut self.store.data_mut().log, CallLog::Record(Vec::new()));
+                let log =
+                    std::mem::replace(&mut self.store.data_mut().log, CallLog::Record(Vec::new()));
                 let calls = match log {
                     CallLog::Record(v) => v,
                     CallLog::Replay(_) => Vec::new(),
@@ -464,7 +560,11 @@ impl Live {
                 detail: "stopped by the timeout backstop while waiting on the host".into(),
             }),
         };
-        RunOutcome { result, fuel, calls }
+        RunOutcome {
+            result,
+            fuel,
+            calls,
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use crate::context::{Context, LocalId, Node, PathStep, build_regex, search_hits}
 use crate::host::ModelHost;
 use crate::limits::Limits;
 use crate::pipe::CappedPipe;
+use crate::seeded::SeededRng;
 
 /// Number of compiled search patterns kept per REPL.
 const REGEX_CACHE: usize = 8;
@@ -25,11 +26,23 @@ const REGEX_CACHE: usize = 8;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ModelCall {
     /// `llm_query`.
-    Query { prompt: String, model: Option<String>, result: Result<String, String> },
+    Query {
+        prompt: String,
+        model: Option<String>,
+        result: Result<String, String>,
+    },
     /// `llm_batch`.
-    Batch { prompts: Vec<String>, model: Option<String>, results: Vec<Result<String, String>> },
+    Batch {
+        prompts: Vec<String>,
+        model: Option<String>,
+        results: Vec<Result<String, String>>,
+    },
     /// `rlm_query`.
-    Rlm { prompt: String, model: Option<String>, result: Result<String, String> },
+    Rlm {
+        prompt: String,
+        model: Option<String>,
+        result: Result<String, String>,
+    },
 }
 
 /// Whether model calls go to the model (and are recorded) or come from a journal.
@@ -62,6 +75,7 @@ impl HostState {
         model: Arc<dyn ModelHost>,
         stdout: CappedPipe,
         stderr: CappedPipe,
+        seed: &[u8; 32],
     ) -> Self {
         // Closed by construction: no preopened directories, no environment, no arguments, no
         // network, no stdin; stdout/stderr go to capped in-memory pipes.
@@ -72,6 +86,11 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
+            .secure_random(SeededRng::new(seed, "secure"))
+            .insecure_random(SeededRng::new(seed, "insecure"))
+            .insecure_random_seed(u128::from_le_bytes(
+                seed[..16].try_into().unwrap_or([0; 16]),
+            ))
             .build();
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX))
@@ -132,8 +151,12 @@ impl HostState {
     fn resolve(&self, node: u64) -> Result<(&Context, LocalId), String> {
         let slot = (node >> 32) as usize;
         let local = (node & 0xFFFF_FFFF) as LocalId;
-        let ctx = self.contexts.get(slot).ok_or_else(|| format!("no context node {node}"))?;
-        ctx.node(local).ok_or_else(|| format!("no context node {node}"))?;
+        let ctx = self
+            .contexts
+            .get(slot)
+            .ok_or_else(|| format!("no context node {node}"))?;
+        ctx.node(local)
+            .ok_or_else(|| format!("no context node {node}"))?;
         Ok((ctx, local))
     }
 
@@ -178,7 +201,10 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -203,7 +229,11 @@ impl wit_ctx::Host for HostState {
             }
             _ => (wit_ctx::NodeKind::Scalar, 0),
         };
-        Ok(wit_ctx::NodeInfo { kind, len, size_chars: ctx.size_chars(local) })
+        Ok(wit_ctx::NodeInfo {
+            kind,
+            len,
+            size_chars: ctx.size_chars(local),
+        })
     }
 
     fn child(&mut self, node: u64, index: u64) -> Result<u64, String> {
@@ -286,7 +316,9 @@ impl wit_ctx::Host for HostState {
     ) -> Result<i64, String> {
         self.charge(1)?;
         let text = self.text(node)?;
-        Ok(text.find(&needle, start, end, reverse).map_or(-1, |p| p as i64))
+        Ok(text
+            .find(&needle, start, end, reverse)
+            .map_or(-1, |p| p as i64))
     }
 
     fn count(&mut self, node: u64, needle: String, start: u64, end: u64) -> Result<u64, String> {
@@ -305,7 +337,14 @@ impl wit_ctx::Host for HostState {
         let max = options.max_results.min(self.limits.max_search_results) as usize;
         let cap = self.cap();
         let (ctx, local) = self.resolve(node)?;
-        let hits = search_hits(ctx, local, &re, max, u64::from(options.max_match_chars), cap);
+        let hits = search_hits(
+            ctx,
+            local,
+            &re,
+            max,
+            u64::from(options.max_match_chars),
+            cap,
+        );
         Ok(hits
             .into_iter()
             .map(|h| wit_ctx::SearchMatch {
@@ -340,11 +379,11 @@ impl wit_llm::Host for HostState {
     ) -> wasmtime::Result<Result<String, String>> {
         if self.replaying() {
             return match self.replay_next() {
-                Some(ModelCall::Query { prompt: p, model: m, result })
-                    if p == prompt && m == model =>
-                {
-                    Ok(result)
-                }
+                Some(ModelCall::Query {
+                    prompt: p,
+                    model: m,
+                    result,
+                }) if p == prompt && m == model => Ok(result),
                 _ => Err(ReplayDiverged.into()),
             };
         }
@@ -358,7 +397,11 @@ impl wit_llm::Host for HostState {
         )
         .await;
         let result = answer.and_then(|a| self.bounded("the model's answer", a));
-        self.record(ModelCall::Query { prompt, model, result: result.clone() });
+        self.record(ModelCall::Query {
+            prompt,
+            model,
+            result: result.clone(),
+        });
         Ok(result)
     }
 
@@ -369,11 +412,11 @@ impl wit_llm::Host for HostState {
     ) -> wasmtime::Result<Vec<Result<String, String>>> {
         if self.replaying() {
             return match self.replay_next() {
-                Some(ModelCall::Batch { prompts: p, model: m, results })
-                    if p == prompts && m == model =>
-                {
-                    Ok(results)
-                }
+                Some(ModelCall::Batch {
+                    prompts: p,
+                    model: m,
+                    results,
+                }) if p == prompts && m == model => Ok(results),
                 _ => Err(ReplayDiverged.into()),
             };
         }
@@ -391,8 +434,14 @@ impl wit_llm::Host for HostState {
             .map(|r| r.and_then(|a| self.bounded("the model's answer", a)))
             .collect();
         // A host that returned the wrong number of answers must not shift them.
-        results.resize(prompts.len(), Err("the model host returned no answer".into()));
-        let total: usize = results.iter().map(|r| r.as_ref().map_or(0, String::len)).sum();
+        results.resize(
+            prompts.len(),
+            Err("the model host returned no answer".into()),
+        );
+        let total: usize = results
+            .iter()
+            .map(|r| r.as_ref().map_or(0, String::len))
+            .sum();
         if total > self.cap() {
             let msg = format!(
                 "the batch's answers add up to {total} bytes, more than the sandbox passes at \
@@ -401,7 +450,11 @@ impl wit_llm::Host for HostState {
             );
             results = prompts.iter().map(|_| Err(msg.clone())).collect();
         }
-        self.record(ModelCall::Batch { prompts, model, results: results.clone() });
+        self.record(ModelCall::Batch {
+            prompts,
+            model,
+            results: results.clone(),
+        });
         Ok(results)
     }
 
@@ -412,11 +465,11 @@ impl wit_llm::Host for HostState {
     ) -> wasmtime::Result<Result<String, String>> {
         if self.replaying() {
             return match self.replay_next() {
-                Some(ModelCall::Rlm { prompt: p, model: m, result })
-                    if p == prompt && m == model =>
-                {
-                    Ok(result)
-                }
+                Some(ModelCall::Rlm {
+                    prompt: p,
+                    model: m,
+                    result,
+                }) if p == prompt && m == model => Ok(result),
                 _ => Err(ReplayDiverged.into()),
             };
         }
@@ -430,7 +483,11 @@ impl wit_llm::Host for HostState {
         )
         .await;
         let result = answer.and_then(|a| self.bounded("the sub-RLM's answer", a));
-        self.record(ModelCall::Rlm { prompt, model, result: result.clone() });
+        self.record(ModelCall::Rlm {
+            prompt,
+            model,
+            result: result.clone(),
+        });
         Ok(result)
     }
 }

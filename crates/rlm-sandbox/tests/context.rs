@@ -59,7 +59,11 @@ async fn small_context_is_a_real_str_with_code_point_offsets() {
 async fn lazy_context_follows_python_str_semantics() {
     let text = unicode_text(200);
     let chars = text.chars().count();
-    let limits = Limits { lazy_threshold_chars: 1000, read_chunk_chars: 700, ..Limits::default() };
+    let limits = Limits {
+        lazy_threshold_chars: 1000,
+        read_chunk_chars: 700,
+        ..Limits::default()
+    };
     let mut sb = sandbox_with(Context::text(text), limits).await;
     assert_eq!(out(&mut sb, "type(context).__name__").await, "'LazyText'");
     assert_eq!(out(&mut sb, COMPARE).await, format!("ok {chars}"));
@@ -81,11 +85,17 @@ async fn lazy_context_follows_python_str_semantics() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lazy_context_explains_what_it_cannot_do() {
-    let limits = Limits { lazy_threshold_chars: 100, ..Limits::default() };
+    let limits = Limits {
+        lazy_threshold_chars: 100,
+        ..Limits::default()
+    };
     let mut sb = sandbox_with(Context::text("word ".repeat(1000)), limits).await;
     let r = sb.exec("context.upper()").await.unwrap();
     let err = r.error.unwrap();
-    assert!(err.contains("str.upper() is not available on a lazy text of 5,000 characters"), "{err}");
+    assert!(
+        err.contains("str.upper() is not available on a lazy text of 5,000 characters"),
+        "{err}"
+    );
     assert!(err.contains("context[a:b].upper("), "{err}");
     let r = sb.exec("context.splitlines()").await.unwrap();
     assert!(r.error.unwrap().contains("iter_lines()"));
@@ -93,22 +103,38 @@ async fn lazy_context_explains_what_it_cannot_do() {
     assert!(r.error.unwrap().contains("maxsplit"));
     // Small slices are real strings with every method.
     assert_eq!(out(&mut sb, "context[:9].upper()").await, "'WORD WORD'");
-    assert!(out(&mut sb, "context").await.starts_with("<lazy text: 5,000 characters"));
+    assert!(
+        out(&mut sb, "context")
+            .await
+            .starts_with("<lazy text: 5,000 characters")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn list_of_documents_and_json_contexts() {
-    let mut sb = sandbox_with(Context::documents(["first doc", "second — doc", "third"]), Limits::default()).await;
-    assert_eq!(out(&mut sb, "type(context).__name__, len(context), context[1]").await,
-        "('list', 3, 'second — doc')");
+    let mut sb = sandbox_with(
+        Context::documents(["first doc", "second — doc", "third"]),
+        Limits::default(),
+    )
+    .await;
+    assert_eq!(
+        out(&mut sb, "type(context).__name__, len(context), context[1]").await,
+        "('list', 3, 'second — doc')"
+    );
 
     let value = serde_json::json!({"patients": [{"name": "Ada", "age": 36}, {"name": "Bo", "age": 7}], "n": 2});
     let mut sb = sandbox_with(Context::json(value.clone()), Limits::default()).await;
-    assert_eq!(out(&mut sb, "context['patients'][1]['name'], context['n']").await, "('Bo', 2)");
+    assert_eq!(
+        out(&mut sb, "context['patients'][1]['name'], context['n']").await,
+        "('Bo', 2)"
+    );
     assert_eq!(out(&mut sb, "list(context)").await, "['patients', 'n']");
 
     // The same data, lazy: indexing and iteration load items on demand.
-    let limits = Limits { lazy_threshold_chars: 10, ..Limits::default() };
+    let limits = Limits {
+        lazy_threshold_chars: 10,
+        ..Limits::default()
+    };
     let mut sb = sandbox_with(Context::json(value), limits).await;
     assert_eq!(out(&mut sb, "type(context).__name__").await, "'LazyDict'");
     assert_eq!(
@@ -116,7 +142,14 @@ async fn list_of_documents_and_json_contexts() {
         "(['Ada', 'Bo'], 2, True, ['n', 'patients'])"
     );
     let big = Context::documents((0..50).map(|i| format!("document number {i} {}", "x".repeat(i))));
-    let mut sb = sandbox_with(big, Limits { lazy_threshold_chars: 40, ..Limits::default() }).await;
+    let mut sb = sandbox_with(
+        big,
+        Limits {
+            lazy_threshold_chars: 40,
+            ..Limits::default()
+        },
+    )
+    .await;
     assert_eq!(
         out(&mut sb, "type(context).__name__, len(context), context[3], type(context[49]).__name__, context[-1][:18]").await,
         "('LazyList', 50, 'document number 3 xxx', 'LazyText', 'document number 49')"
@@ -126,7 +159,13 @@ async fn list_of_documents_and_json_contexts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn search_returns_character_offsets_that_slice_back() {
     let text = unicode_text(300);
-    for limits in [Limits::default(), Limits { lazy_threshold_chars: 500, ..Limits::default() }] {
+    for limits in [
+        Limits::default(),
+        Limits {
+            lazy_threshold_chars: 500,
+            ..Limits::default()
+        },
+    ] {
         let mut sb = sandbox_with(Context::text(text.clone()), limits).await;
         let r = out(
             &mut sb,
@@ -145,7 +184,10 @@ async fn search_caps_results_rejects_bad_patterns_and_finds_paths() {
     let mut sb = sandbox(&"abc ".repeat(50_000)).await;
     assert_eq!(out(&mut sb, "len(search('abc', max=20))").await, "20");
     assert_eq!(out(&mut sb, "len(search('abc', max=10**9))").await, "10000");
-    assert_eq!(out(&mut sb, "len(search('ABC', ignore_case=True, max=5))").await, "5");
+    assert_eq!(
+        out(&mut sb, "len(search('ABC', ignore_case=True, max=5))").await,
+        "5"
+    );
     let r = sb.exec("search('(a')").await.unwrap();
     assert!(r.error.unwrap().contains("invalid search pattern"));
     // A pattern that backtracks catastrophically in Python's re is linear here.
@@ -154,7 +196,11 @@ async fn search_caps_results_rejects_bad_patterns_and_finds_paths() {
     let docs = Context::documents(["nothing here", "the needle is here", "another needle"]);
     let mut sb = sandbox_with(docs, Limits::default()).await;
     assert_eq!(
-        out(&mut sb, "[(h['path'], h['start']) for h in search('needle')]").await,
+        out(
+            &mut sb,
+            "[(h['path'], h['start']) for h in search('needle')]"
+        )
+        .await,
         "[([1], 4), ([2], 8)]"
     );
 }
@@ -165,6 +211,12 @@ async fn later_contexts_are_added_as_numbered_names() {
     ok(&mut sb, "x = context").await;
     let name = sb.add_context(Context::text("second")).await.unwrap();
     assert_eq!(name, "context_1");
-    assert_eq!(out(&mut sb, "x, context_1, search('sec', within='context_1')[0]['start']").await,
-        "('first', 'second', 0)");
+    assert_eq!(
+        out(
+            &mut sb,
+            "x, context_1, search('sec', within='context_1')[0]['start']"
+        )
+        .await,
+        "('first', 'second', 0)"
+    );
 }

@@ -14,13 +14,25 @@ async fn contained(code: &str, expect_in_error: &[&str]) {
         expect_in_error.iter().any(|e| err.contains(e)),
         "{code}\nexpected one of {expect_in_error:?}\ngot: {r:?}"
     );
-    assert_eq!(out(&mut sb, "kept").await, "1", "REPL state survives {code}");
+    assert_eq!(
+        out(&mut sb, "kept").await,
+        "1",
+        "REPL state survives {code}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_host_files() {
-    contained("open('/etc/passwd').read()", &["FileNotFoundError", "PermissionError", "OSError"]).await;
-    contained("open('/tmp/x', 'w').write('x')", &["FileNotFoundError", "PermissionError", "OSError"]).await;
+    contained(
+        "open('/etc/passwd').read()",
+        &["FileNotFoundError", "PermissionError", "OSError"],
+    )
+    .await;
+    contained(
+        "open('/tmp/x', 'w').write('x')",
+        &["FileNotFoundError", "PermissionError", "OSError"],
+    )
+    .await;
     let mut sb = sandbox("").await;
     let listing = sb.exec("import os\nos.listdir('/')").await.unwrap();
     assert!(
@@ -36,13 +48,20 @@ async fn no_network() {
         &["Error", "error"],
     )
     .await;
-    contained("import urllib.request\nurllib.request.urlopen('http://127.0.0.1/')", &["Error"]).await;
+    contained(
+        "import urllib.request\nurllib.request.urlopen('http://127.0.0.1/')",
+        &["Error"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_environment_or_arguments() {
     let mut sb = sandbox("").await;
-    assert_eq!(out(&mut sb, "import os, sys\ndict(os.environ), sys.argv[1:]").await, "({}, [])");
+    assert_eq!(
+        out(&mut sb, "import os, sys\ndict(os.environ), sys.argv[1:]").await,
+        "({}, [])"
+    );
     let r = sb.exec("input('?')").await.unwrap();
     assert!(r.error.unwrap().contains("EOFError"));
 }

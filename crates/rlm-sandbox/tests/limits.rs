@@ -13,7 +13,11 @@ fn limits() -> Limits {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn infinite_loop_is_stopped_by_fuel_and_state_is_restored() {
-    let l = Limits { fuel_per_step: 200_000_000, step_timeout: Duration::from_secs(120), ..limits() };
+    let l = Limits {
+        fuel_per_step: 200_000_000,
+        step_timeout: Duration::from_secs(120),
+        ..limits()
+    };
     let mut sb = sandbox_with(Context::text("doc"), l).await;
     ok(&mut sb, "kept = [1, 2, 3]").await;
     let r = sb.exec("while True:\n    pass").await.unwrap();
@@ -25,8 +29,37 @@ async fn infinite_loop_is_stopped_by_fuel_and_state_is_restored() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn restored_state_keeps_the_random_values_it_drew() {
+    let l = Limits {
+        fuel_per_step: 200_000_000,
+        ..limits()
+    };
+    let mut sb = sandbox_with(Context::text(""), l).await;
+    let before = out(
+        &mut sb,
+        "import os, uuid, random\na = (os.urandom(8).hex(), str(uuid.uuid4()), random.random())\na",
+    )
+    .await;
+    let r = sb.exec("while True:\n    pass").await.unwrap();
+    assert!(r.restored);
+    assert_eq!(
+        out(&mut sb, "a").await,
+        before,
+        "replay drew the same random values"
+    );
+    // Other sandboxes draw other values.
+    let mut other = sandbox_with(Context::text(""), limits()).await;
+    let theirs = out(&mut other, "import os\nos.urandom(8).hex()").await;
+    assert!(!before.contains(theirs.trim_matches('\'')));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn infinite_loop_is_stopped_by_the_deadline() {
-    let l = Limits { fuel_per_step: u64::MAX / 2, step_timeout: Duration::from_millis(300), ..limits() };
+    let l = Limits {
+        fuel_per_step: u64::MAX / 2,
+        step_timeout: Duration::from_millis(300),
+        ..limits()
+    };
     let mut sb = sandbox_with(Context::text(""), l).await;
     ok(&mut sb, "kept = 'before'").await;
     let r = sb.exec("while True:\n    pass").await.unwrap();
@@ -38,7 +71,10 @@ async fn infinite_loop_is_stopped_by_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sleeping_past_the_deadline_is_stopped() {
-    let l = Limits { step_timeout: Duration::from_millis(300), ..limits() };
+    let l = Limits {
+        step_timeout: Duration::from_millis(300),
+        ..limits()
+    };
     let mut sb = sandbox_with(Context::text(""), l).await;
     ok(&mut sb, "import time\nkept = 1").await;
     let r = sb.exec("time.sleep(30)\nprint('woke')").await.unwrap();
@@ -50,7 +86,11 @@ async fn sleeping_past_the_deadline_is_stopped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn huge_allocations_raise_memory_error_and_the_repl_continues() {
-    let l = Limits { memory_bytes: 128 << 20, lazy_threshold_chars: 1 << 20, ..limits() };
+    let l = Limits {
+        memory_bytes: 128 << 20,
+        lazy_threshold_chars: 1 << 20,
+        ..limits()
+    };
     let mut sb = sandbox_with(Context::text(""), l).await;
     ok(&mut sb, "kept = 'alive'").await;
     // The guest is 32-bit: a size past the address space is an OverflowError, as in any 32-bit
@@ -58,7 +98,11 @@ async fn huge_allocations_raise_memory_error_and_the_repl_continues() {
     let r = sb.exec("'x' * 10**10").await.unwrap();
     assert!(r.error.unwrap_or_default().contains("OverflowError"));
     assert!(!r.restored && !r.reset);
-    for code in ["'x' * 10**9", "b = bytearray(200 * 1024 * 1024)", "big = [str(i) * 300 for i in range(10**6)]"] {
+    for code in [
+        "'x' * 10**9",
+        "b = bytearray(200 * 1024 * 1024)",
+        "big = [str(i) * 300 for i in range(10**6)]",
+    ] {
         let r = sb.exec(code).await.unwrap();
         let err = r.error.clone().unwrap_or_default();
         assert!(err.contains("MemoryError"), "{code}: {err} {r:?}");
@@ -82,38 +126,73 @@ async fn deep_recursion_is_contained() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_bombs_are_truncated() {
-    let l = Limits { max_output_bytes: 64 << 10, ..limits() };
+    let l = Limits {
+        max_output_bytes: 64 << 10,
+        ..limits()
+    };
     let mut sb = sandbox_with(Context::text(""), l).await;
     let r = ok(&mut sb, "for i in range(100_000):\n    print('x' * 99)").await;
     assert_eq!(r.stdout.len(), 64 << 10);
     assert_eq!(r.stdout_dropped, 10_000_000 - (64 << 10));
     assert!(r.truncated());
-    let r = ok(&mut sb, "import os\nfor i in range(10_000):\n    os.write(2, b'e' * 1000)").await;
+    let r = ok(
+        &mut sb,
+        "import os\nfor i in range(10_000):\n    os.write(2, b'e' * 1000)",
+    )
+    .await;
     assert_eq!(r.stderr.len(), 64 << 10);
     assert_eq!(r.stderr_dropped, 10_000_000 - (64 << 10));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_strings_past_the_cap_are_refused_without_crashing() {
-    let l = Limits { max_host_string_bytes: 64 << 10, read_chunk_chars: 16 << 10, lazy_threshold_chars: 16 << 10, ..limits() };
+    let l = Limits {
+        max_host_string_bytes: 64 << 10,
+        read_chunk_chars: 16 << 10,
+        lazy_threshold_chars: 16 << 10,
+        ..limits()
+    };
     let mut sb = sandbox_with(Context::text("z".repeat(1 << 20)), l).await;
     // A slice larger than the threshold stays lazy instead of crossing.
-    assert_eq!(out(&mut sb, "type(context[:500_000]).__name__").await, "'LazyText'");
+    assert_eq!(
+        out(&mut sb, "type(context[:500_000]).__name__").await,
+        "'LazyText'"
+    );
     // Asking the host directly for too much is refused with an error, not an abort.
-    let r = sb.exec("from wit_world.imports import context as c\nc.read(0, 0, 1 << 20)").await.unwrap();
-    assert!(r.error.as_deref().unwrap_or("").contains("refused to read"), "{r:?}");
+    let r = sb
+        .exec("from wit_world.imports import context as c\nc.read(0, 0, 1 << 20)")
+        .await
+        .unwrap();
+    assert!(
+        r.error.as_deref().unwrap_or("").contains("refused to read"),
+        "{r:?}"
+    );
     assert!(!r.restored && !r.reset);
     let r = sb.exec("c.read(0, 0, 60_000).count('z')").await.unwrap();
     assert!(r.error.is_none(), "{r:?}");
     // Reading 100k chars through the lazy object works, chunk by chunk.
-    assert_eq!(out(&mut sb, "str(context[:100_000]) if False else len(''.join(context.chunks(10_000)))").await, "1048576");
+    assert_eq!(
+        out(
+            &mut sb,
+            "str(context[:100_000]) if False else len(''.join(context.chunks(10_000)))"
+        )
+        .await,
+        "1048576"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_calls_per_step_are_capped() {
-    let l = Limits { max_host_calls_per_step: 50, lazy_threshold_chars: 10, ..limits() };
+    let l = Limits {
+        max_host_calls_per_step: 50,
+        lazy_threshold_chars: 10,
+        ..limits()
+    };
     let mut sb = sandbox_with(Context::text("abcdefghij".repeat(10)), l).await;
-    let r = sb.exec("for i in range(100):\n    context[i]").await.unwrap();
+    let r = sb
+        .exec("for i in range(100):\n    context[i]")
+        .await
+        .unwrap();
     assert!(r.error.unwrap().contains("more than 50 host calls"));
     // The count starts again with the next step.
     assert_eq!(out(&mut sb, "context[0]").await, "'a'");
@@ -121,9 +200,20 @@ async fn host_calls_per_step_are_capped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn limits_are_validated() {
-    let bad = Limits { read_chunk_chars: 10 << 20, ..limits() };
-    assert!(bad.validate().unwrap_err().to_string().contains("read_chunk_chars"));
-    let bad = Limits { lazy_threshold_chars: 1 << 30, ..limits() };
+    let bad = Limits {
+        read_chunk_chars: 10 << 20,
+        ..limits()
+    };
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("read_chunk_chars")
+    );
+    let bad = Limits {
+        lazy_threshold_chars: 1 << 30,
+        ..limits()
+    };
     assert!(bad.validate().unwrap_err().to_string().contains("memory"));
     assert!(Limits::default().validate().is_ok());
 }

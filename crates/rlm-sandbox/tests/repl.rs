@@ -33,7 +33,10 @@ async fn tracebacks_use_the_models_line_numbers() {
     assert!(err.contains("line 3"), "{err}");
     assert!(err.contains("line 2, in boom"), "{err}");
     assert!(err.contains("return 1 / 0"), "source line shown: {err}");
-    assert!(!err.contains("rlm_guest"), "guest internals are hidden: {err}");
+    assert!(
+        !err.contains("rlm_guest"),
+        "guest internals are hidden: {err}"
+    );
     // The REPL goes on after an exception.
     assert_eq!(out(&mut sb, "a + b").await, "3");
 }
@@ -51,11 +54,20 @@ async fn syntax_errors_are_reported_not_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn output_is_captured_from_python_and_file_descriptors() {
     let mut sb = sandbox("").await;
-    let r = ok(&mut sb, "import os, sys\nprint('py-out')\nprint('py-err', file=sys.stderr)\n\
-                         os.write(1, b'fd-out\\n')\nos.write(2, b'fd-err\\n')")
-        .await;
-    assert!(r.stdout.contains("py-out") && r.stdout.contains("fd-out"), "{r:?}");
-    assert!(r.stderr.contains("py-err") && r.stderr.contains("fd-err"), "{r:?}");
+    let r = ok(
+        &mut sb,
+        "import os, sys\nprint('py-out')\nprint('py-err', file=sys.stderr)\n\
+                         os.write(1, b'fd-out\\n')\nos.write(2, b'fd-err\\n')",
+    )
+    .await;
+    assert!(
+        r.stdout.contains("py-out") && r.stdout.contains("fd-out"),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains("py-err") && r.stderr.contains("fd-err"),
+        "{r:?}"
+    );
     assert!(!r.truncated());
 }
 
@@ -85,14 +97,21 @@ async fn show_vars_lists_user_variables() {
     assert!(shown.contains("items: list, len 3"), "{shown}");
     assert!(shown.contains("name: str"), "{shown}");
     assert!(shown.contains("context: str"), "{shown}");
-    assert!(!shown.contains("_hidden") && !shown.contains("llm_query"), "{shown}");
+    assert!(
+        !shown.contains("_hidden") && !shown.contains("llm_query"),
+        "{shown}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exits_end_the_step_not_the_repl() {
     let mut sb = sandbox("").await;
     ok(&mut sb, "kept = 'yes'").await;
-    for code in ["import sys\nsys.exit(0)\nprint('not reached')", "exit()", "import os\nos._exit(3)"] {
+    for code in [
+        "import sys\nsys.exit(0)\nprint('not reached')",
+        "exit()",
+        "import os\nos._exit(3)",
+    ] {
         let r = sb.exec(code).await.unwrap();
         assert!(!r.stdout.contains("not reached"));
         assert!(!r.restored && !r.reset, "{code}: {r:?}");
@@ -103,15 +122,14 @@ async fn exits_end_the_step_not_the_repl() {
 /// Every module the guest pre-imports must be importable by model code.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_preimported_module_imports() {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../guest/app/rlm_guest.py"))
-        .unwrap();
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../guest/app/rlm_guest.py"
+    ))
+    .unwrap();
     let start = src.find("PREIMPORTED = (").unwrap();
     let end = start + src[start..].find("\n)").unwrap();
-    let modules: Vec<&str> = src[start..end]
-        .split('"')
-        .skip(1)
-        .step_by(2)
-        .collect();
+    let modules: Vec<&str> = src[start..end].split('"').skip(1).step_by(2).collect();
     assert!(modules.len() > 50, "found {} modules", modules.len());
     let mut sb = sandbox("").await;
     let code: String = modules.iter().map(|m| format!("import {m}\n")).collect();

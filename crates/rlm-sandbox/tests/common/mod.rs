@@ -16,7 +16,12 @@ pub fn engine() -> Arc<SandboxEngine> {
 }
 
 pub async fn sandbox_with(context: Arc<Context>, limits: Limits) -> Sandbox {
-    Sandbox::builder(engine()).limits(limits).context(context).build().await.expect("sandbox")
+    Sandbox::builder(engine())
+        .limits(limits)
+        .context(context)
+        .build()
+        .await
+        .expect("sandbox")
 }
 
 pub async fn sandbox(text: &str) -> Sandbox {
@@ -26,7 +31,11 @@ pub async fn sandbox(text: &str) -> Sandbox {
 /// Run a step and require that it raised nothing.
 pub async fn ok(sb: &mut Sandbox, code: &str) -> StepResult {
     let r = sb.exec(code).await.expect("exec");
-    assert!(r.error.is_none(), "step failed: {code}\n--- error ---\n{}", r.error.unwrap());
+    assert!(
+        r.error.is_none(),
+        "step failed: {code}\n--- error ---\n{}",
+        r.error.unwrap()
+    );
     r
 }
 

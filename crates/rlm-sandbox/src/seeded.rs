@@ -1,0 +1,53 @@
+//! The guest's randomness: a keyed blake3 stream per sandbox, so that a REPL rebuilt from its
+//! journal draws the same random bytes (`os.urandom`, `uuid4`, `secrets`) as the original did.
+
+use std::convert::Infallible;
+use std::hash::{BuildHasher, Hasher};
+
+/// A fresh random seed from the process's hash keys, the clock and a counter.
+pub(crate) fn fresh_seed() -> [u8; 32] {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&h.finish().to_le_bytes());
+    hasher.update(&nanos.to_le_bytes());
+    hasher.update(&std::process::id().to_le_bytes());
+    *hasher.finalize().as_bytes()
+}
+
+/// An endless deterministic byte stream keyed by `seed` and a purpose label.
+pub(crate) struct SeededRng(blake3::OutputReader);
+
+impl SeededRng {
+    pub(crate) fn new(seed: &[u8; 32], purpose: &str) -> Self {
+        let mut hasher = blake3::Hasher::new_keyed(seed);
+        hasher.update(purpose.as_bytes());
+        Self(hasher.finalize_xof())
+    }
+}
+
+impl rand_core::TryRng for SeededRng {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        let mut b = [0u8; 4];
+        self.0.fill(&mut b);
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        let mut b = [0u8; 8];
+        self.0.fill(&mut b);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Infallible> {
+        self.0.fill(dest);
+        Ok(())
+    }
+}
