@@ -78,9 +78,7 @@ pub enum ContextShape {
 impl Context {
     /// A single text document.
     pub fn text(text: impl Into<String>) -> Arc<Self> {
-        let mut nodes = Vec::with_capacity(1);
-        nodes.push(Node::Text(TextDoc::new(text.into())));
-        Arc::new(Self { nodes })
+        Arc::new(Self { nodes: vec![Node::Text(TextDoc::new(text.into()))] })
     }
 
     /// A list of text documents.
@@ -286,7 +284,7 @@ impl Context {
         id: LocalId,
         re: &regex::Regex,
         path: &mut Vec<PathStep>,
-        emit: &mut dyn FnMut(&[PathStep], &TextDoc, usize, usize) -> bool,
+        emit: &mut EmitMatch<'_>,
     ) -> bool {
         match self.node(id) {
             Some(Node::Text(t)) => {
@@ -323,6 +321,9 @@ impl Context {
         }
     }
 }
+
+/// Receives each match of a search: (path, text, start byte, end byte); returns whether to go on.
+pub(crate) type EmitMatch<'a> = dyn FnMut(&[PathStep], &TextDoc, usize, usize) -> bool + 'a;
 
 /// One step of the path from a searched node to a text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -504,7 +505,7 @@ impl TextDoc {
         let mut chars = 0u64;
         for (i, &b) in bytes.iter().enumerate() {
             if (b & 0xC0) != 0x80 {
-                if chars % INDEX_STRIDE == 0 {
+                if chars.is_multiple_of(INDEX_STRIDE) {
                     index.push(i as u64);
                 }
                 chars += 1;

@@ -256,6 +256,28 @@ impl Sandbox {
 
     async fn exec_inner(&mut self, code: &str) -> Result<StepResult, SandboxError> {
         let started = Instant::now();
+        if code.len() as u64 > self.limits.max_host_string_bytes {
+            // The code is itself a string sent into the guest: refuse rather than risk an abort.
+            return Ok(StepResult {
+                stdout: String::new(),
+                stderr: String::new(),
+                stdout_dropped: 0,
+                stderr_dropped: 0,
+                error: Some(format!(
+                    "SandboxLimit: the step's code is {} bytes, more than the sandbox accepts ({} \
+                     bytes); send smaller steps",
+                    code.len(),
+                    self.limits.max_host_string_bytes
+                )),
+                final_answer: None,
+                fuel: 0,
+                elapsed: started.elapsed(),
+                limit: None,
+                host_calls: 0,
+                restored: false,
+                reset: false,
+            });
+        }
         let outcome = self
             .live
             .run(code, &self.limits, CallLog::Record(Vec::new()))
@@ -294,7 +316,7 @@ impl Sandbox {
                 result.stdout = out;
                 result.stderr = err;
                 result.limit = Some(stop.hit);
-                tracing::warn!(limit = ?stop.hit, detail = %stop.detail, "step stopped");
+                tracing::info!(limit = ?stop.hit, detail = %stop.detail, "step stopped by a limit");
                 let restored = self.recover().await?;
                 result.restored = restored;
                 result.reset = !restored;
@@ -569,13 +591,36 @@ impl Live {
 }
 
 fn classify(err: &wasmtime::Error) -> Stop {
-    let detail = format!("{err:#}");
-    let hit = match err.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => LimitHit::Fuel,
-        Some(Trap::Interrupt) => LimitHit::Deadline,
-        Some(Trap::StackOverflow) => LimitHit::Stack,
-        _ if err.downcast_ref::<ReplayDiverged>().is_some() => LimitHit::Crash,
-        _ => LimitHit::Crash,
+    let (hit, detail) = match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => (LimitHit::Fuel, Trap::OutOfFuel.to_string()),
+        Some(Trap::Interrupt) => (LimitHit::Deadline, Trap::Interrupt.to_string()),
+        Some(Trap::StackOverflow) => (LimitHit::Stack, Trap::StackOverflow.to_string()),
+        Some(trap) => (LimitHit::Crash, trap.to_string()),
+        None if err.downcast_ref::<ReplayDiverged>().is_some() => {
+            (LimitHit::Crash, ReplayDiverged.to_string())
+        }
+        // Keep the cause, not the multi-line wasm backtrace.
+        None => (
+            LimitHit::Crash,
+            err.to_string().lines().next().unwrap_or("").to_string(),
+        ),
     };
     Stop { hit, detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+
+    /// The RLM loop and the server move sandboxes and their steps across tokio tasks.
+    #[allow(dead_code)]
+    fn sandbox_and_its_futures_are_send(sb: &mut Sandbox) {
+        is_send(&*sb);
+        let step = sb.exec("x = 1");
+        is_send(&step);
+        drop(step);
+        is_send(&sb.add_context(Context::text("")));
+    }
 }

@@ -113,14 +113,34 @@ async fn huge_allocations_raise_memory_error_and_the_repl_continues() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deep_recursion_is_contained() {
-    let mut sb = sandbox_with(Context::text(""), limits()).await;
+    let l = Limits {
+        fuel_per_step: 2_000_000_000,
+        ..limits()
+    };
+    let mut sb = sandbox_with(Context::text(""), l).await;
     ok(&mut sb, "kept = 7\ndef f(n):\n    return f(n + 1) + 1").await;
     let r = sb.exec("f(0)").await.unwrap();
-    let err = r.error.clone().unwrap();
+    assert!(r.error.clone().unwrap().contains("RecursionError"), "{r:?}");
+    assert!(!r.restored, "Python's own recursion limit needs no restore");
+    // Raising the recursion limit, or recursing in C (repr of a deeply nested list), is stopped
+    // by fuel or by the wasm stack limit, and the REPL is restored.
+    let r = sb
+        .exec("import sys\nsys.setrecursionlimit(10**6)\nf(0)")
+        .await
+        .unwrap();
     assert!(
-        err.contains("RecursionError") || r.limit == Some(LimitHit::Stack),
-        "{err} {r:?}"
+        r.error.clone().unwrap().contains("RecursionError") || r.restored,
+        "{r:?}"
     );
+    let r = sb
+        .exec("x = []\nfor i in range(300_000):\n    x = [x]\nlen(repr(x))")
+        .await
+        .unwrap();
+    assert!(
+        matches!(r.limit, Some(LimitHit::Stack) | Some(LimitHit::Fuel)),
+        "{r:?}"
+    );
+    assert!(r.restored);
     assert_eq!(out(&mut sb, "kept").await, "7");
 }
 
@@ -179,6 +199,20 @@ async fn host_strings_past_the_cap_are_refused_without_crashing() {
         .await,
         "1048576"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_code_is_refused_before_it_crosses() {
+    let l = Limits {
+        max_host_string_bytes: 64 << 10,
+        read_chunk_chars: 16 << 10,
+        ..limits()
+    };
+    let mut sb = sandbox_with(Context::text(""), l).await;
+    let code = format!("x = '{}'", "a".repeat(100_000));
+    let r = sb.exec(&code).await.unwrap();
+    assert!(r.error.unwrap().contains("the step's code is 100006 bytes"));
+    assert_eq!(out(&mut sb, "1 + 1").await, "2");
 }
 
 #[tokio::test(flavor = "multi_thread")]
