@@ -78,7 +78,9 @@ pub enum ContextShape {
 impl Context {
     /// A single text document.
     pub fn text(text: impl Into<String>) -> Arc<Self> {
-        Arc::new(Self { nodes: vec![Node::Text(TextDoc::new(text.into()))] })
+        Arc::new(Self {
+            nodes: vec![Node::Text(TextDoc::new(text.into()))],
+        })
     }
 
     /// A list of text documents.
