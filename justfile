@@ -21,6 +21,8 @@ run-example: build
 # Every test: unit, sandbox (real Python in the real guest), CLI processes, doc tests.
 test: guest
     cargo build -p rlm-cli
+    # Compile the guest to native code once (cached), rather than in every test process at once.
+    echo pass | cargo run -q -p rlm-cli -- exec - > /dev/null
     cargo nextest run --workspace --no-fail-fast
     cargo test --workspace --doc
 

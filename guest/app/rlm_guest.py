@@ -475,8 +475,8 @@ class LazyText:
         return out
 
 
-class LazyList:
-    """A large list (documents or JSON) on the host; items load when you index or iterate."""
+class _LazyContainer:
+    """A large sequence or mapping node on the host, of `n` items."""
 
     __slots__ = ("_node", "_len")
 
@@ -486,6 +486,12 @@ class LazyList:
 
     def __len__(self):
         return self._len
+
+
+class LazyList(_LazyContainer):
+    """A large list (documents or JSON) on the host; items load when you index or iterate."""
+
+    __slots__ = ()
 
     def __getitem__(self, key):
         if isinstance(key, slice):
@@ -513,17 +519,10 @@ class LazyList:
         raise AttributeError(f"'LazyList' object has no attribute {name!r}")
 
 
-class LazyDict:
+class LazyDict(_LazyContainer):
     """A large JSON object on the host; values load when you look them up."""
 
-    __slots__ = ("_node", "_len")
-
-    def __init__(self, node, n):
-        self._node = node
-        self._len = n
-
-    def __len__(self):
-        return self._len
+    __slots__ = ()
 
     def keys(self):
         page = 1024
@@ -615,7 +614,7 @@ def search(pattern, max=100, ignore_case=False, within="context", max_match_char
         node = _roots[within]
     elif isinstance(within, LazyText):
         node, view = within._node, within
-    elif isinstance(within, (LazyList, LazyDict)):
+    elif isinstance(within, _LazyContainer):
         node = within._node
     else:
         raise TypeError(

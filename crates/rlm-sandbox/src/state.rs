@@ -371,38 +371,84 @@ impl wit_ctx::Host for HostState {
 #[error("replay diverged from the journal at a model call")]
 pub(crate) struct ReplayDiverged;
 
-impl wit_llm::Host for HostState {
-    async fn llm_query(
+/// The two single-prompt model calls.
+#[derive(Debug, Clone, Copy)]
+enum Single {
+    Llm,
+    Rlm,
+}
+
+impl HostState {
+    /// `llm_query` or `rlm_query`: from the journal when replaying, else from the model host
+    /// (recorded, and bounded by the host string cap).
+    async fn single_call(
         &mut self,
+        kind: Single,
         prompt: String,
         model: Option<String>,
     ) -> wasmtime::Result<Result<String, String>> {
         if self.replaying() {
-            return match self.replay_next() {
-                Some(ModelCall::Query {
-                    prompt: p,
-                    model: m,
-                    result,
-                }) if p == prompt && m == model => Ok(result),
+            return match (kind, self.replay_next()) {
+                (
+                    Single::Llm,
+                    Some(ModelCall::Query {
+                        prompt: p,
+                        model: m,
+                        result,
+                    }),
+                )
+                | (
+                    Single::Rlm,
+                    Some(ModelCall::Rlm {
+                        prompt: p,
+                        model: m,
+                        result,
+                    }),
+                ) if p == prompt && m == model => Ok(result),
                 _ => Err(ReplayDiverged.into()),
             };
         }
         if let Err(e) = self.charge(1) {
             return Ok(Err(e));
         }
-        let span = tracing::debug_span!("sub_call", kind = "llm_query", chars = prompt.len());
-        let answer = tracing::Instrument::instrument(
-            self.model.llm_query(prompt.clone(), model.clone()),
-            span,
-        )
-        .await;
-        let result = answer.and_then(|a| self.bounded("the model's answer", a));
-        self.record(ModelCall::Query {
-            prompt,
-            model,
-            result: result.clone(),
+        let host = self.model.clone();
+        let (name, what) = match kind {
+            Single::Llm => ("llm_query", "the model's answer"),
+            Single::Rlm => ("rlm_query", "the sub-RLM's answer"),
+        };
+        let span = tracing::debug_span!("sub_call", kind = name, chars = prompt.len());
+        let call = async {
+            match kind {
+                Single::Llm => host.llm_query(prompt.clone(), model.clone()).await,
+                Single::Rlm => host.rlm_query(prompt.clone(), model.clone()).await,
+            }
+        };
+        let answer = tracing::Instrument::instrument(call, span).await;
+        let result = answer.and_then(|a| self.bounded(what, a));
+        let result_copy = result.clone();
+        self.record(match kind {
+            Single::Llm => ModelCall::Query {
+                prompt,
+                model,
+                result: result_copy,
+            },
+            Single::Rlm => ModelCall::Rlm {
+                prompt,
+                model,
+                result: result_copy,
+            },
         });
         Ok(result)
+    }
+}
+
+impl wit_llm::Host for HostState {
+    async fn llm_query(
+        &mut self,
+        prompt: String,
+        model: Option<String>,
+    ) -> wasmtime::Result<Result<String, String>> {
+        self.single_call(Single::Llm, prompt, model).await
     }
 
     async fn llm_batch(
@@ -463,31 +509,6 @@ impl wit_llm::Host for HostState {
         prompt: String,
         model: Option<String>,
     ) -> wasmtime::Result<Result<String, String>> {
-        if self.replaying() {
-            return match self.replay_next() {
-                Some(ModelCall::Rlm {
-                    prompt: p,
-                    model: m,
-                    result,
-                }) if p == prompt && m == model => Ok(result),
-                _ => Err(ReplayDiverged.into()),
-            };
-        }
-        if let Err(e) = self.charge(1) {
-            return Ok(Err(e));
-        }
-        let span = tracing::debug_span!("sub_call", kind = "rlm_query", chars = prompt.len());
-        let answer = tracing::Instrument::instrument(
-            self.model.rlm_query(prompt.clone(), model.clone()),
-            span,
-        )
-        .await;
-        let result = answer.and_then(|a| self.bounded("the sub-RLM's answer", a));
-        self.record(ModelCall::Rlm {
-            prompt,
-            model,
-            result: result.clone(),
-        });
-        Ok(result)
+        self.single_call(Single::Rlm, prompt, model).await
     }
 }
