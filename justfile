@@ -33,4 +33,5 @@ lint:
 
 # Benchmarks of the sandbox (release build; prints figures, asserts nothing).
 bench: guest
+    cargo build --release -p rlm-cli
     cargo bench -p rlm-sandbox --bench sandbox
