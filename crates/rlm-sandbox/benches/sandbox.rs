@@ -112,11 +112,45 @@ async fn main() {
     }
     loads.sort();
     row(
-        "engine load, warm cache (process start)",
+        "engine load, warm cache (in process)",
         ms(pct(&loads, 0.5)),
         "",
     );
     let engine = SandboxEngine::load().expect("engine");
+
+    // A whole `rlm exec` process with one step, warm cache (needs the release binary, which
+    // `just bench` builds).
+    let rlm = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.join("rlm")));
+    match rlm.filter(|p| p.is_file()) {
+        Some(bin) => {
+            let mut runs = Vec::new();
+            for _ in 0..10 {
+                let t = Instant::now();
+                let mut child = std::process::Command::new(&bin)
+                    .args(["exec", "-"])
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .expect("spawn rlm");
+                {
+                    use std::io::Write;
+                    let mut stdin = child.stdin.take().expect("stdin");
+                    stdin.write_all(b"x = 1").expect("write step");
+                }
+                assert!(child.wait().expect("wait").success());
+                runs.push(t.elapsed());
+            }
+            runs.sort();
+            row(
+                "`rlm exec` process, one step, warm cache p50",
+                ms(pct(&runs, 0.5)),
+                "",
+            );
+        }
+        None => println!("(skipping the process-start figure: build target/release/rlm first)"),
+    }
 
     // Fresh REPL.
     let mut fresh = Vec::new();
