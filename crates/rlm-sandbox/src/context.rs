@@ -400,7 +400,7 @@ pub(crate) fn search_hits(
         let matched = text.as_str()[bs..cut.max(bs)].to_string();
         let line = text.line_around(start);
         bytes += matched.len() + line.len() + 64;
-        if bytes > max_bytes && !hits.is_empty() {
+        if bytes > max_bytes {
             return false;
         }
         hits.push(SearchHit {

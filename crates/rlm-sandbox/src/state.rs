@@ -17,6 +17,8 @@ use crate::limits::Limits;
 use crate::pipe::CappedPipe;
 use crate::seeded::SeededRng;
 
+/// Longest error message from the model host passed to the guest.
+const MAX_ERROR_BYTES: usize = 8 << 10;
 /// Number of compiled search patterns kept per REPL.
 const REGEX_CACHE: usize = 8;
 
@@ -133,6 +135,19 @@ impl HostState {
 
     fn cap(&self) -> usize {
         usize::try_from(self.limits.max_host_string_bytes).unwrap_or(usize::MAX)
+    }
+
+    /// Cut an error message from the model host to a size the guest can always take.
+    fn bounded_error(&self, msg: String) -> String {
+        let limit = (self.cap() / 4).min(MAX_ERROR_BYTES);
+        if msg.len() <= limit {
+            return msg;
+        }
+        let mut end = limit;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}... [error message cut at {limit} bytes]", &msg[..end])
     }
 
     /// Refuse a string bigger than the host string cap.
@@ -337,14 +352,9 @@ impl wit_ctx::Host for HostState {
         let max = options.max_results.min(self.limits.max_search_results) as usize;
         let cap = self.cap();
         let (ctx, local) = self.resolve(node)?;
-        let hits = search_hits(
-            ctx,
-            local,
-            &re,
-            max,
-            u64::from(options.max_match_chars),
-            cap,
-        );
+        // A character is at most 4 bytes: keep any one match well inside the string cap.
+        let max_chars = u64::from(options.max_match_chars).min(cap as u64 / 8);
+        let hits = search_hits(ctx, local, &re, max, max_chars, cap);
         Ok(hits
             .into_iter()
             .map(|h| wit_ctx::SearchMatch {
@@ -424,7 +434,9 @@ impl HostState {
             }
         };
         let answer = tracing::Instrument::instrument(call, span).await;
-        let result = answer.and_then(|a| self.bounded(what, a));
+        let result = answer
+            .map_err(|e| self.bounded_error(e))
+            .and_then(|a| self.bounded(what, a));
         let result_copy = result.clone();
         self.record(match kind {
             Single::Llm => ModelCall::Query {
@@ -477,7 +489,10 @@ impl wit_llm::Host for HostState {
         .await;
         let mut results: Vec<Result<String, String>> = answers
             .into_iter()
-            .map(|r| r.and_then(|a| self.bounded("the model's answer", a)))
+            .map(|r| {
+                r.map_err(|e| self.bounded_error(e))
+                    .and_then(|a| self.bounded("the model's answer", a))
+            })
             .collect();
         // A host that returned the wrong number of answers must not shift them.
         results.resize(
@@ -486,7 +501,7 @@ impl wit_llm::Host for HostState {
         );
         let total: usize = results
             .iter()
-            .map(|r| r.as_ref().map_or(0, String::len))
+            .map(|r| r.as_ref().map_or_else(String::len, String::len))
             .sum();
         if total > self.cap() {
             let msg = format!(

@@ -190,6 +190,13 @@ async fn host_strings_past_the_cap_are_refused_without_crashing() {
     assert!(!r.restored && !r.reset);
     let r = sb.exec("c.read(0, 0, 60_000).count('z')").await.unwrap();
     assert!(r.error.is_none(), "{r:?}");
+    // A search whose one match is the whole text is cut, not sent whole.
+    let r = out(
+        &mut sb,
+        "h = search(r'(?s)z+', max_match_chars=10**9)\nlen(h), h[0]['end'], len(h[0]['text'])",
+    )
+    .await;
+    assert_eq!(r, "(1, 1048576, 8192)");
     // Reading 100k chars through the lazy object works, chunk by chunk.
     assert_eq!(
         out(

@@ -142,4 +142,16 @@ async fn oversized_answers_are_refused_not_crashing() {
     );
     let r = out(&mut sb, "llm_batch(['a', 'b'])[1][:40]").await;
     assert!(r.contains("Error: the model's answer is"), "{r}");
+    // Error messages from the model host are bounded too.
+    let r = out(
+        &mut sb,
+        "e = llm_query('HUGE-ERROR')\nlen(e) < 10_000, e[-40:]",
+    )
+    .await;
+    assert!(
+        r.starts_with("(True, ") && r.contains("error message cut at"),
+        "{r}"
+    );
+    let r = out(&mut sb, "len(llm_batch(['HUGE-ERROR'] * 3)[2]) < 10_000").await;
+    assert_eq!(r, "True");
 }

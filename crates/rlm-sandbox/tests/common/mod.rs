@@ -66,6 +66,9 @@ impl ModelHost for EchoHost {
             tokio::time::sleep(self.delay).await;
         }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if prompt.contains("HUGE-ERROR") {
+            return Err("e".repeat(10 << 20));
+        }
         if prompt.contains("FAIL") {
             return Err("the model refused".into());
         }
