@@ -244,9 +244,9 @@ impl MockProvider {
             cancelled: AtomicUsize::new(0),
         });
         let app = Router::new()
-            .route("/v1/chat/completions", post(openai))
-            .route("/v1/messages", post(anthropic))
-            .route("/v1beta/models/{*rest}", post(gemini))
+            .route("/v1/chat/completions", post(route::<0>))
+            .route("/v1/messages", post(route::<1>))
+            .route("/v1beta/models/{*rest}", post(route::<2>))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -325,31 +325,19 @@ impl Drop for InFlight {
     }
 }
 
-async fn openai(
+/// The handler of one wire format (`W` is a [`Wire`] as `u8`: 0 OpenAI, 1 Anthropic, 2 Gemini).
+async fn route<const W: u8>(
     State(s): State<Arc<Shared>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(s, Wire::OpenAi, uri, headers, body).await
-}
-
-async fn anthropic(
-    State(s): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(s, Wire::Anthropic, uri, headers, body).await
-}
-
-async fn gemini(
-    State(s): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    handle(s, Wire::Gemini, uri, headers, body).await
+    let wire = match W {
+        0 => Wire::OpenAi,
+        1 => Wire::Anthropic,
+        _ => Wire::Gemini,
+    };
+    handle(s, wire, uri, headers, body).await
 }
 
 async fn handle(
