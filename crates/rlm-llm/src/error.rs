@@ -73,6 +73,9 @@ pub enum LlmError {
         /// What is wrong.
         message: String,
     },
+    /// An error recorded earlier and reproduced (by a replay), with its original message.
+    #[error("{0}")]
+    Replayed(String),
     /// A configuration value is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -1,0 +1,235 @@
+//! The one event type that flows from the loop to every consumer: CLI progress, JSONL traces,
+//! the web page's stream, evaluation records.
+
+use std::sync::Arc;
+
+use rlm_llm::Usage;
+use serde::{Deserialize, Serialize};
+
+use crate::budget::Budget;
+
+/// Which RLM of the tree an event comes from: `root`, or a child's key (parent key, `.`, and a
+/// short hash of its prompt), with its depth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The RLM's key.
+    pub rlm: String,
+    /// Its depth (0 = root).
+    pub depth: u32,
+}
+
+/// The settings a run was made with (enough to re-run it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    /// Root model id.
+    pub root_model: String,
+    /// Sub-model id.
+    pub sub_model: String,
+    /// Iterations allowed per RLM.
+    pub max_iterations: u32,
+    /// Recursion depth.
+    pub max_depth: u32,
+    /// Characters of each step's output shown to the model.
+    pub max_output_chars: usize,
+    /// The budget.
+    pub budget: Budget,
+    /// Seed of every sandbox's randomness in the tree (hex).
+    pub seed: String,
+}
+
+/// Something that happened in a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// An RLM started (the root, or a child from `rlm_query`).
+    RunStarted {
+        /// Which RLM.
+        #[serde(flatten)]
+        node: Node,
+        /// Its question.
+        query: String,
+        /// Settings (root only).
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        settings: Option<RunSettings>,
+        /// The context, inline when it is small enough (root only), and its description.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        context: Option<ContextRecord>,
+    },
+    /// An iteration began.
+    Iteration {
+        /// Which RLM.
+        #[serde(flatten)]
+        node: Node,
+        /// 1-based.
+        n: u32,
+    },
+    /// The root model of an RLM replied.
+    ModelReply {
+        /// Which RLM.
+        #[serde(flatten)]
+        node: Node,
+        /// The iteration.
+        iteration: u32,
+        /// The reply.
+        text: String,
+        /// The model.
+        model: String,
+        /// Hash of the request (model and messages), to find the reply when replaying.
+        request_hash: String,
+        /// Tokens.
+        usage: Usage,
+        /// Dollars, when priced.
+        cost_usd: Option<f64>,
+        /// Milliseconds.
+        ms: f64,
+    },
+    /// A code block ran.
+    CodeExecuted {
+        /// Which RLM.
+        #[serde(flatten)]
+        node: Node,
+        /// The iteration.
+        iteration: u32,
+        /// The code.
+        code: String,
+        /// Output as the model saw it (truncated).
+        output: String,
+        /// The exception or limit, if any.
+        error: Option<String>,
+        /// The final answer the code gave, if any.
+        final_answer: Option<String>,
+        /// Fuel burned.
+        fuel: u64,
+        /// Milliseconds.
+        ms: f64,
+        /// The REPL was restored after a limit.
+        restored: bool,
+        /// The REPL was reset after a limit.
+        reset: bool,
+    },
+    /// A sub-call began.
+    SubCallStarted {
+        /// The calling RLM.
+        #[serde(flatten)]
+        node: Node,
+        /// Call id (unique in the run).
+        id: u64,
+        /// `llm_query` or `rlm_query`.
+        kind: String,
+        /// The model.
+        model: String,
+        /// Characters of the prompt.
+        prompt_chars: usize,
+    },
+    /// A sub-call ended.
+    SubCallFinished {
+        /// The calling RLM.
+        #[serde(flatten)]
+        node: Node,
+        /// Call id.
+        id: u64,
+        /// `llm_query` or `rlm_query`.
+        kind: String,
+        /// The model.
+        model: String,
+        /// Hash of the request, to find the answer when replaying.
+        request_hash: String,
+        /// The answer, or the error.
+        result: Result<String, String>,
+        /// Tokens (for `rlm_query`: of the whole child run).
+        usage: Usage,
+        /// Dollars.
+        cost_usd: Option<f64>,
+        /// Milliseconds.
+        ms: f64,
+        /// Answered from an identical earlier call.
+        deduped: bool,
+    },
+    /// An RLM finished with an answer (or stopped without one).
+    FinalAnswer {
+        /// Which RLM.
+        #[serde(flatten)]
+        node: Node,
+        /// The answer.
+        answer: Option<String>,
+        /// Why it stopped.
+        stop: crate::StopReason,
+    },
+    /// The budget ran out.
+    BudgetExceeded {
+        /// Which RLM noticed.
+        #[serde(flatten)]
+        node: Node,
+        /// What ran out.
+        reason: String,
+    },
+    /// Something failed (a model call after its retries, the sandbox).
+    Error {
+        /// Where.
+        #[serde(flatten)]
+        node: Node,
+        /// What.
+        message: String,
+    },
+}
+
+/// How the context of a run is recorded in its trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContextRecord {
+    /// One-line description.
+    pub description: String,
+    /// Total characters of text.
+    pub chars: u64,
+    /// blake3 of the context's JSON form.
+    pub hash: String,
+    /// The context itself, when it is small enough to store.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub inline: Option<serde_json::Value>,
+}
+
+/// Receives every event of a run, in order per RLM. Must not block for long.
+pub trait EventSink: Send + Sync {
+    /// One event.
+    fn event(&self, event: &Event);
+}
+
+impl<F: Fn(&Event) + Send + Sync> EventSink for F {
+    fn event(&self, event: &Event) {
+        self(event)
+    }
+}
+
+/// The sinks of a run, plus the in-memory record returned with the result.
+#[derive(Clone, Default)]
+pub(crate) struct Events {
+    sinks: Vec<Arc<dyn EventSink>>,
+    record: Arc<std::sync::Mutex<Vec<Event>>>,
+}
+
+impl Events {
+    pub(crate) fn new(sinks: Vec<Arc<dyn EventSink>>) -> Self {
+        Self {
+            sinks,
+            record: Arc::default(),
+        }
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        for s in &self.sinks {
+            s.event(&event);
+        }
+        self.record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(event);
+    }
+
+    pub(crate) fn take(&self) -> Vec<Event> {
+        std::mem::take(
+            &mut *self
+                .record
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}

@@ -1,0 +1,76 @@
+//! Recursive Language Models: answer a question about a context of any size without putting
+//! the context in the root model's window.
+//!
+//! An [`Rlm`] loads the context into a sandboxed Python REPL (see `rlm-sandbox`) and gives the
+//! root model a system prompt that explains the REPL. Each turn the root model replies; every
+//! fenced ```` ```repl ```` / ```` ```python ```` block runs in the REPL, and the output, cut to
+//! `max_output_chars`, goes back as the next user turn, until the model gives `FINAL(answer)`,
+//! `FINAL_VAR(name)` or sets the `answer` dict. Code calls `llm_query`/`llm_batch` (sub-calls to
+//! the sub-model, concurrent, deduplicated, under one concurrency limit for the whole tree) and
+//! `rlm_query` (a child RLM with its own REPL while `max_depth` allows, a plain sub-call at the
+//! limit). One [`Budget`] (sub-calls, tokens, dollars, time) covers the whole tree; running out
+//! stops cleanly with the best partial answer and the reason.
+//!
+//! Every step is an [`Event`]; sinks receive them live (CLI progress, the web page) and a
+//! [`TraceWriter`] stores them as JSONL, enough to [`replay`] the run offline.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use rlm::{Budget, Rlm};
+//! use rlm_llm::LlmClient;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = LlmClient::new()?;
+//! let rlm = Rlm::builder(Arc::new(client.model("openai/gpt-5")?))
+//!     .sub_model(Arc::new(client.model("openai/gpt-5-mini")?))
+//!     .max_iterations(20)
+//!     .budget(Budget { max_usd: Some(1.0), ..Budget::default() })
+//!     .build()?;
+//! let document = std::fs::read_to_string("data/synthetic_patient_data.md")?;
+//! let result = rlm.run(document, "Which drug is the patient allergic to?").await?;
+//! println!("{:?} ({:?}, {} iterations, ${:.4})",
+//!     result.answer, result.stop, result.iterations, result.usage.total.cost_usd);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Coming from the Python rlm
+//!
+//! The original project's call `RLM(model).run(context, messages, max_chunk_size,
+//! max_output_chars, max_steps)` maps as follows:
+//!
+//! | Python | here |
+//! |---|---|
+//! | `model="gpt-5"` | `Rlm::builder(Arc::new(client.model("openai/gpt-5")?))` (and `.sub_model(...)`) |
+//! | `context` (str, list, dict) | `rlm.run(context, ...)`: a `String`, `Vec<String>` or `serde_json::Value` |
+//! | `messages` | the last user message is the `query`; for a conversation use [`Rlm::session`] and [`Session::ask`] |
+//! | `max_chunk_size` | [`RlmBuilder::sub_model_context_tokens`] (what the prompt says one sub-call can read) |
+//! | `max_output_chars` | [`RlmBuilder::max_output_chars`] |
+//! | `max_steps` | [`RlmBuilder::max_iterations`] |
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # async fn demo(model: Arc<dyn rlm_llm::ChatModel>, context: String) -> Result<(), rlm::RlmError> {
+//! let rlm = rlm::Rlm::builder(model)
+//!     .sub_model_context_tokens(32_000) // max_chunk_size
+//!     .max_output_chars(2_000)          // max_output_chars
+//!     .max_iterations(10)               // max_steps
+//!     .build()?;
+//! let result = rlm.run(context, "the question").await?; // messages -> query
+//! # Ok(()) }
+//! ```
+
+mod budget;
+mod engine;
+mod events;
+mod parse;
+mod prompt;
+mod session;
+mod trace;
+
+pub use budget::Budget;
+pub use engine::{ContextInput, Rlm, RlmBuilder, RlmError, RunResult, StopReason, UsageReport};
+pub use events::{ContextRecord, Event, EventSink, Node, RunSettings};
+pub use parse::{ParsedReply, TextFinal, find_final, parse_reply};
+pub use prompt::{PromptFacts, describe_shape, system_prompt, truncate_middle};
+pub use session::Session;
+pub use trace::{Replay, TraceError, TraceWriter, read_trace, replay};

@@ -1,0 +1,207 @@
+//! Reading the root model's reply: fenced code blocks and `FINAL(...)` / `FINAL_VAR(...)`.
+
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+/// Tags of fenced blocks that are run (models use several).
+const RUN_TAGS: &[&str] = &["repl", "python", "py", "python3"];
+
+/// A final answer written in the reply text (outside code blocks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextFinal {
+    /// `FINAL(answer)`: the text between the parentheses.
+    Answer(String),
+    /// `FINAL_VAR(name)`: a REPL variable's name.
+    Var(String),
+}
+
+/// What a reply contains.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParsedReply {
+    /// The code of every block tagged `repl`/`python`, in order.
+    pub code_blocks: Vec<String>,
+    /// A final answer in the text, if any.
+    pub final_answer: Option<TextFinal>,
+}
+
+fn fence() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"(?ms)^[ \t]*(`{3,}|~{3,})[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)^[ \t]*(`{3,}|~{3,})[ \t]*$")
+            .expect("fence pattern is valid")
+    })
+}
+
+/// Split a reply into its runnable code blocks and its final answer.
+pub fn parse_reply(reply: &str) -> ParsedReply {
+    let mut code_blocks = Vec::new();
+    let mut prose = String::new();
+    let mut last = 0;
+    for cap in fence().captures_iter(reply) {
+        let (Some(all), Some(open), Some(close)) = (cap.get(0), cap.get(1), cap.get(4)) else {
+            continue;
+        };
+        // The closing fence must match the opening one.
+        if open.as_str().chars().next() != close.as_str().chars().next() {
+            continue;
+        }
+        prose.push_str(&reply[last..all.start()]);
+        last = all.end();
+        let tag = cap.get(2).map_or("", |m| m.as_str()).to_ascii_lowercase();
+        if RUN_TAGS.contains(&tag.as_str()) {
+            code_blocks.push(cap.get(3).map_or("", |m| m.as_str()).to_string());
+        }
+    }
+    prose.push_str(&reply[last..]);
+    ParsedReply {
+        code_blocks,
+        final_answer: find_final(&prose),
+    }
+}
+
+/// Find `FINAL(...)` (balanced parentheses, quotes respected, may span lines) or
+/// `FINAL_VAR(name)` in text.
+pub fn find_final(text: &str) -> Option<TextFinal> {
+    let mut search_from = 0;
+    while let Some(pos) = text[search_from..].find("FINAL") {
+        let start = search_from + pos;
+        search_from = start + 5;
+        // Must be a whole word.
+        if text[..start]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        let rest = &text[start + 5..];
+        let (is_var, after) = match rest.strip_prefix("_VAR") {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let after_ws = after.trim_start_matches([' ', '\t']);
+        let Some(inner) = after_ws.strip_prefix('(') else {
+            continue;
+        };
+        let Some(body) = balanced(inner) else {
+            continue;
+        };
+        let body = body.trim();
+        return Some(if is_var {
+            TextFinal::Var(unquote(body).to_string())
+        } else {
+            TextFinal::Answer(unquote(body).to_string())
+        });
+    }
+    None
+}
+
+/// The text up to the parenthesis that closes an already-open one.
+fn balanced(s: &str) -> Option<&str> {
+    let mut depth = 1usize;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(&s[..i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Unclosed quotes (an apostrophe in prose) must not hide the closing parenthesis: retry
+    // counting parentheses only.
+    let mut depth = 1usize;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(&s[..i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Strip one pair of matching quotes (including triple quotes) around a whole answer.
+fn unquote(s: &str) -> &str {
+    for q in ["\"\"\"", "'''", "\"", "'"] {
+        if s.len() >= 2 * q.len() && s.starts_with(q) && s.ends_with(q) {
+            return &s[q.len()..s.len() - q.len()];
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_tagged_blocks_in_order() {
+        let reply = "Let me look.\n```repl\nprint(len(context))\n```\nthen\n```python\nx = 1\n```\n```\nnot run\n```\n~~~py\ny = 2\n~~~\n";
+        let p = parse_reply(reply);
+        assert_eq!(
+            p.code_blocks,
+            vec!["print(len(context))\n", "x = 1\n", "y = 2\n"]
+        );
+        assert_eq!(p.final_answer, None);
+    }
+
+    #[test]
+    fn final_with_nested_parentheses_and_lines() {
+        let p =
+            parse_reply("Done.\nFINAL(The answer is 42 (forty-two), see f(x)\nand more)\nthanks");
+        assert_eq!(
+            p.final_answer,
+            Some(TextFinal::Answer(
+                "The answer is 42 (forty-two), see f(x)\nand more".into()
+            ))
+        );
+        assert_eq!(
+            find_final("FINAL(\"quoted ) paren\")"),
+            Some(TextFinal::Answer("quoted ) paren".into()))
+        );
+        assert_eq!(
+            find_final("FINAL(it's done (really))"),
+            Some(TextFinal::Answer("it's done (really)".into()))
+        );
+        assert_eq!(
+            find_final("FINAL_VAR(result)"),
+            Some(TextFinal::Var("result".into()))
+        );
+        assert_eq!(
+            find_final("FINAL_VAR('result')"),
+            Some(TextFinal::Var("result".into()))
+        );
+        assert_eq!(find_final("MY_FINAL(x)"), None);
+        assert_eq!(find_final("FINAL( unclosed"), None);
+    }
+
+    #[test]
+    fn final_inside_code_is_not_a_text_final() {
+        let p = parse_reply("```repl\nFINAL(x)\n```");
+        assert_eq!(p.final_answer, None);
+        assert_eq!(p.code_blocks, vec!["FINAL(x)\n"]);
+    }
+}

@@ -1,0 +1,185 @@
+//! What the root model is told: the system prompt, the first user turn, nudges.
+
+use rlm_sandbox::ContextShape;
+
+/// Facts the system prompt states about the run.
+#[derive(Debug, Clone)]
+pub struct PromptFacts {
+    /// Shape of `context`.
+    pub shape: ContextShape,
+    /// Names of later contexts (`context_1`, ...), with their shapes.
+    pub extra_contexts: Vec<(String, ContextShape)>,
+    /// Characters a sub-model can read in one call (about 4 per token of its window).
+    pub sub_model_chars: u64,
+    /// Whether `llm_query`/`llm_batch` work (false at `max_depth` 0).
+    pub sub_calls: bool,
+    /// Whether `rlm_query` starts a recursive RLM (false: it is a plain sub-call).
+    pub recursive: bool,
+    /// Characters of each step's output the model sees.
+    pub max_output_chars: usize,
+    /// Iterations allowed.
+    pub max_iterations: u32,
+}
+
+/// Describe a context's shape in one line, abbreviating long lists.
+pub fn describe_shape(shape: &ContextShape) -> String {
+    match shape {
+        ContextShape::Text { chars } => format!("a str of {chars} characters"),
+        ContextShape::List { item_chars } => {
+            let total: u64 = item_chars.iter().sum();
+            let shown: Vec<String> = if item_chars.len() <= 12 {
+                item_chars.iter().map(u64::to_string).collect()
+            } else {
+                let mut v: Vec<String> = item_chars[..6].iter().map(u64::to_string).collect();
+                v.push(format!("... ({} more) ...", item_chars.len() - 9));
+                v.extend(
+                    item_chars[item_chars.len() - 3..]
+                        .iter()
+                        .map(u64::to_string),
+                );
+                v
+            };
+            format!(
+                "a list of {} documents, {total} characters in all (lengths: {})",
+                item_chars.len(),
+                shown.join(", ")
+            )
+        }
+        ContextShape::Object { keys } => format!("a dict (parsed JSON) with {keys} keys"),
+        ContextShape::Scalar => "a JSON scalar".to_string(),
+    }
+}
+
+/// The system prompt for the root model (the normal profile, for capable models).
+pub fn system_prompt(f: &PromptFacts) -> String {
+    let mut p = String::new();
+    p.push_str(
+        "You answer a question about a document that is too large to read at once. The document \
+         is not in this conversation: it is loaded in a persistent Python REPL as the variable \
+         `context`. You work by writing Python that the REPL runs; you see each block's output \
+         and then decide what to do next.\n\n",
+    );
+    p.push_str(&format!("`context` is {}.\n", describe_shape(&f.shape)));
+    for (name, shape) in &f.extra_contexts {
+        p.push_str(&format!("`{name}` is {}.\n", describe_shape(shape)));
+    }
+    p.push_str(
+        "Offsets and lengths are in characters. A very large text is a lazy object with the usual \
+         read-only str methods (len, slicing, find, count, startswith, split with maxsplit) plus \
+         .chunks(size) and .iter_lines(); slice it to get a real str.\n\n",
+    );
+    p.push_str("Available in the REPL:\n");
+    p.push_str(
+        "- search(pattern, max=100, ignore_case=False): a fast regular-expression search over the \
+         whole context, run outside Python. Returns dicts with 'start', 'end', 'text', 'line' and \
+         'path' (index of the document in a list). Use it first to find where things are.\n",
+    );
+    if f.sub_calls {
+        p.push_str(&format!(
+            "- llm_query(prompt): ask a language model a question about text you pass in the \
+             prompt; it returns a str. It can read about {} characters per call, so pass chunks \
+             and ask precise questions.\n\
+             - llm_batch(prompts): many llm_query calls at once, run concurrently; returns the \
+             answers in order. Prefer it to a loop of llm_query calls.\n",
+            f.sub_model_chars
+        ));
+        if f.recursive {
+            p.push_str(
+                "- rlm_query(prompt): hand a sub-task to another agent like you, with its own REPL; \
+                 it returns its final answer.\n",
+            );
+        } else {
+            p.push_str("- rlm_query(prompt): same as llm_query here.\n");
+        }
+        p.push_str("A failed call returns a str starting with \"Error:\" instead of raising.\n");
+    } else {
+        p.push_str(
+            "- llm_query/llm_batch/rlm_query are disabled in this run: work with search and plain \
+             Python.\n",
+        );
+    }
+    p.push_str(
+        "- SHOW_VARS(): list the variables you have defined.\n\
+         The standard library is there (re, json, collections, math, statistics, datetime, ...); \
+         files, network and other packages are not.\n\n",
+    );
+    p.push_str(&format!(
+        "How to work:\n\
+         1. Put code in fenced blocks tagged repl:\n```repl\nhits = search(r\"keyword\")\nprint(len(hits), hits[:3])\n```\n\
+         2. You only see the first and last part of each output (about {} characters): print \
+         summaries, counts and short excerpts, not whole documents. Keep results in variables.\n\
+         3. Look before you conclude: inspect the context, narrow down with search and slicing, \
+         and use sub-calls to read or classify pieces when there is too much to read yourself.\n\
+         4. When you know the answer, finish with FINAL(your answer) in your reply, or \
+         FINAL_VAR(variable_name) to return a variable you computed. (In code, FINAL(x), \
+         FINAL_VAR(\"name\") or setting answer = {{\"content\": x, \"ready\": True}} also finish.)\n\
+         You have at most {} replies. Answer the question asked, directly and completely.\n",
+        f.max_output_chars, f.max_iterations
+    ));
+    p
+}
+
+/// The first user turn: the question.
+pub fn first_user_message(query: &str) -> String {
+    format!(
+        "Question: {query}\n\nThe document is in `context`; you have not looked at it yet. Start by \
+         exploring it with code in a ```repl block."
+    )
+}
+
+/// Sent when a reply has neither code nor a final answer.
+pub const NUDGE: &str = "Your reply had no ```repl code block and no FINAL(...). Either run code \
+in a ```repl block to keep working on the question, or give your answer as FINAL(answer).";
+
+/// Sent once when the iterations are used up.
+pub fn last_call(iterations: u32) -> String {
+    format!(
+        "You have used all {iterations} replies. Give your best final answer now from what you have \
+         found, as FINAL(answer). Do not write more code."
+    )
+}
+
+/// Cut `text` to at most `max` characters, keeping its head and tail, with a marker saying how
+/// much was cut.
+pub fn truncate_middle(text: &str, max: usize) -> String {
+    let n = text.chars().count();
+    if n <= max {
+        return text.to_string();
+    }
+    let head = max * 2 / 3;
+    let tail = max - head;
+    let start: String = text.chars().take(head).collect();
+    let end: String = text.chars().skip(n - tail).collect();
+    format!(
+        "{start}\n... [{} characters cut] ...\n{end}",
+        n - head - tail
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_are_abbreviated() {
+        let shape = ContextShape::List {
+            item_chars: (1..=20).collect(),
+        };
+        let d = describe_shape(&shape);
+        assert!(
+            d.starts_with("a list of 20 documents, 210 characters in all"),
+            "{d}"
+        );
+        assert!(
+            d.contains("1, 2, 3, 4, 5, 6, ... (11 more) ..., 18, 19, 20"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn truncation_keeps_head_and_tail() {
+        let t = truncate_middle(&"a".repeat(100).replace("aaaa", "abcd"), 30);
+        assert!(t.contains("[70 characters cut]"), "{t}");
+        assert_eq!(truncate_middle("short", 30), "short");
+    }
+}

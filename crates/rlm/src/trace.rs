@@ -1,0 +1,270 @@
+//! JSONL traces: write every event of a run, read them back, and replay a run offline.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufWriter, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use rlm_llm::{ChatModel, ChatRequest, ChatResponse, FinishReason, LlmError, Usage};
+use rlm_sandbox::SandboxEngine;
+
+use crate::engine::{ContextInput, Rlm, RlmError, RunResult, request_hash};
+use crate::events::{Event, EventSink};
+
+/// Errors reading a trace.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The file could not be read.
+    #[error("trace {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A line is not an event.
+    #[error("trace {path}, line {line}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The trace lacks what a replay needs.
+    #[error("trace {0}")]
+    Incomplete(String),
+    /// The replay could not run.
+    #[error(transparent)]
+    Rlm(#[from] RlmError),
+}
+
+/// An [`EventSink`] that appends each event as one JSON line, flushed at once (a crash loses
+/// nothing already seen).
+pub struct TraceWriter {
+    out: Mutex<BufWriter<std::fs::File>>,
+}
+
+impl TraceWriter {
+    /// Create (or truncate) `path`.
+    pub fn create(path: &Path) -> std::io::Result<Arc<Self>> {
+        let file = std::fs::File::create(path)?;
+        Ok(Arc::new(Self {
+            out: Mutex::new(BufWriter::new(file)),
+        }))
+    }
+}
+
+impl EventSink for TraceWriter {
+    fn event(&self, event: &Event) {
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        let written = serde_json::to_writer(&mut *out, event)
+            .map_err(std::io::Error::other)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush());
+        if let Err(e) = written {
+            tracing::error!(error = %e, "could not write the trace");
+        }
+    }
+}
+
+/// Read a JSONL trace.
+pub fn read_trace(path: &Path) -> Result<Vec<Event>, TraceError> {
+    let p = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| TraceError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    let mut events = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|source| TraceError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event = serde_json::from_str(&line).map_err(|e| TraceError::Parse {
+            path: p.clone(),
+            line: i + 1,
+            message: e.to_string(),
+        })?;
+        events.push(event);
+    }
+    Ok(events)
+}
+
+/// What a recorded request got.
+#[derive(Debug, Clone)]
+struct Recorded {
+    result: Result<String, String>,
+    usage: Usage,
+    cost_usd: Option<f64>,
+}
+
+/// A [`ChatModel`] that answers from a trace, finding each request by its hash (model and
+/// messages), so order and concurrency do not matter.
+struct ReplayModel {
+    id: String,
+    answers: Arc<HashMap<String, Recorded>>,
+}
+
+#[async_trait]
+impl ChatModel for ReplayModel {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, LlmError> {
+        let hash = request_hash(&self.id, &request.messages);
+        let recorded = self.answers.get(&hash).ok_or_else(|| {
+            LlmError::Replayed(format!(
+                "the replay diverged: no recorded answer for this {} request ({hash})",
+                self.id
+            ))
+        })?;
+        let text = recorded.result.clone().map_err(LlmError::Replayed)?;
+        Ok(ChatResponse {
+            text,
+            usage: recorded.usage,
+            model: self.id.clone(),
+            finish_reason: FinishReason::Stop,
+            latency: std::time::Duration::ZERO,
+            attempts: 1,
+            cost_usd: recorded.cost_usd,
+        })
+    }
+}
+
+/// A replayed run next to what the trace recorded.
+#[derive(Debug)]
+pub struct Replay {
+    /// The root's final answer in the trace.
+    pub recorded_answer: Option<String>,
+    /// The run made again.
+    pub result: RunResult,
+}
+
+impl Replay {
+    /// Whether the replay reached the recorded answer.
+    pub fn matches(&self) -> bool {
+        self.result.answer == self.recorded_answer
+    }
+}
+
+/// Re-run a traced run offline: the recorded code runs again in fresh sandboxes (with the
+/// recorded seed) against the recorded model replies. `context` replaces the trace's when given
+/// (needed when the trace did not store the context inline).
+pub async fn replay(
+    events: &[Event],
+    context: Option<ContextInput>,
+    engine: Arc<SandboxEngine>,
+) -> Result<Replay, TraceError> {
+    let Some((query, settings, record)) = events.iter().find_map(|e| match e {
+        Event::RunStarted {
+            node,
+            query,
+            settings: Some(s),
+            context,
+        } if node.depth == 0 => Some((query.clone(), s.clone(), context.clone())),
+        _ => None,
+    }) else {
+        return Err(TraceError::Incomplete(
+            "has no run_started event with settings".into(),
+        ));
+    };
+    let context = match (context, record.and_then(|r| r.inline)) {
+        (Some(c), _) => c,
+        (None, Some(v)) => ContextInput::from_json(v),
+        (None, None) => {
+            return Err(TraceError::Incomplete(
+                "does not store its context (it was large): pass it with --context".into(),
+            ));
+        }
+    };
+    let mut answers = HashMap::new();
+    for e in events {
+        match e {
+            Event::ModelReply {
+                request_hash,
+                text,
+                usage,
+                cost_usd,
+                ..
+            } => {
+                answers.insert(
+                    request_hash.clone(),
+                    Recorded {
+                        result: Ok(text.clone()),
+                        usage: *usage,
+                        cost_usd: *cost_usd,
+                    },
+                );
+            }
+            Event::SubCallFinished {
+                kind,
+                request_hash,
+                result,
+                usage,
+                cost_usd,
+                deduped: false,
+                ..
+            } if kind == "llm_query" => {
+                answers.insert(
+                    request_hash.clone(),
+                    Recorded {
+                        result: result.clone(),
+                        usage: *usage,
+                        cost_usd: *cost_usd,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+    let recorded_answer = events.iter().rev().find_map(|e| match e {
+        Event::FinalAnswer { node, answer, .. } if node.depth == 0 => Some(answer.clone()),
+        _ => None,
+    });
+    let answers = Arc::new(answers);
+    let root = Arc::new(ReplayModel {
+        id: settings.root_model.clone(),
+        answers: answers.clone(),
+    });
+    let sub = Arc::new(ReplayModel {
+        id: settings.sub_model.clone(),
+        answers,
+    });
+    let seed = parse_seed(&settings.seed).ok_or_else(|| {
+        TraceError::Incomplete(format!("has a malformed seed {:?}", settings.seed))
+    })?;
+    let mut budget = settings.budget.clone();
+    budget.max_time = None; // a replay is fast; time must not cut it differently
+    let rlm = Rlm::builder(root)
+        .sub_model(sub)
+        .engine(engine)
+        .max_iterations(settings.max_iterations)
+        .max_depth(settings.max_depth)
+        .max_output_chars(settings.max_output_chars)
+        .budget(budget)
+        .seed(seed)
+        .build()?;
+    let result = rlm.run(context, &query).await?;
+    Ok(Replay {
+        recorded_answer: recorded_answer.flatten(),
+        result,
+    })
+}
+
+fn parse_seed(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}

@@ -1,0 +1,467 @@
+//! The RLM loop end to end: real HTTP to a scripted OpenAI-compatible mock whose "model"
+//! writes real Python, run in the real sandbox.
+
+use std::sync::{Arc, Mutex};
+
+use rlm::{Budget, ContextInput, Event, Rlm, StopReason, TraceWriter, read_trace, replay};
+use rlm_llm::{CallRole, LlmClient, ModelConfig, Price, PriceTable, RetryPolicy};
+use rlm_sandbox::{Limits, SandboxEngine};
+use rlm_testkit::{MockProvider, RecordedRequest, Reply};
+
+fn engine() -> Arc<SandboxEngine> {
+    static ENGINE: Mutex<Option<Arc<SandboxEngine>>> = Mutex::new(None);
+    ENGINE
+        .lock()
+        .unwrap()
+        .get_or_insert_with(|| SandboxEngine::load().expect("guest (just guest)"))
+        .clone()
+}
+
+/// A model on the mock, priced at $1 / $2 per million tokens.
+fn model(mock: &MockProvider) -> Arc<rlm_llm::Model> {
+    let mut prices = PriceTable::empty();
+    prices.set("compat/scripted", Price::new(1.0, 2.0, 1.0));
+    let client = LlmClient::builder()
+        .retry(RetryPolicy::none())
+        .prices(prices)
+        .build()
+        .unwrap();
+    let config = ModelConfig {
+        base_url: Some(mock.openai_base_url()),
+        ..ModelConfig::default()
+    };
+    Arc::new(client.model_with("compat/scripted", config).unwrap())
+}
+
+fn code(c: &str) -> Reply {
+    Reply::text(format!("Let me run this.\n```repl\n{c}\n```"))
+}
+
+/// Whether a request is a root-model turn (it has a system prompt) rather than a sub-call.
+fn is_root(r: &RecordedRequest) -> bool {
+    r.messages()
+        .first()
+        .is_some_and(|(role, _)| role == "system")
+}
+
+/// Replies of the root model so far in this conversation.
+fn turn(r: &RecordedRequest) -> usize {
+    r.messages()
+        .iter()
+        .filter(|(role, _)| role == "assistant")
+        .count()
+}
+
+fn haystack_with_needle() -> String {
+    let mut s = String::new();
+    for i in 0..4000 {
+        s.push_str(&format!(
+            "Record {i}: routine entry, nothing of note here.\n"
+        ));
+        if i == 2718 {
+            s.push_str("The secret code is 4217, remember it.\n");
+        }
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finds_a_needle_with_search_and_final_var() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| match turn(r) {
+        0 => code("hits = search(r'secret code is (\\d+)')\nprint(hits[0]['text'])\ncode = hits[0]['text'].split()[-1]"),
+        _ if r.last_user().contains("secret code is 4217") => Reply::text("Found it.\nFINAL_VAR(code)"),
+        _ => Reply::text("FINAL(not found)"),
+    });
+    let rlm = Rlm::builder(model(&mock)).engine(engine()).build().unwrap();
+    let context = haystack_with_needle();
+    let result = rlm
+        .run(context.clone(), "What is the secret code?")
+        .await
+        .unwrap();
+    assert_eq!(result.answer.as_deref(), Some("4217"));
+    assert_eq!(result.stop, StopReason::Final);
+    assert_eq!(result.iterations, 2);
+    // The document never went to the model; the system prompt described it.
+    let reqs = mock.requests();
+    assert!(
+        reqs.iter()
+            .all(|r| !r.messages().iter().any(|(_, t)| t.contains("Record 1234:")))
+    );
+    let system = &reqs[0].messages()[0].1;
+    assert!(
+        system.contains(&format!("a str of {} characters", context.chars().count())),
+        "{system}"
+    );
+    assert!(
+        result
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::CodeExecuted { .. }))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chunks_and_aggregates_with_llm_batch() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| {
+        if !is_root(r) {
+            // Sub-call: count the apples in the text it was given.
+            let prompt = r.last_user();
+            let text = prompt.split_once("TEXT:").map_or("", |p| p.1);
+            return Reply::text(text.matches("apple").count().to_string());
+        }
+        match turn(r) {
+            0 => code("answers = llm_batch([f'Count the word apple. TEXT:{d}' for d in context])\ntotal = sum(int(a) for a in answers)\nprint('total', total)"),
+            _ => {
+                let out = r.last_user();
+                let n = out.split("total ").nth(1).and_then(|t| t.split_whitespace().next()).unwrap_or("?").to_string();
+                Reply::text(format!("FINAL({n})"))
+            }
+        }
+    });
+    let docs: Vec<String> = (0..12)
+        .map(|i| "apple pear ".repeat(i) + "banana")
+        .collect();
+    let expected: usize = (0..12).sum();
+    let rlm = Rlm::builder(model(&mock)).engine(engine()).build().unwrap();
+    let result = rlm.run(docs, "How many apples in all?").await.unwrap();
+    assert_eq!(result.answer, Some(expected.to_string()));
+    let subs = mock.requests().iter().filter(|r| !is_root(r)).count();
+    assert_eq!(subs, 12);
+    // Usage and cost add up across the tree.
+    let u = &result.usage;
+    assert_eq!(u.total.calls, 14, "2 root turns + 12 sub-calls");
+    let root = u
+        .by_role
+        .iter()
+        .find(|(t, _)| t.role == CallRole::Root)
+        .unwrap()
+        .1;
+    let sub = u
+        .by_role
+        .iter()
+        .find(|(t, _)| t.role == CallRole::SubCall && t.depth == 1)
+        .unwrap()
+        .1;
+    assert_eq!((root.calls, sub.calls), (2, 12));
+    assert_eq!(
+        root.usage.input_tokens + sub.usage.input_tokens,
+        u.total.usage.input_tokens
+    );
+    let expected_cost =
+        (u.total.usage.input_tokens as f64 * 1.0 + u.total.usage.output_tokens as f64 * 2.0) / 1e6;
+    assert!((u.total.cost_usd - expected_cost).abs() < 1e-12);
+    assert_eq!(u.by_model["compat/scripted"].calls, 14);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rlm_query_starts_a_child_rlm_at_depth_two() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| {
+        let first_user = r
+            .messages()
+            .iter()
+            .find(|(role, _)| role == "user")
+            .map(|m| m.1.clone())
+            .unwrap_or_default();
+        if first_user.contains("The task you are given is in `context`") {
+            // The child RLM: its context is the task.
+            return code(
+                "task = str(context)\nFINAL(str(6 * 7) if '6 times 7' in task else 'unknown')",
+            );
+        }
+        match turn(r) {
+            0 => code("r = rlm_query('What is 6 times 7?')\nprint('child said', r)"),
+            _ if r.last_user().contains("child said 42") => Reply::text("FINAL(42)"),
+            _ => Reply::text("FINAL(wrong)"),
+        }
+    });
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .max_depth(2)
+        .build()
+        .unwrap();
+    let result = rlm.run("unused", "Ask a helper.").await.unwrap();
+    assert_eq!(result.answer.as_deref(), Some("42"));
+    let child_started = result
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::RunStarted { node, .. } if node.depth == 1));
+    assert!(child_started, "a child RLM ran at depth 1");
+    let child_final = result.events.iter().any(|e| matches!(e, Event::FinalAnswer { node, answer, .. } if node.depth == 1 && answer.as_deref() == Some("42")));
+    assert!(child_final);
+
+    // At max_depth 1 the same call is a plain sub-call.
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .max_depth(1)
+        .build()
+        .unwrap();
+    let result = rlm.run("unused", "Ask a helper.").await.unwrap();
+    assert!(
+        !result
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::RunStarted { node, .. } if node.depth == 1))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_replies_are_survived() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| match turn(r) {
+        0 => Reply::text("Hmm, I think the answer involves the document."),
+        1 => code("x = 5\nif x\n    print(x)"),
+        2 => code("x = 5\ny = x / 0"),
+        3 => code("while True:\n    pass"),
+        4 => code("print('x is', x)"),
+        _ => Reply::text("Done. FINAL(the value is (x) = f(5), i.e. 5)\nThanks."),
+    });
+    let limits = Limits {
+        fuel_per_step: 300_000_000,
+        ..Limits::default()
+    };
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .limits(limits)
+        .build()
+        .unwrap();
+    let result = rlm.run("doc", "What is x?").await.unwrap();
+    assert_eq!(
+        result.answer.as_deref(),
+        Some("the value is (x) = f(5), i.e. 5")
+    );
+    assert_eq!(result.iterations, 6);
+    let feedback: Vec<String> = mock
+        .requests()
+        .last()
+        .unwrap()
+        .messages()
+        .into_iter()
+        .filter(|(r, _)| r == "user")
+        .map(|m| m.1)
+        .collect();
+    assert!(
+        feedback[1].contains("no ```repl code block"),
+        "nudged: {}",
+        feedback[1]
+    );
+    assert!(feedback[2].contains("SyntaxError"), "{}", feedback[2]);
+    assert!(feedback[3].contains("ZeroDivisionError"), "{}", feedback[3]);
+    assert!(
+        feedback[4].contains("SandboxLimit") && feedback[4].contains("restored"),
+        "{}",
+        feedback[4]
+    );
+    assert!(
+        feedback[5].contains("x is 5"),
+        "state survived the restore: {}",
+        feedback[5]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn running_out_of_iterations_asks_once_for_an_answer() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| {
+        if r.last_user().contains("You have used all") {
+            Reply::text("FINAL(best guess)")
+        } else {
+            code("print('still looking')")
+        }
+    });
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .max_iterations(3)
+        .build()
+        .unwrap();
+    let result = rlm.run("doc", "q").await.unwrap();
+    assert_eq!(
+        (result.answer.as_deref(), result.stop.clone()),
+        (Some("best guess"), StopReason::MaxIterations)
+    );
+    assert_eq!(mock.requests().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exhausted_budget_returns_the_partial_answer() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| {
+        if !is_root(r) {
+            return Reply::text("label");
+        }
+        code("answer['content'] = 'partial: 2 labelled'\nres = llm_batch([f'label {i}' for i in range(5)])\nprint(res)")
+    });
+    let budget = Budget {
+        max_sub_calls: Some(2),
+        ..Budget::default()
+    };
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .budget(budget)
+        .build()
+        .unwrap();
+    let result = rlm.run("doc", "Label everything").await.unwrap();
+    assert!(
+        matches!(&result.stop, StopReason::Budget { reason } if reason.contains("sub-call")),
+        "{:?}",
+        result.stop
+    );
+    assert_eq!(result.answer.as_deref(), Some("partial: 2 labelled"));
+    assert_eq!(
+        mock.requests().iter().filter(|r| !is_root(r)).count(),
+        2,
+        "no sub-call past the budget"
+    );
+    let out = mock.requests().iter().filter(|r| is_root(r)).count();
+    assert_eq!(
+        out, 1,
+        "the loop stopped before asking the root model again"
+    );
+    assert!(
+        result
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::BudgetExceeded { .. }))
+    );
+
+    // A token budget stops it too.
+    let budget = Budget {
+        max_tokens: Some(10),
+        ..Budget::default()
+    };
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .budget(budget)
+        .build()
+        .unwrap();
+    let result = rlm.run("doc", "Label everything").await.unwrap();
+    assert!(
+        matches!(&result.stop, StopReason::Budget { reason } if reason.contains("token")),
+        "{:?}",
+        result.stop
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_sub_calls_are_made_once() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| {
+        if !is_root(r) {
+            return Reply::delayed(std::time::Duration::from_millis(100), Reply::text("shared answer"));
+        }
+        match turn(r) {
+            0 => code("a = llm_batch(['same prompt'] * 5)\nb = llm_query('same prompt')\nprint(len(set(a + [b])), b)"),
+            _ => Reply::text("FINAL(done)"),
+        }
+    });
+    let rlm = Rlm::builder(model(&mock)).engine(engine()).build().unwrap();
+    let result = rlm.run("doc", "q").await.unwrap();
+    assert_eq!(
+        mock.requests().iter().filter(|r| !is_root(r)).count(),
+        1,
+        "one real request for six identical calls"
+    );
+    let deduped = result
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::SubCallFinished { deduped: true, .. }))
+        .count();
+    assert_eq!(deduped, 5);
+    assert!(mock.requests()[1].last_user().contains("1 shared answer") || result.events.iter().any(|e| matches!(e, Event::CodeExecuted { output, .. } if output.contains("1 shared answer"))));
+    assert_eq!(
+        result.usage.total.calls, 3,
+        "two root turns and one sub-call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trace_replays_to_the_same_answer_offline() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| {
+        if !is_root(r) {
+            return Reply::text(r.last_user().len().to_string());
+        }
+        match turn(r) {
+            0 => code("import random, os\nsizes = llm_batch([d for d in context])\nnoise = os.urandom(4).hex()\npick = random.choice(context)\nprint(sizes, pick)"),
+            _ => code("FINAL(f'{sum(int(s) for s in sizes)} {pick} {noise}')"),
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    let writer = TraceWriter::create(&path).unwrap();
+    let docs: Vec<String> = ["alpha", "beta", "gamma delta"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .on_event(writer)
+        .build()
+        .unwrap();
+    let original = rlm.run(docs, "sum the lengths").await.unwrap();
+    assert!(
+        original.answer.as_deref().unwrap().starts_with("20 "),
+        "{:?}",
+        original.answer
+    );
+    let requests_before = mock.requests().len();
+
+    let events = read_trace(&path).unwrap();
+    assert_eq!(events.len(), original.events.len());
+    let replayed = replay(&events, None, engine()).await.unwrap();
+    assert!(
+        replayed.matches(),
+        "{:?} vs {:?}",
+        replayed.result.answer,
+        replayed.recorded_answer
+    );
+    assert_eq!(replayed.result.answer, original.answer);
+    assert_eq!(
+        mock.requests().len(),
+        requests_before,
+        "the replay asked no model"
+    );
+
+    // A replay against a different context diverges, and says so.
+    let other = ContextInput::Documents(vec!["x".into()]);
+    let diverged = replay(&events, Some(other), engine()).await.unwrap();
+    assert!(!diverged.matches());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_keeps_the_repl_and_adds_contexts() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| {
+        let q = r
+            .messages()
+            .iter()
+            .rev()
+            .find(|(role, t)| role == "user" && t.starts_with("Question:"))
+            .map(|m| m.1.clone())
+            .unwrap_or_default();
+        let last = r.last_user();
+        if q.contains("first") {
+            return if last.starts_with("Question:") {
+                code("word = context.split()[0]\nFINAL(word)")
+            } else {
+                Reply::text("FINAL(?)")
+            };
+        }
+        if last.starts_with("Question:") {
+            code("FINAL(word + ' ' + context_1 + ' ' + previous_answers[0])")
+        } else {
+            Reply::text("FINAL(?)")
+        }
+    });
+    let rlm = Rlm::builder(model(&mock)).engine(engine()).build().unwrap();
+    let mut session = rlm.session("hello world").await.unwrap();
+    let a = session.ask("first word?").await;
+    assert_eq!(a.answer.as_deref(), Some("hello"));
+    let name = session.add_context("second doc").await.unwrap();
+    assert_eq!(name, "context_1");
+    let b = session.ask("combine").await;
+    assert_eq!(b.answer.as_deref(), Some("hello second doc hello"));
+    assert_eq!(session.questions(), 2);
+}
