@@ -23,6 +23,15 @@ pub fn rlm(args: &[&str], stdin: &str) -> Output {
     use std::io::Write;
     let mut child = Command::new(rlm_bin())
         .args(args)
+        // Tests never reach real providers, whatever the developer's environment holds.
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("GOOGLE_API_KEY")
+        .env_remove("GEMINI_API_KEY")
+        .env_remove("RLM_API_KEY")
+        .env_remove("RLM_BASE_URL")
+        .env_remove("RLM_MODEL")
+        .env_remove("RLM_SUB_MODEL")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,14 +1,32 @@
 //! `rlm`: the command-line front end of the rlm engine. It parses arguments and displays
 //! results; all logic lives in the library crates.
+//!
+//! Exit codes: 0 answered, 1 model/runtime error, 2 bad arguments or setup, 3 budget or
+//! iterations exhausted (a partial answer may still be printed).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rlm::{Budget, ContextInput, Rlm, StopReason, TraceWriter};
+use rlm_llm::{ChatModel, LlmClient, ModelConfig};
 use rlm_sandbox::{Context, ContextFormat, EngineOptions, Limits, Sandbox, SandboxEngine};
+
+mod progress;
+
+/// Exit code: the run gave a final answer.
+const EXIT_ANSWERED: u8 = 0;
+/// Exit code: a model or runtime error.
+const EXIT_ERROR: u8 = 1;
+/// Exit code: bad arguments or setup (missing key, file, guest).
+const EXIT_SETUP: u8 = 2;
+/// Exit code: the budget or the iterations ran out (a partial answer may be printed).
+const EXIT_EXHAUSTED: u8 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +44,74 @@ enum Command {
     /// Run Python steps in one persistent sandboxed REPL over a context; print one JSON object
     /// per step.
     Exec(ExecArgs),
+    /// Answer a question about a context with a Recursive Language Model.
+    Run(RunArgs),
+    /// Re-run a traced run offline from its trace and check it reaches the same answer.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The context document (`-` for stdin). `.json` loads as JSON, `.jsonl` as a list.
+    #[arg(long)]
+    context: PathBuf,
+    /// How to read the context file.
+    #[arg(long, value_enum, default_value = "auto")]
+    context_format: Format,
+    /// The question.
+    #[arg(long)]
+    query: String,
+    /// Root model, `provider/model` (default: RLM_MODEL, else chosen from the API key that is set).
+    #[arg(long, env = "RLM_MODEL")]
+    model: Option<String>,
+    /// Sub-call model (default: the root model).
+    #[arg(long, env = "RLM_SUB_MODEL")]
+    sub_model: Option<String>,
+    /// Base URL of an OpenAI-compatible server (for `compat/...` models).
+    #[arg(long, env = "RLM_BASE_URL")]
+    base_url: Option<String>,
+    /// Root-model replies before it must answer.
+    #[arg(long, default_value_t = 20)]
+    max_iterations: u32,
+    /// Recursion depth: 0 no sub-calls, 1 plain sub-calls, 2+ recursive sub-RLMs.
+    #[arg(long, default_value_t = 1)]
+    max_depth: u32,
+    /// Characters of each step's output shown to the root model.
+    #[arg(long, default_value_t = 10_000)]
+    max_output_chars: usize,
+    /// Stop when the run has cost this many dollars.
+    #[arg(long)]
+    budget_usd: Option<f64>,
+    /// Stop after this many tokens (all calls).
+    #[arg(long)]
+    budget_tokens: Option<u64>,
+    /// Stop after this many sub-calls.
+    #[arg(long)]
+    budget_sub_calls: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    budget_seconds: Option<f64>,
+    /// Model requests in flight at once (all levels together).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Write every event as JSON lines to this file (replay it with `rlm replay`).
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Print the whole result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// A trace written by `rlm run --trace`.
+    trace: PathBuf,
+    /// The context, when the trace did not store it (large contexts).
+    #[arg(long)]
+    context: Option<PathBuf>,
+    /// How to read the context file.
+    #[arg(long, value_enum, default_value = "auto")]
+    context_format: Format,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -85,12 +171,14 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Exec(args) => runtime.block_on(exec(args)),
+        Command::Run(args) => runtime.block_on(run(args)),
+        Command::Replay(args) => runtime.block_on(replay(args)),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(EXIT_SETUP)
         }
     }
 }
@@ -134,14 +222,8 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
         steps.push(code);
     }
 
-    let format = match args.context_format {
-        Format::Auto => ContextFormat::Auto,
-        Format::Text => ContextFormat::Text,
-        Format::Json => ContextFormat::Json,
-        Format::Jsonl => ContextFormat::Jsonl,
-    };
     let context = match &args.context {
-        Some(path) => Context::load(path, format)?,
+        Some(path) => Context::load(path, args.context_format.into())?,
         None => Context::text(String::new()),
     };
     let options = EngineOptions {
@@ -176,4 +258,210 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
         out.flush()?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+impl From<Format> for ContextFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Auto => ContextFormat::Auto,
+            Format::Text => ContextFormat::Text,
+            Format::Json => ContextFormat::Json,
+            Format::Jsonl => ContextFormat::Jsonl,
+        }
+    }
+}
+
+/// Read a context file as the RLM's input.
+fn load_input(path: &std::path::Path, format: Format) -> Result<ContextInput> {
+    let text = if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the context from stdin")?;
+        s
+    } else {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading the context {}", path.display()))?;
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let format = match format {
+        Format::Auto if ext == "json" => Format::Json,
+        Format::Auto if ext == "jsonl" => Format::Jsonl,
+        Format::Auto => Format::Text,
+        f => f,
+    };
+    Ok(match format {
+        Format::Json => ContextInput::from_json(
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", path.display()))?,
+        ),
+        Format::Jsonl => {
+            let mut items = Vec::new();
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                items.push(serde_json::from_str(line).with_context(|| {
+                    format!("{} line {}: not valid JSON", path.display(), i + 1)
+                })?);
+            }
+            ContextInput::from_json(serde_json::Value::Array(items))
+        }
+        _ => ContextInput::Text(text),
+    })
+}
+
+/// The root model when none is named: the provider whose key is set.
+fn default_model() -> Result<String> {
+    let set = |v: &str| std::env::var(v).is_ok_and(|x| !x.trim().is_empty());
+    if set("OPENAI_API_KEY") {
+        return Ok("openai/gpt-5-mini".into());
+    }
+    if set("ANTHROPIC_API_KEY") {
+        return Ok("anthropic/claude-sonnet-4-5".into());
+    }
+    if set("GOOGLE_API_KEY") || set("GEMINI_API_KEY") {
+        return Ok("gemini/gemini-2.5-flash".into());
+    }
+    if set("RLM_BASE_URL") {
+        bail!(
+            "RLM_BASE_URL is set: name the server's model with --model compat/<model> (or RLM_MODEL)"
+        );
+    }
+    bail!(
+        "no model is configured. Set one of OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY \
+         (or GEMINI_API_KEY), or point RLM_BASE_URL at an OpenAI-compatible server and pass \
+         --model compat/<model>; or name a model with --model provider/model"
+    )
+}
+
+fn engine_blocking() -> Result<Arc<SandboxEngine>> {
+    Ok(SandboxEngine::load()?)
+}
+
+async fn run(args: RunArgs) -> Result<ExitCode> {
+    let root_id = match args.model.clone() {
+        Some(m) => m,
+        None => default_model()?,
+    };
+    let sub_id = args.sub_model.clone().unwrap_or_else(|| root_id.clone());
+    let client = LlmClient::builder().concurrency(args.concurrency).build()?;
+    let config = ModelConfig {
+        base_url: args.base_url.clone(),
+        ..ModelConfig::default()
+    };
+    let root: Arc<dyn ChatModel> = Arc::new(client.model_with(&root_id, config.clone())?);
+    let sub: Arc<dyn ChatModel> = Arc::new(client.model_with(&sub_id, config)?);
+    let input = load_input(&args.context, args.context_format)?;
+    let engine = tokio::task::spawn_blocking(engine_blocking)
+        .await
+        .context("loading the sandbox engine")??;
+    let budget = Budget {
+        max_sub_calls: args.budget_sub_calls,
+        max_tokens: args.budget_tokens,
+        max_usd: args.budget_usd,
+        max_time: args.budget_seconds.map(Duration::from_secs_f64),
+    };
+    let progress = Arc::new(progress::Progress::new());
+    let mut builder = Rlm::builder(root)
+        .sub_model(sub)
+        .engine(engine)
+        .max_iterations(args.max_iterations)
+        .max_depth(args.max_depth)
+        .max_output_chars(args.max_output_chars)
+        .sub_concurrency(args.concurrency)
+        .budget(budget)
+        .on_event(progress.clone());
+    if let Some(path) = &args.trace {
+        let writer = TraceWriter::create(path)
+            .with_context(|| format!("creating the trace {}", path.display()))?;
+        builder = builder.on_event(writer);
+    }
+    let rlm = builder.build()?;
+    let result = rlm.run(input, &args.query).await?;
+    progress.finish();
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else if let Some(answer) = &result.answer {
+        println!("{answer}");
+    }
+    let u = &result.usage;
+    let split: Vec<String> = u
+        .by_role
+        .iter()
+        .map(|(tag, t)| {
+            format!(
+                "{} d{}: {} calls, {} tokens",
+                match tag.role {
+                    rlm_llm::CallRole::Root => "root",
+                    rlm_llm::CallRole::SubCall => "sub",
+                },
+                tag.depth,
+                t.calls,
+                t.usage.total()
+            )
+        })
+        .collect();
+    let stop = match &result.stop {
+        StopReason::Final => "answered".to_string(),
+        StopReason::MaxIterations => "iterations used up (best answer given)".to_string(),
+        StopReason::Budget { reason } => format!("stopped: {reason}"),
+        StopReason::Error { message } => format!("error: {message}"),
+    };
+    let cost = if u.total.unpriced_calls > 0 {
+        format!(
+            "${:.4} (+{} unpriced calls)",
+            u.total.cost_usd, u.total.unpriced_calls
+        )
+    } else {
+        format!("${:.4}", u.total.cost_usd)
+    };
+    eprintln!(
+        "{stop} · {} iterations · {} tokens ({}) · {cost} · {:.1} s",
+        result.iterations,
+        u.total.usage.total(),
+        split.join("; "),
+        result.elapsed.as_secs_f64()
+    );
+    if let Some(path) = &args.trace {
+        eprintln!(
+            "trace: {} (replay with `rlm replay {}`)",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(ExitCode::from(match result.stop {
+        StopReason::Final => EXIT_ANSWERED,
+        StopReason::MaxIterations | StopReason::Budget { .. } => EXIT_EXHAUSTED,
+        StopReason::Error { .. } => EXIT_ERROR,
+    }))
+}
+
+async fn replay(args: ReplayArgs) -> Result<ExitCode> {
+    let events = rlm::read_trace(&args.trace)?;
+    let context = match &args.context {
+        Some(p) => Some(load_input(p, args.context_format)?),
+        None => None,
+    };
+    let engine = tokio::task::spawn_blocking(engine_blocking)
+        .await
+        .context("loading the sandbox engine")??;
+    let replay = rlm::replay(&events, context, engine).await?;
+    println!("{}", replay.result.answer.as_deref().unwrap_or(""));
+    if replay.matches() {
+        eprintln!(
+            "replay reproduced the recorded answer ({} iterations)",
+            replay.result.iterations
+        );
+        Ok(ExitCode::from(EXIT_ANSWERED))
+    } else {
+        eprintln!(
+            "replay differs: recorded {:?}, replayed {:?} ({:?})",
+            replay.recorded_answer, replay.result.answer, replay.result.stop
+        );
+        Ok(ExitCode::from(EXIT_ERROR))
+    }
 }

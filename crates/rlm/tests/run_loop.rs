@@ -465,3 +465,18 @@ async fn a_session_keeps_the_repl_and_adds_contexts() {
     assert_eq!(b.answer.as_deref(), Some("hello second doc hello"));
     assert_eq!(session.questions(), 2);
 }
+
+/// The blocking wrapper, for callers without an async runtime.
+#[test]
+fn run_blocking_works_without_a_runtime() {
+    let server = tokio::runtime::Runtime::new().unwrap();
+    let mock = server.block_on(MockProvider::start());
+    mock.respond_with(|r| match turn(r) {
+        0 => code("n = len(context)"),
+        _ => Reply::text("FINAL_VAR(n)"),
+    });
+    let rlm = Rlm::builder(model(&mock)).engine(engine()).build().unwrap();
+    let result = rlm.run_blocking("twelve chars", "how long?").unwrap();
+    assert_eq!(result.answer.as_deref(), Some("12"));
+    drop(mock);
+}

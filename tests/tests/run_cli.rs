@@ -1,0 +1,156 @@
+//! `rlm run` and `rlm replay` as processes, against a scripted OpenAI-compatible mock.
+
+use std::fs;
+
+use rlm_integration_tests::rlm;
+use rlm_testkit::{MockProvider, Reply};
+
+fn code(c: &str) -> Reply {
+    Reply::text(format!("```repl\n{c}\n```"))
+}
+
+async fn scripted() -> MockProvider {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| {
+        let root = r.messages().first().is_some_and(|(role, _)| role == "system");
+        if !root {
+            return Reply::text(if r.last_user().contains("penicillin") { "yes" } else { "no" });
+        }
+        let turns = r.messages().iter().filter(|(role, _)| role == "assistant").count();
+        match turns {
+            0 => code("hits = search(r'Allergy: (\\w+)')\nfound = hits[0]['text'].split(': ')[1]\nok = llm_query('Is this an allergy: ' + found + ' (penicillin)?')\nprint(found, ok)"),
+            _ => Reply::text("FINAL_VAR(found)"),
+        }
+    });
+    mock
+}
+
+async fn run_cli(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        rlm(&refs, "")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_answers_writes_a_trace_and_replay_reproduces_it() {
+    let mock = scripted().await;
+    let dir = tempfile::tempdir().unwrap();
+    let doc = dir.path().join("doc.txt");
+    fs::write(&doc, "Name: Ada\nAllergy: penicillin\n").unwrap();
+    let trace = dir.path().join("run.jsonl");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "run",
+            "--context",
+            doc.to_str().unwrap(),
+            "--query",
+            "Allergy?",
+            "--model",
+            "compat/scripted",
+            "--base-url",
+            &mock.openai_base_url(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let out = run_cli(args(&["--trace", trace.to_str().unwrap()])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "penicillin");
+    assert!(stderr.contains("answered · 2 iterations"), "{stderr}");
+    assert!(
+        stderr.contains("iteration 1: ran `hits = search"),
+        "plain progress lines: {stderr}"
+    );
+    assert!(fs::read_to_string(&trace).unwrap().lines().count() >= 8);
+
+    let calls = mock.requests().len();
+    let replayed = run_cli(vec!["replay".into(), trace.to_str().unwrap().into()]).await;
+    assert_eq!(
+        replayed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&replayed.stdout).trim(),
+        "penicillin"
+    );
+    assert_eq!(mock.requests().len(), calls, "replay is offline");
+
+    let out = run_cli(args(&["--json"])).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["answer"], "penicillin");
+    assert_eq!(v["stop"]["kind"], "final");
+    assert_eq!(v["usage"]["total"]["calls"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_codes_say_how_the_run_ended() {
+    let mock = scripted().await;
+    let dir = tempfile::tempdir().unwrap();
+    let doc = dir.path().join("doc.txt");
+    fs::write(&doc, "Allergy: penicillin\n").unwrap();
+    let base = mock.openai_base_url();
+    let d = doc.to_str().unwrap().to_string();
+    let out = run_cli(vec![
+        "run".into(),
+        "--context".into(),
+        d.clone(),
+        "--query".into(),
+        "q".into(),
+        "--model".into(),
+        "compat/scripted".into(),
+        "--base-url".into(),
+        base.clone(),
+        "--budget-tokens".into(),
+        "5".into(),
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "budget exhausted: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token budget"));
+
+    let out = run_cli(vec![
+        "run".into(),
+        "--context".into(),
+        d.clone(),
+        "--query".into(),
+        "q".into(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("OPENAI_API_KEY")
+            && err.contains("ANTHROPIC_API_KEY")
+            && err.contains("GEMINI_API_KEY"),
+        "{err}"
+    );
+
+    mock.respond_with(|_| Reply::status(401, "bad key"));
+    let out = run_cli(vec![
+        "run".into(),
+        "--context".into(),
+        d,
+        "--query".into(),
+        "q".into(),
+        "--model".into(),
+        "compat/scripted".into(),
+        "--base-url".into(),
+        base,
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1), "model error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad key"));
+}
