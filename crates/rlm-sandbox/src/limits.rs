@@ -10,7 +10,7 @@ use crate::error::SandboxError;
 pub const FUEL_PER_CPU_SECOND: u64 = 7_000_000_000;
 
 /// Every limit a sandbox enforces. Each has a safe default; see [`Limits::default`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Fuel (roughly, wasm instructions) one step may burn. Default: ~5 CPU-seconds.
     pub fuel_per_step: u64,

@@ -355,7 +355,7 @@ impl Rlm {
             tree.events.emit(Event::RunStarted {
                 node: root_node(),
                 query: query.to_string(),
-                settings: Some(tree.settings()),
+                settings: Some(Box::new(tree.settings())),
                 context: Some(self.context_record(&input)),
             });
             let outcome = node.answer(query).await;
@@ -483,6 +483,7 @@ impl Tree {
             max_output_chars: c.max_output_chars,
             budget: c.budget.clone(),
             seed: self.seed.iter().map(|b| format!("{b:02x}")).collect(),
+            limits: Some(c.limits.clone()),
         }
     }
 

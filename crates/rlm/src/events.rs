@@ -35,6 +35,9 @@ pub struct RunSettings {
     pub budget: Budget,
     /// Seed of every sandbox's randomness in the tree (hex).
     pub seed: String,
+    /// Sandbox limits of every REPL in the tree.
+    #[serde(default)]
+    pub limits: Option<rlm_sandbox::Limits>,
 }
 
 /// Something that happened in a run.
@@ -50,7 +53,7 @@ pub enum Event {
         query: String,
         /// Settings (root only).
         #[serde(skip_serializing_if = "Option::is_none", default)]
-        settings: Option<RunSettings>,
+        settings: Option<Box<RunSettings>>,
         /// The context, inline when it is small enough (root only), and its description.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         context: Option<ContextRecord>,

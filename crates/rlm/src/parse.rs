@@ -97,8 +97,14 @@ pub fn find_final(text: &str) -> Option<TextFinal> {
     None
 }
 
-/// The text up to the parenthesis that closes an already-open one.
+/// The text up to the parenthesis that closes an already-open one. Quotes are respected first;
+/// if that finds no close (an apostrophe in prose opens a "quote" that never ends), parentheses
+/// are counted alone.
 fn balanced(s: &str) -> Option<&str> {
+    close_paren(s, true).or_else(|| close_paren(s, false))
+}
+
+fn close_paren(s: &str, respect_quotes: bool) -> Option<&str> {
     let mut depth = 1usize;
     let mut quote: Option<char> = None;
     let mut escaped = false;
@@ -114,22 +120,7 @@ fn balanced(s: &str) -> Option<&str> {
             continue;
         }
         match c {
-            '"' | '\'' => quote = Some(c),
-            '(' => depth += 1,
-            ')' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(&s[..i]);
-                }
-            }
-            _ => {}
-        }
-    }
-    // Unclosed quotes (an apostrophe in prose) must not hide the closing parenthesis: retry
-    // counting parentheses only.
-    let mut depth = 1usize;
-    for (i, c) in s.char_indices() {
-        match c {
+            '"' | '\'' if respect_quotes => quote = Some(c),
             '(' => depth += 1,
             ')' => {
                 depth -= 1;

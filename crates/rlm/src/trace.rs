@@ -168,7 +168,7 @@ pub async fn replay(
             query,
             settings: Some(s),
             context,
-        } if node.depth == 0 => Some((query.clone(), s.clone(), context.clone())),
+        } if node.depth == 0 => Some((query.clone(), (**s).clone(), context.clone())),
         _ => None,
     }) else {
         return Err(TraceError::Incomplete(
@@ -249,6 +249,7 @@ pub async fn replay(
         .max_depth(settings.max_depth)
         .max_output_chars(settings.max_output_chars)
         .budget(budget)
+        .limits(settings.limits.clone().unwrap_or_default())
         .seed(seed)
         .build()?;
     let result = rlm.run(context, &query).await?;

@@ -395,8 +395,13 @@ async fn a_trace_replays_to_the_same_answer_offline() {
         .iter()
         .map(|s| s.to_string())
         .collect();
+    let limits = Limits {
+        fuel_per_step: 3_000_000_000,
+        ..Limits::default()
+    };
     let rlm = Rlm::builder(model(&mock))
         .engine(engine())
+        .limits(limits.clone())
         .on_event(writer)
         .build()
         .unwrap();
@@ -410,6 +415,17 @@ async fn a_trace_replays_to_the_same_answer_offline() {
 
     let events = read_trace(&path).unwrap();
     assert_eq!(events.len(), original.events.len());
+    let recorded_limits = events.iter().find_map(|e| match e {
+        Event::RunStarted {
+            settings: Some(s), ..
+        } => s.limits.clone(),
+        _ => None,
+    });
+    assert_eq!(
+        recorded_limits,
+        Some(limits),
+        "the trace records the sandbox limits"
+    );
     let replayed = replay(&events, None, engine()).await.unwrap();
     assert!(
         replayed.matches(),
