@@ -4,7 +4,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 target_dir := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() + "/target")
 rlm := target_dir + "/debug/rlm"
-example_query := "Which drug is the patient allergic to, and at which visit (number and date) was that allergy first recorded?"
+example_query := "Which new drug allergy was recorded for the patient, and what did the drug cause?"
 
 # List the recipes.
 default:
@@ -14,29 +14,43 @@ default:
 guest:
     ./guest/build.sh
 
-# Build the rlm binary (debug). Always whole-workspace builds, so features resolve one way.
-build: guest
-    cargo build --workspace
-
-# Ask the sample patient history a question with the model whose key is set.
-run-example: build
+# System packages the local model backend (llama.cpp) needs to build: cmake and libclang.
+system-deps:
     #!/usr/bin/env bash
     set -euo pipefail
-    if [ -n "${RLM_MODEL:-}${OPENAI_API_KEY:-}${ANTHROPIC_API_KEY:-}${GOOGLE_API_KEY:-}${GEMINI_API_KEY:-}" ]; then
-        "{{rlm}}" run --context data/synthetic_patient_data.md --query "{{example_query}}" --trace target/example-trace.jsonl
-    else
-        echo "No model is configured, so the RLM cannot run. Set one of:" >&2
-        echo "  OPENAI_API_KEY (uses openai/gpt-5-mini), ANTHROPIC_API_KEY (anthropic/claude-sonnet-4-5)," >&2
-        echo "  GOOGLE_API_KEY or GEMINI_API_KEY (gemini/gemini-2.5-flash)," >&2
-        echo "  or RLM_BASE_URL=http://host:port/v1 with RLM_MODEL=compat/<model> for an OpenAI-compatible server." >&2
-        echo "Meanwhile, here is the sandbox running the code a root model would write (data/example_steps):" >&2
-        "{{rlm}}" exec --context data/synthetic_patient_data.md data/example_steps/*.py
+    if command -v cmake >/dev/null && { ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ldconfig -p | grep -q libclang; }; then
+        exit 0
     fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing cmake and libclang-dev (needed to build llama.cpp for local models)" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake libclang-dev >/dev/null
+    elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake libclang-dev >/dev/null
+    else
+        echo "error: building the local model backend needs cmake and libclang. Install them with your" >&2
+        echo "package manager (Debian/Ubuntu: apt-get install cmake libclang-dev), or build without" >&2
+        echo "local models: cargo build -p rlm-cli --no-default-features" >&2
+        exit 1
+    fi
+
+# Download, assemble and verify the offline model (491 MB, once) into ~/.cache/rlm/models.
+fetch-model name="qwen2.5-coder-0.5b": build
+    "{{rlm}}" fetch-model {{name}}
+
+# Build the rlm binary (debug). Always whole-workspace builds, so features resolve one way.
+build: guest system-deps
+    cargo build --workspace
+
+# Ask the sample patient history a question: with the model whose key is set, else offline on
+# the local 0.5B model (fetched on first use).
+run-example: build
+    "{{rlm}}" run --context data/synthetic_patient_data.md --query "{{example_query}}" --trace target/example-trace.jsonl
 
 # Every test: unit, sandbox (real Python in the real guest), clients and loop over real HTTP,
 # CLI processes, doc tests.
-test: guest
+test: guest system-deps
     cargo build --workspace --all-targets
+    "{{rlm}}" fetch-model qwen2.5-coder-0.5b
     # Compile the guest to native code once (cached), rather than in every test process at once.
     echo pass | "{{rlm}}" exec - > /dev/null
     cargo nextest run --workspace --no-fail-fast

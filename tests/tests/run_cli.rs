@@ -121,22 +121,21 @@ async fn exit_codes_say_how_the_run_ended() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("token budget"));
 
-    let out = run_cli(vec![
-        "run".into(),
-        "--context".into(),
-        d.clone(),
-        "--query".into(),
-        "q".into(),
-    ])
-    .await;
+    // A named provider without its key, or an unknown provider, is a setup error (exit 2).
+    // (With no model named and no key, rlm runs offline on the local model instead.)
+    let args = |model: &str| -> Vec<String> {
+        ["run", "--context", &d, "--query", "q", "--model", model]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let out = run_cli(args("anthropic/claude-sonnet-4-5")).await;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("OPENAI_API_KEY")
-            && err.contains("ANTHROPIC_API_KEY")
-            && err.contains("GEMINI_API_KEY"),
-        "{err}"
-    );
+    assert!(err.contains("ANTHROPIC_API_KEY"), "{err}");
+    let out = run_cli(args("nope/model")).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown provider"));
 
     mock.respond_with(|_| Reply::status(401, "bad key"));
     let out = run_cli(vec![

@@ -48,6 +48,13 @@ enum Command {
     Run(RunArgs),
     /// Re-run a traced run offline from its trace and check it reaches the same answer.
     Replay(ReplayArgs),
+    /// Download, assemble and verify a local model's weights into the model cache.
+    #[cfg(feature = "local")]
+    FetchModel {
+        /// The model: qwen2.5-coder-0.5b or qwen2.5-coder-1.5b.
+        #[arg(default_value = "qwen2.5-coder-0.5b")]
+        name: String,
+    },
 }
 
 #[derive(Args)]
@@ -94,6 +101,12 @@ struct RunArgs {
     /// Model requests in flight at once (all levels together).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Context window of a local model, in tokens.
+    #[arg(long, default_value_t = 16_384)]
+    local_ctx: u32,
+    /// CPU threads of a local model (default: cores, at most 4).
+    #[arg(long)]
+    local_threads: Option<u32>,
     /// Write every event as JSON lines to this file (replay it with `rlm replay`).
     #[arg(long)]
     trace: Option<PathBuf>,
@@ -173,6 +186,8 @@ fn main() -> ExitCode {
         Command::Exec(args) => runtime.block_on(exec(args)),
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Replay(args) => runtime.block_on(replay(args)),
+        #[cfg(feature = "local")]
+        Command::FetchModel { name } => fetch_model(&name),
     };
     match result {
         Ok(code) => code,
@@ -330,6 +345,14 @@ fn default_model() -> Result<String> {
             "RLM_BASE_URL is set: name the server's model with --model compat/<model> (or RLM_MODEL)"
         );
     }
+    if cfg!(feature = "local") {
+        eprintln!(
+            "rlm: no API key is set, so this runs offline on local/{OFFLINE_MODEL}, a 0.5B model on \
+             the CPU. A hosted model answers far better: set OPENAI_API_KEY, ANTHROPIC_API_KEY or \
+             GOOGLE_API_KEY (or pass --model provider/model)."
+        );
+        return Ok(format!("local/{OFFLINE_MODEL}"));
+    }
     bail!(
         "no model is configured. Set one of OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY \
          (or GEMINI_API_KEY), or point RLM_BASE_URL at an OpenAI-compatible server and pass \
@@ -352,8 +375,13 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         base_url: args.base_url.clone(),
         ..ModelConfig::default()
     };
-    let root: Arc<dyn ChatModel> = Arc::new(client.model_with(&root_id, config.clone())?);
-    let sub: Arc<dyn ChatModel> = Arc::new(client.model_with(&sub_id, config)?);
+    let root = make_model(&client, &root_id, &config, &args).await?;
+    let sub = if sub_id == root_id {
+        root.clone()
+    } else {
+        make_model(&client, &sub_id, &config, &args).await?
+    };
+    let small = is_local(&root_id);
     let input = load_input(&args.context, args.context_format)?;
     let engine = tokio::task::spawn_blocking(engine_blocking)
         .await
@@ -374,6 +402,13 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         .sub_concurrency(args.concurrency)
         .budget(budget)
         .on_event(progress.clone());
+    if small {
+        // Small local models follow a worked example, see little at a time, and read less per call.
+        builder = builder
+            .prompt_profile(rlm::PromptProfile::Small)
+            .max_output_chars(args.max_output_chars.min(1_500))
+            .sub_model_context_tokens(u64::from(args.local_ctx) / 2);
+    }
     if let Some(path) = &args.trace {
         let writer = TraceWriter::create(path)
             .with_context(|| format!("creating the trace {}", path.display()))?;
@@ -464,4 +499,57 @@ async fn replay(args: ReplayArgs) -> Result<ExitCode> {
         );
         Ok(ExitCode::from(EXIT_ERROR))
     }
+}
+
+/// The offline default model.
+const OFFLINE_MODEL: &str = "qwen2.5-coder-0.5b";
+
+fn is_local(id: &str) -> bool {
+    id.starts_with("local/")
+}
+
+/// A hosted model through the client, or (with the `local` feature) a local one.
+async fn make_model(
+    client: &LlmClient,
+    id: &str,
+    config: &ModelConfig,
+    args: &RunArgs,
+) -> Result<Arc<dyn ChatModel>> {
+    if is_local(id) {
+        #[cfg(feature = "local")]
+        {
+            let mut options = rlm_local::LocalOptions {
+                n_ctx: args.local_ctx,
+                ..Default::default()
+            };
+            if let Some(t) = args.local_threads {
+                options.threads = t.max(1);
+            }
+            let id = id.to_string();
+            let model =
+                tokio::task::spawn_blocking(move || rlm_local::LocalModel::load(&id, options))
+                    .await
+                    .context("loading the local model")??;
+            return Ok(Arc::new(model));
+        }
+        #[cfg(not(feature = "local"))]
+        {
+            let _ = args;
+            bail!(
+                "{id}: this rlm was built without the `local` feature (cargo build -p rlm-cli --features local)"
+            );
+        }
+    }
+    Ok(Arc::new(client.model_with(id, config.clone())?))
+}
+
+#[cfg(feature = "local")]
+fn fetch_model(name: &str) -> Result<ExitCode> {
+    let name = name.strip_prefix("local/").unwrap_or(name);
+    let known = rlm_local::fetch::known(name).with_context(|| {
+        format!("unknown model {name:?}; known: qwen2.5-coder-0.5b, qwen2.5-coder-1.5b")
+    })?;
+    let path = rlm_local::fetch::ensure(known, true)?;
+    println!("{}", path.display());
+    Ok(ExitCode::SUCCESS)
 }

@@ -179,6 +179,7 @@ pub(crate) struct Config {
     pub inline_context_chars: u64,
     pub sinks: Vec<Arc<dyn EventSink>>,
     pub seed: Option<[u8; 32]>,
+    pub profile: prompt::PromptProfile,
 }
 
 /// Configures an [`Rlm`].
@@ -196,9 +197,17 @@ pub struct RlmBuilder {
     inline_context_chars: u64,
     sinks: Vec<Arc<dyn EventSink>>,
     seed: Option<[u8; 32]>,
+    profile: prompt::PromptProfile,
 }
 
 impl RlmBuilder {
+    /// The system-prompt profile: [`PromptProfile::Small`](crate::PromptProfile::Small) for small
+    /// local models, `Standard` (the default) otherwise.
+    pub fn prompt_profile(mut self, profile: prompt::PromptProfile) -> Self {
+        self.profile = profile;
+        self
+    }
+
     /// The model for sub-calls (default: the root model).
     pub fn sub_model(mut self, model: Arc<dyn ChatModel>) -> Self {
         self.sub_model = Some(model);
@@ -296,6 +305,7 @@ impl RlmBuilder {
                 inline_context_chars: self.inline_context_chars,
                 sinks: self.sinks,
                 seed: self.seed,
+                profile: self.profile,
             }),
         })
     }
@@ -336,6 +346,7 @@ impl Rlm {
             inline_context_chars: 8 << 20,
             sinks: Vec::new(),
             seed: None,
+            profile: prompt::PromptProfile::Standard,
         }
     }
 
@@ -484,6 +495,7 @@ impl Tree {
             budget: c.budget.clone(),
             seed: self.seed.iter().map(|b| format!("{b:02x}")).collect(),
             limits: Some(c.limits.clone()),
+            profile: c.profile,
         }
     }
 
@@ -805,7 +817,7 @@ impl NodeRun {
             max_output_chars: c.max_output_chars,
             max_iterations: c.max_iterations,
         };
-        prompt::system_prompt(&facts)
+        prompt::system_prompt_for(c.profile, &facts)
     }
 
     pub(crate) fn node(&self) -> &Node {
@@ -863,7 +875,13 @@ impl NodeRun {
                         return self.stop_for_error(message, iteration, &last_prose).await;
                     }
                 };
-                let shown = format_step(&step, c.max_output_chars);
+                let mut shown = format_step(&step, c.max_output_chars);
+                if shown == "(no output)" && c.profile == prompt::PromptProfile::Small {
+                    shown.push_str(
+                        "\nNothing was printed. If a search found nothing, search again for a \
+                         shorter or different word from the question.",
+                    );
+                }
                 feedback.push(if blocks == 1 {
                     format!("Output:\n{shown}")
                 } else {

@@ -38,6 +38,9 @@ pub struct RunSettings {
     /// Sandbox limits of every REPL in the tree.
     #[serde(default)]
     pub limits: Option<rlm_sandbox::Limits>,
+    /// The system-prompt profile.
+    #[serde(default)]
+    pub profile: crate::PromptProfile,
 }
 
 /// Something that happened in a run.

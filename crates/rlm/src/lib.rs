@@ -71,6 +71,9 @@ pub use budget::Budget;
 pub use engine::{ContextInput, Rlm, RlmBuilder, RlmError, RunResult, StopReason, UsageReport};
 pub use events::{ContextRecord, Event, EventSink, Node, RunSettings};
 pub use parse::{ParsedReply, TextFinal, find_final, parse_reply};
-pub use prompt::{PromptFacts, describe_shape, system_prompt, truncate_middle};
+pub use prompt::{
+    PromptFacts, PromptProfile, describe_shape, small_system_prompt, system_prompt,
+    system_prompt_for, truncate_middle,
+};
 pub use session::Session;
 pub use trace::{Replay, TraceError, TraceWriter, read_trace, replay};

@@ -2,6 +2,17 @@
 
 use rlm_sandbox::ContextShape;
 
+/// Which system prompt to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptProfile {
+    /// For capable (hosted) models: the full description of the REPL and its tools.
+    #[default]
+    Standard,
+    /// For small local models: short, strict, with a worked example to imitate.
+    Small,
+}
+
 /// Facts the system prompt states about the run.
 #[derive(Debug, Clone)]
 pub struct PromptFacts {
@@ -48,6 +59,35 @@ pub fn describe_shape(shape: &ContextShape) -> String {
         ContextShape::Object { keys } => format!("a dict (parsed JSON) with {keys} keys"),
         ContextShape::Scalar => "a JSON scalar".to_string(),
     }
+}
+
+/// The system prompt of a profile.
+pub fn system_prompt_for(profile: PromptProfile, f: &PromptFacts) -> String {
+    match profile {
+        PromptProfile::Standard => system_prompt(f),
+        PromptProfile::Small => small_system_prompt(f),
+    }
+}
+
+/// The small-model profile: one tool (search), one format, and a worked example. Small models
+/// (0.5B–1.5B) guess or loop with instructions alone; imitating an example they can do.
+pub fn small_system_prompt(f: &PromptFacts) -> String {
+    format!(
+        "You answer questions about a document. The document is in a Python variable named \
+         `context` ({}). You cannot read it directly: you run Python code to look inside it.\n\n\
+         Each turn, reply with exactly ONE code block like this:\n\
+         ```repl\nhits = search(r\"(?i)keyword\")\nfor h in hits[:5]:\n    print(h[\"line\"])\n```\n\
+         search(pattern) finds a regular expression in the document and returns matches; each \
+         match has \"line\" (the line where it was found). Print what you find.\n\
+         When the printed output shows the answer, reply with FINAL(the answer) and no code.\n\n\
+         Example.\nQuestion: What is the patient's blood type?\nYou reply:\n\
+         ```repl\nhits = search(r\"(?i)blood type\")\nfor h in hits[:5]:\n    print(h[\"line\"])\n```\n\
+         The output is:\n- Blood type: O+\nYou reply:\nFINAL(O+)\n\n\
+         Rules: search for the words of the question; if nothing is found, try another word; \
+         keep answers short; you have at most {} replies.",
+        describe_shape(&f.shape),
+        f.max_iterations
+    )
 }
 
 /// The system prompt for the root model (the normal profile, for capable models).

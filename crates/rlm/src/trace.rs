@@ -250,6 +250,7 @@ pub async fn replay(
         .max_output_chars(settings.max_output_chars)
         .budget(budget)
         .limits(settings.limits.clone().unwrap_or_default())
+        .prompt_profile(settings.profile)
         .seed(seed)
         .build()?;
     let result = rlm.run(context, &query).await?;
