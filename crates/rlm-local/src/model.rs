@@ -15,7 +15,7 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use rlm_llm::{
-    CallRole, ChatModel, ChatRequest, ChatResponse, FinishReason, LlmError, Message, Role, Usage,
+    CallRole, ChatModel, ChatRequest, ChatResponse, FinishReason, LlmError, Message, Usage,
 };
 
 use crate::error::LocalError;
@@ -183,11 +183,7 @@ fn generate(
         .messages
         .iter()
         .map(|m| {
-            let role = match m.role {
-                Role::System => "system",
-                Role::User => "user",
-                Role::Assistant => "assistant",
-            };
+            let role = m.role.as_str();
             LlamaChatMessage::new(role.to_string(), m.content.replace('\0', ""))
                 .map_err(|e| format!("bad message: {e}"))
         })

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::{Endpoint, Parsed, WireRequest, join, merge_extra, u64_at};
-use crate::message::{FinishReason, Message, Role, SamplingParams};
+use crate::message::{FinishReason, Message, SamplingParams};
 use crate::model::{ModelId, Provider};
 
 pub(super) fn build(
@@ -16,11 +16,7 @@ pub(super) fn build(
     let msgs: Vec<Value> = messages
         .iter()
         .map(|m| {
-            let role = match m.role {
-                Role::System => "system",
-                Role::User => "user",
-                Role::Assistant => "assistant",
-            };
+            let role = m.role.as_str();
             json!({"role": role, "content": m.content})
         })
         .collect();
