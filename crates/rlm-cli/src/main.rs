@@ -286,48 +286,6 @@ impl From<Format> for ContextFormat {
     }
 }
 
-/// Read a context file as the RLM's input.
-fn load_input(path: &std::path::Path, format: Format) -> Result<ContextInput> {
-    let text = if path.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading the context from stdin")?;
-        s
-    } else {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("reading the context {}", path.display()))?;
-        String::from_utf8_lossy(&bytes).into_owned()
-    };
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let format = match format {
-        Format::Auto if ext == "json" => Format::Json,
-        Format::Auto if ext == "jsonl" => Format::Jsonl,
-        Format::Auto => Format::Text,
-        f => f,
-    };
-    Ok(match format {
-        Format::Json => ContextInput::from_json(
-            serde_json::from_str(&text)
-                .with_context(|| format!("{} is not valid JSON", path.display()))?,
-        ),
-        Format::Jsonl => {
-            let mut items = Vec::new();
-            for (i, line) in text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-            {
-                items.push(serde_json::from_str(line).with_context(|| {
-                    format!("{} line {}: not valid JSON", path.display(), i + 1)
-                })?);
-            }
-            ContextInput::from_json(serde_json::Value::Array(items))
-        }
-        _ => ContextInput::Text(text),
-    })
-}
-
 /// The root model when none is named: the provider whose key is set.
 fn default_model() -> Result<String> {
     let set = |v: &str| std::env::var(v).is_ok_and(|x| !x.trim().is_empty());
@@ -382,7 +340,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         make_model(&client, &sub_id, &config, &args).await?
     };
     let small = is_local(&root_id);
-    let input = load_input(&args.context, args.context_format)?;
+    let input = ContextInput::load(&args.context, args.context_format.into())?;
     let engine = tokio::task::spawn_blocking(engine_blocking)
         .await
         .context("loading the sandbox engine")??;
@@ -478,7 +436,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
 async fn replay(args: ReplayArgs) -> Result<ExitCode> {
     let events = rlm::read_trace(&args.trace)?;
     let context = match &args.context {
-        Some(p) => Some(load_input(p, args.context_format)?),
+        Some(p) => Some(ContextInput::load(p, args.context_format.into())?),
         None => None,
     };
     let engine = tokio::task::spawn_blocking(engine_blocking)

@@ -48,6 +48,15 @@ pub(crate) enum Node {
     },
 }
 
+/// A context file's content, parsed for its format but not yet indexed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContextData {
+    /// A text document.
+    Text(String),
+    /// JSON (a `.json` value, or the list of a `.jsonl` file's lines).
+    Json(Value),
+}
+
 /// How to read a context file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ContextFormat {
@@ -114,11 +123,19 @@ impl Context {
         Arc::new(Self { nodes })
     }
 
-    /// Load a context from a file (or standard input for `-`).
+    /// Load a context from a file (or standard input for `-`): [`Context::read`], then index it.
+    pub fn load(path: &Path, format: ContextFormat) -> Result<Arc<Self>, SandboxError> {
+        Ok(match Self::read(path, format)? {
+            ContextData::Text(t) => Self::text(t),
+            ContextData::Json(v) => Self::json(v),
+        })
+    }
+
+    /// Read and parse a context file (or standard input for `-`) without indexing it.
     ///
     /// `Auto` picks JSON for `.json`, JSON Lines (a list) for `.jsonl`, text otherwise. Text that
     /// is not valid UTF-8 is decoded lossily (with a warning), so one bad byte loses nothing else.
-    pub fn load(path: &Path, format: ContextFormat) -> Result<Arc<Self>, SandboxError> {
+    pub fn read(path: &Path, format: ContextFormat) -> Result<ContextData, SandboxError> {
         let bytes = if path == Path::new("-") {
             let mut buf = Vec::new();
             std::io::stdin().read_to_end(&mut buf).map(|_| buf)
@@ -153,7 +170,7 @@ impl Context {
             },
         };
         match format {
-            ContextFormat::Json => Ok(Self::json(
+            ContextFormat::Json => Ok(ContextData::Json(
                 serde_json::from_str(&text).map_err(|e| bad_json(None, e))?,
             )),
             ContextFormat::Jsonl => {
@@ -165,9 +182,9 @@ impl Context {
                 {
                     items.push(serde_json::from_str(line).map_err(|e| bad_json(Some(i + 1), e))?);
                 }
-                Ok(Self::json(Value::Array(items)))
+                Ok(ContextData::Json(Value::Array(items)))
             }
-            _ => Ok(Self::text(text)),
+            _ => Ok(ContextData::Text(text)),
         }
     }
 

@@ -43,10 +43,13 @@ mod sandbox;
 mod seeded;
 mod state;
 
-pub use context::{Context, ContextFormat, ContextShape, PathStep, SearchHit, TextDoc};
+pub use context::{
+    Context, ContextData, ContextFormat, ContextShape, PathStep, SearchHit, TextDoc,
+};
 pub use engine::{EPOCH_TICK, EngineOptions, GUEST_FILE, SandboxEngine, WASMTIME_VERSION};
 pub use error::SandboxError;
 pub use host::{ModelHost, NoModel};
 pub use limits::{FUEL_PER_CPU_SECOND, Limits};
 pub use sandbox::{JournalEntry, LimitHit, Sandbox, SandboxBuilder, StepResult, slot_name};
+pub use seeded::fresh_seed;
 pub use state::ModelCall;

@@ -4,8 +4,9 @@
 use std::convert::Infallible;
 use std::hash::{BuildHasher, Hasher};
 
-/// A fresh random seed from the process's hash keys, the clock and a counter.
-pub(crate) fn fresh_seed() -> [u8; 32] {
+/// A fresh random seed from the process's hash keys, the clock and a counter (for
+/// [`SandboxBuilder::seed`](crate::SandboxBuilder::seed) and callers that derive seeds).
+pub fn fresh_seed() -> [u8; 32] {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

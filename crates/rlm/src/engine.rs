@@ -91,6 +91,27 @@ impl From<serde_json::Value> for ContextInput {
 }
 
 impl ContextInput {
+    /// Read a context file (or `-` for stdin): `.json` as JSON (a list of strings becomes
+    /// documents), `.jsonl` as a list, anything else as text; see [`Context::read`].
+    pub fn load(
+        path: &std::path::Path,
+        format: rlm_sandbox::ContextFormat,
+    ) -> Result<Self, SandboxError> {
+        Ok(match Context::read(path, format)? {
+            rlm_sandbox::ContextData::Text(t) => Self::Text(t),
+            rlm_sandbox::ContextData::Json(v) => Self::from_json(v),
+        })
+    }
+
+    /// The sandbox's form of this context, consuming the input (no copy of the text).
+    pub fn into_context(self) -> Arc<Context> {
+        match self {
+            Self::Text(s) => Context::text(s),
+            Self::Documents(d) => Context::documents(d),
+            Self::Json(v) => Context::json(v),
+        }
+    }
+
     /// The sandbox's form of this context.
     pub fn to_context(&self) -> Arc<Context> {
         match self {
@@ -138,7 +159,7 @@ pub struct UsageReport {
 }
 
 impl UsageReport {
-    fn from_tracker(t: &UsageTracker) -> Self {
+    pub(crate) fn from_tracker(t: &UsageTracker) -> Self {
         Self {
             total: t.total(),
             by_model: t.by_model(),
@@ -358,16 +379,18 @@ impl Rlm {
     ) -> Result<RunResult, RlmError> {
         let started = Instant::now();
         let input = context.into();
+        let ctx = input.to_context();
+        let record = self.context_record(&input, &ctx);
+        drop(input);
         let tree = Tree::new(self.config.clone());
         let span = tracing::info_span!("run", root_model = %self.config.root_model.id(), depth = 0);
         async {
-            let mut node =
-                NodeRun::start(tree.clone(), root_node(), vec![input.to_context()]).await?;
+            let mut node = NodeRun::start(tree.clone(), root_node(), vec![ctx]).await?;
             tree.events.emit(Event::RunStarted {
                 node: root_node(),
                 query: query.to_string(),
                 settings: Some(Box::new(tree.settings())),
-                context: Some(self.context_record(&input)),
+                context: Some(record),
             });
             let outcome = node.answer(query).await;
             Ok(RunResult {
@@ -403,21 +426,30 @@ impl Rlm {
         context: impl Into<ContextInput>,
     ) -> Result<crate::session::Session, RlmError> {
         let tree = Tree::new(self.config.clone());
-        let node =
-            NodeRun::start(tree.clone(), root_node(), vec![context.into().to_context()]).await?;
+        let node = NodeRun::start(
+            tree.clone(),
+            root_node(),
+            vec![context.into().into_context()],
+        )
+        .await?;
         Ok(crate::session::Session::new(tree, node))
     }
 
-    fn context_record(&self, input: &ContextInput) -> ContextRecord {
-        let ctx = input.to_context();
-        let json = input.to_json();
-        let hash = blake3::hash(json.to_string().as_bytes()).to_hex()[..32].to_string();
+    /// How the trace records the context: facts from the already-built `ctx`, the input itself
+    /// only when it is small enough to store.
+    fn context_record(&self, input: &ContextInput, ctx: &Context) -> ContextRecord {
         let chars = ctx.total_chars();
+        let inline = (chars <= self.config.inline_context_chars).then(|| input.to_json());
+        let hash = match (input, &inline) {
+            (ContextInput::Text(t), _) => blake3::hash(t.as_bytes()),
+            (_, Some(json)) => blake3::hash(json.to_string().as_bytes()),
+            (_, None) => blake3::hash(input.to_json().to_string().as_bytes()),
+        };
         ContextRecord {
             description: prompt::describe_shape(&ctx.shape()),
             chars,
-            hash,
-            inline: (chars <= self.config.inline_context_chars).then_some(json),
+            hash: hash.to_hex()[..32].to_string(),
+            inline,
         }
     }
 }
@@ -442,12 +474,40 @@ pub(crate) fn request_hash(model: &str, messages: &[Message]) -> String {
     h.finalize().to_hex()[..32].to_string()
 }
 
+/// Why a model call gave no response.
+#[derive(Debug)]
+enum CallError {
+    /// The run's time budget ran out while waiting.
+    Budget(String),
+    /// The call failed (after the client's retries).
+    Failed(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Budget(m) | Self::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
 /// The answer of a sub-call, shared by identical calls.
 #[derive(Debug, Clone)]
 struct SubOutcome {
     result: Result<String, String>,
     usage: Usage,
     cost_usd: Option<f64>,
+}
+
+impl SubOutcome {
+    /// A sub-call that produced no answer (nothing to count).
+    fn failed(message: String) -> Self {
+        Self {
+            result: Err(message),
+            usage: Usage::default(),
+            cost_usd: None,
+        }
+    }
 }
 
 type SharedCall = Shared<BoxFuture<'static, SubOutcome>>;
@@ -466,12 +526,7 @@ pub(crate) struct Tree {
 
 impl Tree {
     pub(crate) fn new(config: Arc<Config>) -> Arc<Self> {
-        let seed = config.seed.unwrap_or_else(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            *blake3::hash(format!("{nanos}-{}", std::process::id()).as_bytes()).as_bytes()
-        });
+        let seed = config.seed.unwrap_or_else(rlm_sandbox::fresh_seed);
         Arc::new(Self {
             budget: BudgetState::new(config.budget.clone()),
             events: Events::new(config.sinks.clone()),
@@ -525,17 +580,21 @@ impl Tree {
         &self,
         model: &Arc<dyn ChatModel>,
         request: ChatRequest,
-    ) -> Result<rlm_llm::ChatResponse, String> {
+    ) -> Result<rlm_llm::ChatResponse, CallError> {
         let tag = request.tag;
         let call = model.chat(request);
         let result = match self.budget.time_left() {
             Some(left) => match tokio::time::timeout(left, call).await {
                 Ok(r) => r,
-                Err(_) => return Err("the time budget ran out during the call".to_string()),
+                Err(_) => {
+                    return Err(CallError::Budget(
+                        "the time budget ran out during the call".to_string(),
+                    ));
+                }
             },
             None => call.await,
         };
-        let response = result.map_err(|e| e.to_string())?;
+        let response = result.map_err(|e| CallError::Failed(e.to_string()))?;
         self.budget.charge(&response.usage, response.cost_usd);
         self.usage
             .record(&model.id(), tag, &response.usage, response.cost_usd);
@@ -560,18 +619,10 @@ impl Tree {
             move || -> BoxFuture<'static, SubOutcome> {
                 async move {
                     if let Err(e) = tree.budget.start_sub_call() {
-                        return SubOutcome {
-                            result: Err(e),
-                            usage: Usage::default(),
-                            cost_usd: None,
-                        };
+                        return SubOutcome::failed(e);
                     }
                     let Ok(_slot) = tree.sub_slots.acquire().await else {
-                        return SubOutcome {
-                            result: Err("the run is shutting down".into()),
-                            usage: Usage::default(),
-                            cost_usd: None,
-                        };
+                        return SubOutcome::failed("the run is shutting down".into());
                     };
                     let request = ChatRequest::new(messages).tagged(CallTag::sub_call(depth));
                     match tree.call_model(&model, request).await {
@@ -580,11 +631,7 @@ impl Tree {
                             usage: r.usage,
                             cost_usd: r.cost_usd,
                         },
-                        Err(e) => SubOutcome {
-                            result: Err(e),
-                            usage: Usage::default(),
-                            cost_usd: None,
-                        },
+                        Err(e) => SubOutcome::failed(e.to_string()),
                     }
                 }
                 .boxed()
@@ -660,16 +707,13 @@ impl Tree {
             &[Message::user(prompt.clone())],
         );
         let prompt_chars = prompt.chars().count();
-        let make = {
-            let tree = self.clone();
-            move || -> BoxFuture<'static, SubOutcome> {
-                async move {
+        let make =
+            {
+                let tree = self.clone();
+                move || -> BoxFuture<'static, SubOutcome> {
+                    async move {
                     if let Err(e) = tree.budget.start_sub_call() {
-                        return SubOutcome {
-                            result: Err(e),
-                            usage: Usage::default(),
-                            cost_usd: None,
-                        };
+                        return SubOutcome::failed(e);
                     }
                     let query = format!(
                         "The task you are given is in `context` ({prompt_chars} characters): read \
@@ -703,15 +747,12 @@ impl Tree {
                         (None, StopReason::Error { message }) => Err(message),
                         (None, _) => Err("the sub-RLM gave no answer".to_string()),
                     };
-                    SubOutcome {
-                        result,
-                        usage: Usage::default(),
-                        cost_usd: None,
-                    }
+                    // The child's own calls are counted where they were made.
+                    SubOutcome { result, usage: Usage::default(), cost_usd: None }
                 }
                 .boxed()
-            }
-        };
+                }
+            };
         self.shared_call(
             caller,
             "rlm_query",
@@ -824,10 +865,6 @@ impl NodeRun {
         &self.node
     }
 
-    pub(crate) fn tree(&self) -> &Arc<Tree> {
-        &self.tree
-    }
-
     /// Bind another context (`context_1`, ...) and tell the model about it.
     pub(crate) async fn add_context(&mut self, ctx: Arc<Context>) -> Result<String, RlmError> {
         let shape = ctx.shape();
@@ -860,28 +897,27 @@ impl NodeRun {
             let span = tracing::info_span!("iteration", rlm = %self.node.rlm, n = iteration);
             let reply = match self.ask_root(iteration).instrument(span.clone()).await {
                 Ok(r) => r,
-                Err(message) => return self.stop_for_error(message, iteration, &last_prose).await,
+                Err(CallError::Budget(reason)) => {
+                    return self.stop_for_budget(reason, iteration, &last_prose).await;
+                }
+                Err(CallError::Failed(message)) => {
+                    return self.stop_for_error(message, iteration, &last_prose).await;
+                }
             };
             let parsed = parse_reply(&reply);
-            last_prose = prose_of(&reply);
+            last_prose = parsed.prose.clone();
             self.messages.push(Message::assistant(reply));
 
             let mut feedback = Vec::new();
             let blocks = parsed.code_blocks.len();
             for (i, code) in parsed.code_blocks.iter().enumerate() {
-                let step = match self.exec(code, iteration).instrument(span.clone()).await {
+                let (step, shown) = match self.exec(code, iteration).instrument(span.clone()).await
+                {
                     Ok(s) => s,
                     Err(message) => {
                         return self.stop_for_error(message, iteration, &last_prose).await;
                     }
                 };
-                let mut shown = format_step(&step, c.max_output_chars);
-                if shown == "(no output)" && c.profile == prompt::PromptProfile::Small {
-                    shown.push_str(
-                        "\nNothing was printed. If a search found nothing, search again for a \
-                         shorter or different word from the question.",
-                    );
-                }
                 feedback.push(if blocks == 1 {
                     format!("Output:\n{shown}")
                 } else {
@@ -915,10 +951,10 @@ impl NodeRun {
             .push(Message::user(prompt::last_call(c.max_iterations)));
         let answer = match self.ask_root(c.max_iterations + 1).await {
             Ok(reply) => {
-                let text_final = parse_reply(&reply).final_answer;
-                let prose = prose_of(&reply);
+                let parsed = parse_reply(&reply);
+                let prose = parsed.prose;
                 self.messages.push(Message::assistant(reply));
-                match text_final {
+                match parsed.final_answer {
                     Some(TextFinal::Answer(a)) => Some(a),
                     Some(TextFinal::Var(name)) => {
                         self.final_var(&name, c.max_iterations).await.ok()
@@ -931,7 +967,7 @@ impl NodeRun {
         self.finish(answer, StopReason::MaxIterations, c.max_iterations)
     }
 
-    async fn ask_root(&mut self, iteration: u32) -> Result<String, String> {
+    async fn ask_root(&mut self, iteration: u32) -> Result<String, CallError> {
         let model = self.tree.config.root_model.clone();
         let model_id = model.id();
         let request_hash = request_hash(&model_id, &self.messages);
@@ -955,17 +991,20 @@ impl NodeRun {
         Ok(response.text)
     }
 
-    async fn exec(&mut self, code: &str, iteration: u32) -> Result<StepResult, String> {
+    /// Run one block; returns the step and its output as the model sees it (also in the event).
+    async fn exec(&mut self, code: &str, iteration: u32) -> Result<(StepResult, String), String> {
         let step = self
             .sandbox
             .exec(code)
             .await
             .map_err(|e| format!("the sandbox failed: {e}"))?;
+        let c = &self.tree.config;
+        let shown = format_step(&step, c.max_output_chars, c.profile);
         self.tree.events.emit(Event::CodeExecuted {
             node: self.node.clone(),
             iteration,
             code: code.to_string(),
-            output: format_step(&step, self.tree.config.max_output_chars),
+            output: shown.clone(),
             error: step.error.clone(),
             final_answer: step.final_answer.clone(),
             fuel: step.fuel,
@@ -973,13 +1012,13 @@ impl NodeRun {
             restored: step.restored,
             reset: step.reset,
         });
-        Ok(step)
+        Ok((step, shown))
     }
 
     /// `FINAL_VAR(name)` written in the reply text: read the variable from the REPL.
     async fn final_var(&mut self, name: &str, iteration: u32) -> Result<String, String> {
         let code = format!("FINAL_VAR({})", serde_json::Value::String(name.to_string()));
-        let step = self.exec(&code, iteration).await?;
+        let (step, _) = self.exec(&code, iteration).await?;
         step.final_answer.ok_or_else(|| {
             format!(
                 "FINAL_VAR({name}) failed: {}",
@@ -1022,9 +1061,6 @@ impl NodeRun {
         iterations: u32,
         last_prose: &str,
     ) -> NodeOutcome {
-        if message.starts_with("the time budget") {
-            return self.stop_for_budget(message, iterations, last_prose).await;
-        }
         self.tree.events.emit(Event::Error {
             node: self.node.clone(),
             message: message.clone(),
@@ -1047,21 +1083,12 @@ impl NodeRun {
     }
 }
 
-/// A reply without its code blocks, trimmed.
-fn prose_of(reply: &str) -> String {
-    let mut out = reply.to_string();
-    for block in parse_reply(reply).code_blocks {
-        out = out.replace(&block, "");
-    }
-    out.replace("```repl", "")
-        .replace("```python", "")
-        .replace("```", "")
-        .trim()
-        .to_string()
-}
-
 /// A step's output as the model sees it.
-pub(crate) fn format_step(step: &StepResult, max_chars: usize) -> String {
+pub(crate) fn format_step(
+    step: &StepResult,
+    max_chars: usize,
+    profile: prompt::PromptProfile,
+) -> String {
     let mut s = String::new();
     if !step.stdout.is_empty() {
         s.push_str(&step.stdout);
@@ -1087,7 +1114,7 @@ pub(crate) fn format_step(step: &StepResult, max_chars: usize) -> String {
         ));
     }
     if s.trim().is_empty() {
-        s = "(no output)".to_string();
+        s = prompt::no_output(profile).to_string();
     }
     prompt::truncate_middle(s.trim_end(), max_chars)
 }

@@ -23,6 +23,9 @@ pub struct ParsedReply {
     pub code_blocks: Vec<String>,
     /// A final answer in the text, if any.
     pub final_answer: Option<TextFinal>,
+    /// The reply without its runnable blocks, trimmed (other fenced blocks keep their text,
+    /// without the fences).
+    pub prose: String,
 }
 
 fn fence() -> &'static Regex {
@@ -33,9 +36,11 @@ fn fence() -> &'static Regex {
     })
 }
 
-/// Split a reply into its runnable code blocks and its final answer.
+/// Split a reply into its runnable code blocks, its final answer and its prose.
 pub fn parse_reply(reply: &str) -> ParsedReply {
     let mut code_blocks = Vec::new();
+    // Text outside every fenced block (where FINAL is looked for) and the prose.
+    let mut outside = String::new();
     let mut prose = String::new();
     let mut last = 0;
     for cap in fence().captures_iter(reply) {
@@ -46,17 +51,23 @@ pub fn parse_reply(reply: &str) -> ParsedReply {
         if open.as_str().chars().next() != close.as_str().chars().next() {
             continue;
         }
+        outside.push_str(&reply[last..all.start()]);
         prose.push_str(&reply[last..all.start()]);
         last = all.end();
         let tag = cap.get(2).map_or("", |m| m.as_str()).to_ascii_lowercase();
+        let body = cap.get(3).map_or("", |m| m.as_str());
         if RUN_TAGS.contains(&tag.as_str()) {
-            code_blocks.push(cap.get(3).map_or("", |m| m.as_str()).to_string());
+            code_blocks.push(body.to_string());
+        } else {
+            prose.push_str(body);
         }
     }
+    outside.push_str(&reply[last..]);
     prose.push_str(&reply[last..]);
     ParsedReply {
         code_blocks,
-        final_answer: find_final(&prose),
+        final_answer: find_final(&outside),
+        prose: prose.trim().to_string(),
     }
 }
 
@@ -157,6 +168,16 @@ mod tests {
             vec!["print(len(context))\n", "x = 1\n", "y = 2\n"]
         );
         assert_eq!(p.final_answer, None);
+        assert!(
+            p.prose.starts_with("Let me look.") && p.prose.contains("not run"),
+            "{}",
+            p.prose
+        );
+        assert!(
+            !p.prose.contains("print(len") && !p.prose.contains("```"),
+            "{}",
+            p.prose
+        );
     }
 
     #[test]

@@ -167,6 +167,18 @@ pub fn first_user_message(query: &str) -> String {
     )
 }
 
+/// What the model is shown for a step that printed nothing. Small models get a hint: they
+/// otherwise tend to answer "no output" after a search that found nothing.
+pub fn no_output(profile: PromptProfile) -> &'static str {
+    match profile {
+        PromptProfile::Standard => "(no output)",
+        PromptProfile::Small => {
+            "(no output)\nNothing was printed. If a search found nothing, search again for a \
+             shorter or different word from the question."
+        }
+    }
+}
+
 /// Sent when a reply has neither code nor a final answer.
 pub const NUDGE: &str = "Your reply had no ```repl code block and no FINAL(...). Either run code \
 in a ```repl block to keep working on the question, or give your answer as FINAL(answer).";

@@ -50,11 +50,7 @@ impl Session {
             answer: outcome.answer,
             stop: outcome.stop,
             iterations: outcome.iterations,
-            usage: UsageReport {
-                total: self.tree.usage.total(),
-                by_model: self.tree.usage.by_model(),
-                by_role: self.tree.usage.by_tag().into_iter().collect(),
-            },
+            usage: UsageReport::from_tracker(&self.tree.usage),
             elapsed: started.elapsed(),
             events: self.tree.events.take(),
         }
@@ -73,13 +69,8 @@ impl Session {
         self.asked
     }
 
-    /// The tree this session runs in (for its usage).
+    /// Tokens and cost of the session so far.
     pub fn usage(&self) -> UsageReport {
-        let _ = self.node.tree();
-        UsageReport {
-            total: self.tree.usage.total(),
-            by_model: self.tree.usage.by_model(),
-            by_role: self.tree.usage.by_tag().into_iter().collect(),
-        }
+        UsageReport::from_tracker(&self.tree.usage)
     }
 }
