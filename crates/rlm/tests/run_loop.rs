@@ -496,3 +496,97 @@ fn run_blocking_works_without_a_runtime() {
     assert_eq!(result.answer.as_deref(), Some("12"));
     drop(mock);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn time_and_cost_budgets_stop_the_run() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| match turn(r) {
+        0 => code("answer['content'] = 'half done'\nx = 1"),
+        _ => Reply::delayed(
+            std::time::Duration::from_secs(20),
+            Reply::text("FINAL(late)"),
+        ),
+    });
+    let budget = Budget {
+        max_time: Some(std::time::Duration::from_millis(800)),
+        ..Budget::default()
+    };
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .budget(budget)
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let result = rlm.run("doc", "q").await.unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(&result.stop, StopReason::Budget { reason } if reason.contains("time budget")),
+        "{:?}",
+        result.stop
+    );
+    assert_eq!(result.answer.as_deref(), Some("half done"));
+
+    // $1 + $2 per million tokens: a budget of a millionth of a dollar is spent by the first turn.
+    mock.respond_with(|_| code("x = 1"));
+    let budget = Budget {
+        max_usd: Some(0.000_001),
+        ..Budget::default()
+    };
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .budget(budget)
+        .build()
+        .unwrap();
+    let result = rlm.run("doc", "q").await.unwrap();
+    assert!(
+        matches!(&result.stop, StopReason::Budget { reason } if reason.contains("cost budget")),
+        "{:?}",
+        result.stop
+    );
+    assert_eq!(result.iterations, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn depth_zero_disables_sub_calls_and_unknown_models_are_refused() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| match turn(r) {
+        0 => code("print(llm_query('hi'))\nprint(rlm_query('hi'))"),
+        _ => Reply::text(format!(
+            "FINAL({})",
+            r.last_user().contains("sub-calls are disabled")
+        )),
+    });
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .max_depth(0)
+        .build()
+        .unwrap();
+    let result = rlm.run("doc", "q").await.unwrap();
+    assert_eq!(result.answer.as_deref(), Some("true"));
+    assert!(
+        mock.requests().iter().all(is_root),
+        "no sub-call reached the model"
+    );
+    let system = &mock.requests()[0].messages()[0].1;
+    assert!(
+        system.contains("disabled in this run"),
+        "the prompt says so: {system}"
+    );
+
+    mock.respond_with(|r| match turn(r) {
+        0 => code("print(llm_query('hi', model='openai/gpt-5'))"),
+        _ => Reply::text(format!(
+            "FINAL({})",
+            r.last_user().contains("unknown model")
+        )),
+    });
+    let rlm = Rlm::builder(model(&mock)).engine(engine()).build().unwrap();
+    assert_eq!(
+        rlm.run("doc", "q").await.unwrap().answer.as_deref(),
+        Some("true")
+    );
+}
