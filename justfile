@@ -55,6 +55,34 @@ test: guest system-deps
     echo pass | "{{rlm}}" exec - > /dev/null
     cargo nextest run --workspace --no-fail-fast
     cargo test --workspace --doc
+    just eval-smoke
+
+# Run the evaluation harness: `just eval run --dataset all --sizes 8k,128k ...`, `just eval report
+# eval/results.jsonl` (see the README's "Evaluation" section).
+eval *args: build
+    "{{rlm}}" eval {{args}}
+
+# The whole harness on small sizes with the scripted model (no hosted model, no key): every
+# dataset × method, then the report and plot in target/eval-smoke/. Fails if an RLM method
+# scores below 100%.
+eval-smoke: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    out="{{target_dir}}/eval-smoke"
+    rm -rf "$out" && mkdir -p "$out"
+    "{{target_dir}}/debug/rlm-mock" --url-file "$out/url" > /dev/null &
+    mock=$!
+    trap 'kill $mock 2>/dev/null || true' EXIT
+    for _ in $(seq 200); do [ -s "$out/url" ] && break; sleep 0.05; done
+    export RLM_PRICES="{{justfile_directory()}}/data/eval/scripted-prices.json"
+    "{{rlm}}" eval run --model compat/scripted --base-url "$(cat "$out/url")" \
+        --dataset all --sizes 4k,16k,64k --tasks-per-size 2 --seed 1 \
+        --method direct --method rlm-d0 --method rlm --method rlm-d2 \
+        --direct-window 16k --sub-context-tokens 8k --concurrency 8 \
+        --judge compat/scripted --out "$out/results.jsonl"
+    "{{rlm}}" eval report "$out/results.jsonl" \
+        --min-score rlm-d0=1 --min-score rlm=1 --min-score rlm-d2=1 > /dev/null
+    echo "eval smoke: report in $out/report.md, plot in $out/report.svg"
 
 # Formatting and lints, as CI wants them.
 lint:

@@ -17,6 +17,7 @@ use rlm::{Budget, ContextInput, Rlm, StopReason, TraceWriter};
 use rlm_llm::{ChatModel, LlmClient, ModelConfig};
 use rlm_sandbox::{Context, ContextFormat, EngineOptions, Limits, Sandbox, SandboxEngine};
 
+mod eval;
 mod progress;
 
 /// Exit code: the run gave a final answer.
@@ -48,6 +49,11 @@ enum Command {
     Run(RunArgs),
     /// Re-run a traced run offline from its trace and check it reaches the same answer.
     Replay(ReplayArgs),
+    /// Evaluate methods on benchmark datasets: run, merge shards, report.
+    Eval {
+        #[command(subcommand)]
+        command: eval::EvalCommand,
+    },
     /// Download, assemble and verify a local model's weights into the model cache.
     #[cfg(feature = "local")]
     FetchModel {
@@ -186,6 +192,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => runtime.block_on(exec(args)),
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Replay(args) => runtime.block_on(replay(args)),
+        Command::Eval { command } => runtime.block_on(eval::eval(command)),
         #[cfg(feature = "local")]
         Command::FetchModel { name } => fetch_model(&name),
     };
@@ -333,11 +340,15 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         base_url: args.base_url.clone(),
         ..ModelConfig::default()
     };
-    let root = make_model(&client, &root_id, &config, &args).await?;
+    let local = LocalSettings {
+        ctx: args.local_ctx,
+        threads: args.local_threads,
+    };
+    let root = make_model(&client, &root_id, &config, &local).await?;
     let sub = if sub_id == root_id {
         root.clone()
     } else {
-        make_model(&client, &sub_id, &config, &args).await?
+        make_model(&client, &sub_id, &config, &local).await?
     };
     let small = is_local(&root_id);
     let input = ContextInput::load(&args.context, args.context_format.into())?;
@@ -466,21 +477,29 @@ fn is_local(id: &str) -> bool {
     id.starts_with("local/")
 }
 
+/// How local models are loaded.
+struct LocalSettings {
+    /// Context window in tokens.
+    ctx: u32,
+    /// CPU threads (default: cores, at most 4).
+    threads: Option<u32>,
+}
+
 /// A hosted model through the client, or (with the `local` feature) a local one.
 async fn make_model(
     client: &LlmClient,
     id: &str,
     config: &ModelConfig,
-    args: &RunArgs,
+    local: &LocalSettings,
 ) -> Result<Arc<dyn ChatModel>> {
     if is_local(id) {
         #[cfg(feature = "local")]
         {
             let mut options = rlm_local::LocalOptions {
-                n_ctx: args.local_ctx,
+                n_ctx: local.ctx,
                 ..Default::default()
             };
-            if let Some(t) = args.local_threads {
+            if let Some(t) = local.threads {
                 options.threads = t.max(1);
             }
             let id = id.to_string();
@@ -492,7 +511,7 @@ async fn make_model(
         }
         #[cfg(not(feature = "local"))]
         {
-            let _ = args;
+            let _ = local;
             bail!(
                 "{id}: this rlm was built without the `local` feature (cargo build -p rlm-cli --features local)"
             );

@@ -45,6 +45,25 @@ impl Family {
     }
 }
 
+impl std::str::FromStr for Family {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Family::ALL
+            .into_iter()
+            .find(|f| f.name() == s || format!("{f:?}").eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("unknown dataset {s:?}; known: s-niah, oolong, oolong-pairs, multi-hop")
+            })
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One question with its context and gold answer.
 #[derive(Debug, Clone)]
 pub struct Task {
@@ -287,6 +306,16 @@ const CATEGORIES: &[(&str, &[&str])] = &[
         ],
     ),
 ];
+
+/// The kind of problem a ticket's text describes (`billing`, `technical`, `shipping`,
+/// `account` or `warranty`), as the generator wrote it; `None` for other text. This is the
+/// reading a capable model does; the scripted test model uses it to answer sub-calls.
+pub fn ticket_kind(text: &str) -> Option<&'static str> {
+    CATEGORIES
+        .iter()
+        .find(|(_, phrases)| phrases.iter().any(|p| text.contains(p)))
+        .map(|(kind, _)| *kind)
+}
 
 const OPENERS: &[&str] = &[
     "Hello,",

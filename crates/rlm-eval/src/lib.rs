@@ -1,14 +1,25 @@
-//! Evaluation of rlm on the paper's benchmark families and on users' own data.
+//! Evaluation of rlm on the paper's benchmark families and on users' own data: the library
+//! behind `rlm eval`.
 //!
-//! This crate holds the pieces the `rlm eval` harness is built from: seeded task generators for
-//! S-NIAH, OOLONG-style aggregation, OOLONG-Pairs-style pair sets and multi-hop questions over a
-//! document collection ([`datasets`]), user datasets from JSONL ([`load_jsonl`]), and the scorers
-//! ([`Scorer`]): exact, normalised contains, numeric with tolerance, and set F1.
+//! [`datasets`] makes seeded tasks with exact gold answers (S-NIAH, OOLONG-style aggregation,
+//! OOLONG-Pairs-style pair sets, multi-hop over a document collection) at any context size, and
+//! [`load_jsonl`] reads users' datasets; [`Scorer`] compares answers with gold ones. [`method`]
+//! defines how a task is answered (`direct` with the context cut to the window, or an RLM at
+//! depth 0, 1 or 2), [`runner`] runs a plan concurrently with per-task budgets, resumes from
+//! and appends to a [`results`] file, and splits a run into shards that [`results::merge`]
+//! joins; [`report`] turns results into Markdown, JSON and an SVG plot.
 //!
-//! Status: the methods, runner, report and plot of the harness are not built yet.
+//! [`scripted`] is a deterministic model that writes the Python a competent model would for
+//! each family and answers sub-calls by reading the text it is given; served over HTTP by
+//! `rlm-mock`, it lets the whole harness run (and score 100%) without a hosted model.
 
 pub mod datasets;
+pub mod method;
+pub mod report;
+pub mod results;
+pub mod runner;
 mod score;
+pub mod scripted;
 
 use std::io::BufRead;
 use std::path::Path;

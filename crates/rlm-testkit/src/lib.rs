@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -207,6 +207,7 @@ struct Shared {
     script: Mutex<VecDeque<Reply>>,
     responder: Mutex<Responder>,
     requests: Mutex<Vec<RecordedRequest>>,
+    recording: AtomicBool,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     cancelled: AtomicUsize,
@@ -233,12 +234,20 @@ impl MockProvider {
     /// Start on a free port. By default every request is answered with
     /// `"mock answer to: <last user message>"`.
     pub async fn start() -> Self {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind 127.0.0.1")
+    }
+
+    /// Start on `addr` (port 0: a free one).
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             script: Mutex::new(VecDeque::new()),
             responder: Mutex::new(Arc::new(|r: &RecordedRequest| {
                 Reply::Text(format!("mock answer to: {}", r.last_user()))
             })),
             requests: Mutex::new(Vec::new()),
+            recording: AtomicBool::new(true),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             cancelled: AtomicUsize::new(0),
@@ -248,14 +257,17 @@ impl MockProvider {
             .route("/v1/messages", post(route::<1>))
             .route("/v1beta/models/{*rest}", post(route::<2>))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1");
-        let addr = listener.local_addr().expect("local address");
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr, shared, task }
+        Ok(Self { addr, shared, task })
+    }
+
+    /// Keep (default) or stop keeping every request; a long-running server stops.
+    pub fn set_recording(&self, on: bool) {
+        self.shared.recording.store(on, Ordering::SeqCst);
     }
 
     /// `http://127.0.0.1:PORT` (the base URL for Anthropic and Gemini clients).
@@ -370,7 +382,9 @@ async fn handle(
         stream,
         received: Instant::now(),
     };
-    lock(&shared.requests).push(request.clone());
+    if shared.recording.load(Ordering::SeqCst) {
+        lock(&shared.requests).push(request.clone());
+    }
     let scripted = lock(&shared.script).pop_front();
     let mut reply = match scripted {
         Some(r) => r,

@@ -551,6 +551,7 @@ impl Tree {
             seed: self.seed.iter().map(|b| format!("{b:02x}")).collect(),
             limits: Some(c.limits.clone()),
             profile: c.profile,
+            sub_model_context_tokens: Some(c.sub_model_context_tokens),
         }
     }
 

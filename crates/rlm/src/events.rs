@@ -41,6 +41,9 @@ pub struct RunSettings {
     /// The system-prompt profile.
     #[serde(default)]
     pub profile: crate::PromptProfile,
+    /// Context window of the sub-model in tokens (the system prompt states it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_model_context_tokens: Option<u64>,
 }
 
 /// Something that happened in a run.

@@ -242,7 +242,11 @@ pub async fn replay(
     })?;
     let mut budget = settings.budget.clone();
     budget.max_time = None; // a replay is fast; time must not cut it differently
-    let rlm = Rlm::builder(root)
+    let mut builder = Rlm::builder(root);
+    if let Some(tokens) = settings.sub_model_context_tokens {
+        builder = builder.sub_model_context_tokens(tokens);
+    }
+    let rlm = builder
         .sub_model(sub)
         .engine(engine)
         .max_iterations(settings.max_iterations)

@@ -1,0 +1,57 @@
+//! `rlm-mock`: the mock provider as a standalone server, answering with the scripted eval model
+//! (see `rlm_eval::scripted`). It lets `rlm eval`, `rlm run` and `rlm serve` run end to end
+//! with no hosted model: point them at `--base-url http://127.0.0.1:PORT/v1` with
+//! `--model compat/scripted`.
+//!
+//! Usage: `rlm-mock [--port N] [--url-file PATH]`. Prints the base URL on stdout (and writes
+//! it to PATH), then serves until killed.
+
+use std::net::SocketAddr;
+
+use rlm_testkit::{MockProvider, Reply};
+
+#[tokio::main]
+async fn main() {
+    let mut port = 0u16;
+    let mut url_file = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match (a.as_str(), args.next()) {
+            ("--port", Some(p)) => match p.parse() {
+                Ok(p) => port = p,
+                Err(_) => fail(&format!("--port {p:?} is not a port number")),
+            },
+            ("--url-file", Some(f)) => url_file = Some(f),
+            _ => fail("usage: rlm-mock [--port N] [--url-file PATH]"),
+        }
+    }
+    let mock = match MockProvider::start_on(SocketAddr::from(([127, 0, 0, 1], port))).await {
+        Ok(m) => m,
+        Err(e) => fail(&format!("cannot listen on 127.0.0.1:{port}: {e}")),
+    };
+    mock.set_recording(false);
+    mock.respond_with(|request| {
+        let messages = request.messages();
+        let text = rlm_eval::scripted::respond(&messages);
+        let input: usize = messages.iter().map(|(_, t)| t.chars().count()).sum();
+        Reply::TextWithUsage {
+            input: (input / 4).max(1) as u64,
+            output: (text.chars().count() / 4).max(1) as u64,
+            cached: 0,
+            text,
+        }
+    });
+    let url = mock.openai_base_url();
+    println!("{url}");
+    if let Some(f) = url_file
+        && let Err(e) = std::fs::write(&f, &url)
+    {
+        fail(&format!("cannot write {f}: {e}"));
+    }
+    std::future::pending::<()>().await;
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("rlm-mock: {message}");
+    std::process::exit(2);
+}
