@@ -56,6 +56,7 @@ test: guest system-deps
     cargo nextest run --workspace --no-fail-fast
     cargo test --workspace --doc
     just eval-smoke
+    just serve-test
 
 # Run the evaluation harness: `just eval run --dataset all --sizes 8k,128k ...`, `just eval report
 # eval/results.jsonl` (see the README's "Evaluation" section).
@@ -83,6 +84,52 @@ eval-smoke: build
     "{{rlm}}" eval report "$out/results.jsonl" \
         --min-score rlm-d0=1 --min-score rlm=1 --min-score rlm-d2=1 > /dev/null
     echo "eval smoke: report in $out/report.md, plot in $out/report.svg"
+
+# Start the web page and OpenAI-compatible API on http://127.0.0.1:7860 (model flags as `rlm run`).
+serve *args: build
+    "{{rlm}}" serve {{args}}
+
+# Chromium and its driver for the browser test (Debian packages), if missing.
+browser-deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing chromium and chromium-driver (for the browser test)" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "error: the browser test needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)" >&2
+        exit 1
+    fi
+
+# `rlm serve` end to end: the official openai client against the API, and the page in headless
+# Chromium (screenshots in target/serve-test/). Uses the scripted model; no key needed.
+serve-test: build browser-deps
+    #!/usr/bin/env bash
+    set -euo pipefail
+    out="{{target_dir}}/serve-test"
+    rm -rf "$out" && mkdir -p "$out/traces"
+    venv="{{target_dir}}/serve-test-venv"
+    if ! cmp -s tests/serve/requirements.txt "$venv/requirements.txt" 2>/dev/null; then
+        rm -rf "$venv" && python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check -r tests/serve/requirements.txt
+        cp tests/serve/requirements.txt "$venv/requirements.txt"
+    fi
+    "{{target_dir}}/debug/rlm-mock" --url-file "$out/mock-url" --delay-ms 300 > /dev/null &
+    pids=($!)
+    trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+    for _ in $(seq 200); do [ -s "$out/mock-url" ] && break; sleep 0.05; done
+    key="serve-test-key"
+    "{{rlm}}" serve --port 0 --model compat/scripted --base-url "$(cat "$out/mock-url")" \
+        --api-key "$key" --trace-dir "$out/traces" 2> "$out/serve.log" &
+    pids+=($!)
+    for _ in $(seq 400); do grep -q "^rlm serve: " "$out/serve.log" && break; sleep 0.05; done
+    base=$(grep -o "^rlm serve: http://[0-9.:]*" "$out/serve.log" | cut -d' ' -f3)
+    "$venv/bin/python" tests/serve/openai_client.py "$base" "$key"
+    trace=$(ls "$out"/traces/*.jsonl | head -1)
+    "$venv/bin/python" tests/serve/browser.py "$base" "$key" "$trace" "$out"
 
 # Formatting and lints, as CI wants them.
 lint:

@@ -19,6 +19,7 @@ use rlm_sandbox::{Context, ContextFormat, EngineOptions, Limits, Sandbox, Sandbo
 
 mod eval;
 mod progress;
+mod serve;
 
 /// Exit code: the run gave a final answer.
 const EXIT_ANSWERED: u8 = 0;
@@ -49,6 +50,10 @@ enum Command {
     Run(RunArgs),
     /// Re-run a traced run offline from its trace and check it reaches the same answer.
     Replay(ReplayArgs),
+    /// Serve the web page, live run streams and an OpenAI-compatible endpoint (port 7860).
+    Serve(Box<serve::ServeArgs>),
+    /// Open a trace in the web page's viewer.
+    View(serve::ViewArgs),
     /// Evaluate methods on benchmark datasets: run, merge shards, report.
     Eval {
         #[command(subcommand)]
@@ -193,6 +198,8 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Replay(args) => runtime.block_on(replay(args)),
         Command::Eval { command } => runtime.block_on(eval::eval(command)),
+        Command::Serve(args) => runtime.block_on(serve::serve(*args)),
+        Command::View(args) => runtime.block_on(serve::view(args)),
         #[cfg(feature = "local")]
         Command::FetchModel { name } => fetch_model(&name),
     };

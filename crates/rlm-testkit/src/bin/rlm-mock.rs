@@ -3,8 +3,9 @@
 //! with no hosted model: point them at `--base-url http://127.0.0.1:PORT/v1` with
 //! `--model compat/scripted`.
 //!
-//! Usage: `rlm-mock [--port N] [--url-file PATH]`. Prints the base URL on stdout (and writes
-//! it to PATH), then serves until killed.
+//! Usage: `rlm-mock [--port N] [--url-file PATH] [--delay-ms MS]`. Prints the base URL on
+//! stdout (and writes it to PATH), then serves until killed; `--delay-ms` makes every reply
+//! take that long (to watch a run stream live).
 
 use std::net::SocketAddr;
 
@@ -14,6 +15,7 @@ use rlm_testkit::{MockProvider, Reply};
 async fn main() {
     let mut port = 0u16;
     let mut url_file = None;
+    let mut delay = std::time::Duration::ZERO;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match (a.as_str(), args.next()) {
@@ -22,7 +24,11 @@ async fn main() {
                 Err(_) => fail(&format!("--port {p:?} is not a port number")),
             },
             ("--url-file", Some(f)) => url_file = Some(f),
-            _ => fail("usage: rlm-mock [--port N] [--url-file PATH]"),
+            ("--delay-ms", Some(d)) => match d.parse() {
+                Ok(ms) => delay = std::time::Duration::from_millis(ms),
+                Err(_) => fail(&format!("--delay-ms {d:?} is not a number")),
+            },
+            _ => fail("usage: rlm-mock [--port N] [--url-file PATH] [--delay-ms MS]"),
         }
     }
     let mock = match MockProvider::start_on(SocketAddr::from(([127, 0, 0, 1], port))).await {
@@ -30,15 +36,20 @@ async fn main() {
         Err(e) => fail(&format!("cannot listen on 127.0.0.1:{port}: {e}")),
     };
     mock.set_recording(false);
-    mock.respond_with(|request| {
+    mock.respond_with(move |request| {
         let messages = request.messages();
         let text = rlm_eval::scripted::respond(&messages);
         let input: usize = messages.iter().map(|(_, t)| t.chars().count()).sum();
-        Reply::TextWithUsage {
+        let reply = Reply::TextWithUsage {
             input: (input / 4).max(1) as u64,
             output: (text.chars().count() / 4).max(1) as u64,
             cached: 0,
             text,
+        };
+        if delay.is_zero() {
+            reply
+        } else {
+            Reply::delayed(delay, reply)
         }
     });
     let url = mock.openai_base_url();

@@ -1,0 +1,231 @@
+//! `rlm serve` (the web page and the OpenAI-compatible endpoint) and `rlm view` (a trace in the
+//! same page).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use futures::FutureExt;
+use rlm::Budget;
+use rlm_llm::{ChatModel, LlmClient, ModelConfig};
+use rlm_server::{ModelFactory, RunDefaults, ServeConfig, Server};
+
+use crate::{LocalSettings, make_model};
+
+/// The sample document the page offers.
+const SAMPLE: &str = include_str!("../../../data/synthetic_patient_data.md");
+
+/// `rlm serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to bind (default: localhost only).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port.
+    #[arg(long, default_value_t = 7860)]
+    port: u16,
+    /// Default root model, `provider/model` (default: RLM_MODEL, else from the API key set).
+    #[arg(long, env = "RLM_MODEL")]
+    model: Option<String>,
+    /// Default sub-model (default: the root model).
+    #[arg(long, env = "RLM_SUB_MODEL")]
+    sub_model: Option<String>,
+    /// Base URL of an OpenAI-compatible server (for `compat/...` models).
+    #[arg(long, env = "RLM_BASE_URL")]
+    base_url: Option<String>,
+    /// Default root iterations per run.
+    #[arg(long, default_value_t = 20)]
+    max_iterations: u32,
+    /// Default recursion depth.
+    #[arg(long, default_value_t = 1)]
+    max_depth: u32,
+    /// Default per-run cost budget in dollars.
+    #[arg(long)]
+    budget_usd: Option<f64>,
+    /// Default per-run token budget.
+    #[arg(long)]
+    budget_tokens: Option<u64>,
+    /// Default per-run sub-call budget.
+    #[arg(long)]
+    budget_sub_calls: Option<u64>,
+    /// Default per-run time limit in seconds.
+    #[arg(long, default_value_t = 600.0)]
+    budget_seconds: f64,
+    /// Require `Authorization: Bearer KEY` on the API (the page asks for it).
+    #[arg(long, env = "RLM_SERVE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Largest request body (a pasted or uploaded document) in MiB.
+    #[arg(long, default_value_t = 64)]
+    max_body_mb: usize,
+    /// Runs executing at once; more are refused with 429.
+    #[arg(long, default_value_t = 4)]
+    max_runs: usize,
+    /// Model requests in flight at once, all runs together.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Where runs' traces are written (and served from). Default: ~/.cache/rlm/traces.
+    #[arg(long, env = "RLM_TRACE_DIR")]
+    trace_dir: Option<PathBuf>,
+    /// Context window of local models, in tokens.
+    #[arg(long, default_value_t = 16_384)]
+    local_ctx: u32,
+    /// CPU threads of local models.
+    #[arg(long)]
+    local_threads: Option<u32>,
+}
+
+/// `rlm view`.
+#[derive(Args)]
+pub struct ViewArgs {
+    /// A trace written by `rlm run --trace` (or `rlm eval`).
+    trace: PathBuf,
+    /// Port (0: any free one).
+    #[arg(long, default_value_t = 7860)]
+    port: u16,
+}
+
+fn default_trace_dir() -> PathBuf {
+    std::env::var_os("RLM_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("rlm")))
+        .unwrap_or_else(|| PathBuf::from(".rlm"))
+        .join("traces")
+}
+
+fn factory(client: LlmClient, config: ModelConfig, local: LocalSettings) -> ModelFactory {
+    let cache: Arc<Mutex<HashMap<String, Arc<dyn ChatModel>>>> = Arc::default();
+    let shared = Arc::new((client, config, local));
+    Arc::new(move |id: String| {
+        let cache = cache.clone();
+        let shared = shared.clone();
+        async move {
+            if let Some(m) = cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&id)
+            {
+                return Ok(m.clone());
+            }
+            let m = make_model(&shared.0, &id, &shared.1, &shared.2)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, m.clone());
+            Ok(m)
+        }
+        .boxed()
+    })
+}
+
+/// Run the server until the process is stopped.
+pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let (model, no_model_reason) = match args.model.clone() {
+        Some(m) => (Some(m), None),
+        None => match crate::default_model() {
+            Ok(m) => (Some(m), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        },
+    };
+    let client = LlmClient::builder().concurrency(args.concurrency).build()?;
+    let config = ModelConfig {
+        base_url: args.base_url.clone(),
+        ..ModelConfig::default()
+    };
+    let local = LocalSettings {
+        ctx: args.local_ctx,
+        threads: args.local_threads,
+    };
+    let engine = tokio::task::spawn_blocking(crate::engine_blocking)
+        .await
+        .context("loading the sandbox engine")??;
+    let trace_dir = args.trace_dir.clone().unwrap_or_else(default_trace_dir);
+    std::fs::create_dir_all(&trace_dir)
+        .with_context(|| format!("creating the trace directory {}", trace_dir.display()))?;
+    let serve_config = ServeConfig {
+        defaults: RunDefaults {
+            model,
+            sub_model: args.sub_model.clone(),
+            max_iterations: args.max_iterations,
+            max_depth: args.max_depth,
+            budget: Budget {
+                max_sub_calls: args.budget_sub_calls,
+                max_tokens: args.budget_tokens,
+                max_usd: args.budget_usd,
+                max_time: (args.budget_seconds > 0.0)
+                    .then(|| Duration::from_secs_f64(args.budget_seconds)),
+            },
+        },
+        no_model_reason,
+        models: factory(client, config, local),
+        engine,
+        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+        max_body_bytes: args.max_body_mb.max(1) << 20,
+        max_runs: args.max_runs.max(1),
+        trace_dir: Some(trace_dir.clone()),
+        sample: Some(("synthetic_patient_data.md".into(), SAMPLE.to_string())),
+    };
+    let server = Server::bind(serve_config, SocketAddr::new(args.host, args.port)).await?;
+    let addr = server.local_addr()?;
+    if !args.host.is_loopback() && args.api_key.is_none() {
+        eprintln!(
+            "warning: serving on {addr} without --api-key: anyone who can reach it can run models on your keys"
+        );
+    }
+    eprintln!(
+        "rlm serve: http://{addr}/ (OpenAI-compatible API at http://{addr}/v1, model \"rlm\"; traces in {})",
+        trace_dir.display()
+    );
+    server.run().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Open a trace in the page.
+pub async fn view(args: ViewArgs) -> Result<ExitCode> {
+    let events = rlm::read_trace(&args.trace)?;
+    let engine = tokio::task::spawn_blocking(crate::engine_blocking)
+        .await
+        .context("loading the sandbox engine")??;
+    let name = args
+        .trace
+        .file_name()
+        .map_or("trace".into(), |n| n.to_string_lossy().to_string());
+    let config = ServeConfig {
+        defaults: RunDefaults::default(),
+        no_model_reason: Some(
+            "rlm view only shows traces; start `rlm serve` to run questions".into(),
+        ),
+        models: Arc::new(|id| {
+            async move {
+                Err(format!(
+                    "rlm view does not run models ({id}); use rlm serve"
+                ))
+            }
+            .boxed()
+        }),
+        engine,
+        api_key: None,
+        max_body_bytes: 1 << 20,
+        max_runs: 1,
+        trace_dir: args
+            .trace
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(PathBuf::from)),
+        sample: None,
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let server = Server::bind(config, addr).await?;
+    let id = server.state().runs.add_trace(&name, events);
+    let addr = server.local_addr()?;
+    println!("http://{addr}/#run={id}");
+    eprintln!("rlm view: open the address above; stop with Ctrl-C");
+    server.run().await?;
+    Ok(ExitCode::SUCCESS)
+}

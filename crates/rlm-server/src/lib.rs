@@ -1,0 +1,280 @@
+//! `rlm serve`: the web page, live run streams, a trace viewer and an OpenAI-compatible endpoint.
+//!
+//! The server holds a registry of runs ([`runs`]). A run starts from the page (`POST /api/runs`)
+//! or from an OpenAI client (`POST /v1/chat/completions`, [`openai`]); it executes in its own
+//! task, and every [`rlm::Event`] it emits is kept (the run's trace, also written to the trace
+//! directory) and broadcast to whoever follows it as Server-Sent Events. Past runs stay listed;
+//! traces written by `rlm run --trace` open in the same viewer.
+//!
+//! Safety: the server binds to localhost unless told otherwise, can require a bearer token
+//! (`--api-key`), caps request bodies and concurrent runs (a clear 429 past the cap), serves
+//! trace files only by plain name from its trace directory, and cancels a page's run when the
+//! page goes away. The page itself is one HTML file compiled into the binary: no CDN.
+
+pub mod openai;
+pub mod runs;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::future::BoxFuture;
+use rlm::Budget;
+use rlm_llm::ChatModel;
+use rlm_sandbox::SandboxEngine;
+use serde::{Deserialize, Serialize};
+
+/// Makes a model from its id (`provider/model`, `local/...`); the error is shown to the user.
+pub type ModelFactory =
+    Arc<dyn Fn(String) -> BoxFuture<'static, Result<Arc<dyn ChatModel>, String>> + Send + Sync>;
+
+/// Run settings a request may override; the server's flags give the defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunDefaults {
+    /// Root model id.
+    pub model: Option<String>,
+    /// Sub-model id (default: the root model).
+    pub sub_model: Option<String>,
+    /// Root iterations.
+    pub max_iterations: u32,
+    /// Recursion depth.
+    pub max_depth: u32,
+    /// Per-run budget.
+    pub budget: Budget,
+}
+
+impl Default for RunDefaults {
+    fn default() -> Self {
+        Self {
+            model: None,
+            sub_model: None,
+            max_iterations: 20,
+            max_depth: 1,
+            budget: Budget {
+                max_time: Some(Duration::from_secs(600)),
+                ..Budget::default()
+            },
+        }
+    }
+}
+
+/// How the server is set up.
+pub struct ServeConfig {
+    /// Defaults of every run.
+    pub defaults: RunDefaults,
+    /// Why there is no default model, when there is none (shown when a run names none).
+    pub no_model_reason: Option<String>,
+    /// Makes models by id.
+    pub models: ModelFactory,
+    /// The sandbox engine.
+    pub engine: Arc<SandboxEngine>,
+    /// Require `Authorization: Bearer <key>` on the API.
+    pub api_key: Option<String>,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Runs executing at once; more get 429.
+    pub max_runs: usize,
+    /// Where runs' traces are written and from which traces are served.
+    pub trace_dir: Option<PathBuf>,
+    /// The document offered as "sample" on the page: (name, text).
+    pub sample: Option<(String, String)>,
+}
+
+/// An error as JSON, in the OpenAI error shape: `{"error": {"message", "type"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with a status.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400.
+    pub fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = match self.status.as_u16() {
+            401 => "authentication_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            400..=499 => "invalid_request_error",
+            _ => "server_error",
+        };
+        (
+            self.status,
+            axum::Json(serde_json::json!({"error": {"message": self.message, "type": kind}})),
+        )
+            .into_response()
+    }
+}
+
+/// Shared state of the server.
+pub struct AppState {
+    /// The setup.
+    pub config: ServeConfig,
+    /// The runs.
+    pub runs: runs::Registry,
+}
+
+const PAGE: &str = include_str!("../assets/index.html");
+
+async fn page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        PAGE,
+    )
+}
+
+/// What the page needs to know at start.
+async fn info(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    let c = &s.config;
+    axum::Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "defaults": c.defaults,
+        "no_model_reason": c.no_model_reason,
+        "sample": c.sample.as_ref().map(|(name, text)| serde_json::json!({"name": name, "chars": text.chars().count()})),
+        "max_body_bytes": c.max_body_bytes,
+        "max_runs": c.max_runs,
+        "auth": c.api_key.is_some(),
+    }))
+}
+
+async fn sample(State(s): State<Arc<AppState>>) -> Response {
+    match &s.config.sample {
+        Some((_, text)) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            text.clone(),
+        )
+            .into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, "this server has no sample document")
+            .into_response(),
+    }
+}
+
+/// Bearer-token check for the API routes (constant-time comparison of hashes).
+async fn auth(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(key) = &s.config.api_key {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if blake3::hash(given.as_bytes()) != blake3::hash(key.as_bytes()) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API key: send `Authorization: Bearer <key>` (the key given to \
+                 `rlm serve --api-key` or RLM_SERVE_API_KEY)",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// The whole application.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/api/runs", post(runs::start).get(runs::list))
+        .route("/api/runs/{id}", get(runs::get_run))
+        .route("/api/runs/{id}/events", get(runs::events))
+        .route("/api/runs/{id}/cancel", post(runs::cancel))
+        .route("/api/traces", get(runs::list_traces))
+        .route("/api/traces/{name}", get(runs::get_trace))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/", get(page))
+        .route("/api/info", get(info))
+        .route("/api/sample", get(sample))
+        .merge(api)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .with_state(state)
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address could not be bound.
+    #[error(
+        "cannot listen on {addr}: {source} (is another server on that port? pick one with --port)"
+    )]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The server stopped with an error.
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// Bind `addr` (port 0: a free port).
+    pub async fn bind(config: ServeConfig, addr: SocketAddr) -> Result<Self, ServeError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let max_runs = config.max_runs;
+        Ok(Self {
+            listener,
+            state: Arc::new(AppState {
+                config,
+                runs: runs::Registry::new(max_runs),
+            }),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The state (to preload traces before serving).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serve until the process ends.
+    pub async fn run(self) -> Result<(), ServeError> {
+        axum::serve(self.listener, router(self.state))
+            .await
+            .map_err(ServeError::Serve)
+    }
+}

@@ -1,0 +1,317 @@
+//! The RLM as an OpenAI chat model: `POST /v1/chat/completions` and `GET /v1/models`.
+//!
+//! The rule for what is context and what is the question:
+//! - the **question** is the text of the last `user` message;
+//! - the **context** is the text of every message before it (any role), in order, joined by
+//!   blank lines;
+//! - if there is nothing before it, a last user message of several paragraphs is split at its
+//!   last blank line: everything before is the context, the last paragraph the question (a
+//!   single paragraph is the question over an empty context).
+//!
+//! The model is `rlm` (the server's default root model) or `rlm:<provider/model>`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use rlm::{Budget, ContextInput, Event};
+use serde::Deserialize;
+
+use crate::runs::{Launch, Msg, RunEntry, Summary};
+use crate::{ApiError, AppState};
+
+/// A chat message as clients send it (content as a string or a list of parts).
+#[derive(Debug, Deserialize)]
+pub struct InMessage {
+    /// `system`, `user`, `assistant`, `tool`, ...
+    pub role: String,
+    /// Text, or parts with `text`.
+    #[serde(default)]
+    pub content: serde_json::Value,
+}
+
+impl InMessage {
+    fn text(&self) -> String {
+        match &self.content {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(|t| t.as_str()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => String::new(),
+        }
+    }
+}
+
+/// `POST /v1/chat/completions` body (other fields are accepted and ignored).
+#[derive(Debug, Deserialize)]
+pub struct ChatBody {
+    /// `rlm` or `rlm:<provider/model>`.
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<InMessage>,
+    /// Stream progress and the answer as SSE chunks.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// Split a conversation into (context, question) by the rule in the module docs.
+pub fn split_conversation(messages: &[InMessage]) -> Result<(String, String), String> {
+    let last = messages
+        .iter()
+        .rposition(|m| m.role == "user")
+        .ok_or("the conversation has no user message: the last user message is the question")?;
+    let question = messages[last].text();
+    let before: Vec<String> = messages[..last]
+        .iter()
+        .map(InMessage::text)
+        .filter(|t| !t.trim().is_empty())
+        .collect();
+    if !before.is_empty() {
+        return Ok((before.join("\n\n"), question));
+    }
+    let trimmed = question.trim_end();
+    match trimmed.rfind("\n\n") {
+        Some(i) => Ok((trimmed[..i].to_string(), trimmed[i..].trim().to_string())),
+        None => Ok((String::new(), question)),
+    }
+}
+
+/// The models this endpoint serves.
+pub async fn models(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let mut data =
+        vec![serde_json::json!({"id": "rlm", "object": "model", "created": 0, "owned_by": "rlm"})];
+    if let Some(m) = &s.config.defaults.model {
+        data.push(serde_json::json!({"id": format!("rlm:{m}"), "object": "model", "created": 0, "owned_by": "rlm"}));
+    }
+    Json(serde_json::json!({"object": "list", "data": data}))
+}
+
+/// Cancels an API run when its client goes away before the answer.
+struct CancelOnDrop(Arc<RunEntry>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.0.summary().is_none() {
+            self.0.cancel();
+        }
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn usage_json(sum: &Summary) -> serde_json::Value {
+    let (i, o) = sum.usage.as_ref().map_or((0, 0), |u| {
+        (u.total.usage.input_tokens, u.total.usage.output_tokens)
+    });
+    serde_json::json!({"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o})
+}
+
+fn finish_reason(sum: &Summary) -> &'static str {
+    if sum.status == "answered" {
+        "stop"
+    } else {
+        "length"
+    }
+}
+
+/// A line of progress for a stream.
+fn progress_line(e: &Event) -> Option<String> {
+    Some(match e {
+        Event::Iteration { node, n } => format!("[{}] iteration {n}\n", node.rlm),
+        Event::CodeExecuted {
+            node, error, ms, ..
+        } => match error {
+            Some(err) => format!(
+                "[{}] code ran in {ms:.0} ms: {}\n",
+                node.rlm,
+                err.lines().last().unwrap_or("")
+            ),
+            None => format!("[{}] code ran in {ms:.0} ms\n", node.rlm),
+        },
+        Event::SubCallFinished {
+            node,
+            kind,
+            ms,
+            usage,
+            ..
+        } => {
+            format!(
+                "[{}] {kind} done in {ms:.0} ms ({} tokens)\n",
+                node.rlm,
+                usage.total()
+            )
+        }
+        Event::BudgetExceeded { reason, .. } => format!("budget: {reason}\n"),
+        _ => return None,
+    })
+}
+
+/// Answer a chat completion with an RLM run.
+pub async fn chat_completions(
+    State(s): State<Arc<AppState>>,
+    Json(body): Json<ChatBody>,
+) -> Result<Response, ApiError> {
+    let root = match body.model.as_str() {
+        "rlm" => None,
+        m => match m.strip_prefix("rlm:") {
+            Some(id) if !id.is_empty() => Some(id.to_string()),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "unknown model {:?}: use \"rlm\" or \"rlm:<provider/model>\"",
+                        body.model
+                    ),
+                ));
+            }
+        },
+    };
+    let (context, query) = split_conversation(&body.messages).map_err(ApiError::bad)?;
+    let entry = s
+        .runs
+        .launch(
+            &s,
+            Launch {
+                context: ContextInput::Text(context),
+                query,
+                model: root,
+                sub_model: None,
+                max_iterations: None,
+                max_depth: None,
+                budget: Budget::default(),
+                source: "api",
+                cancel_on_disconnect: false,
+            },
+        )
+        .await?;
+    let id = format!("chatcmpl-rlm-{}", entry.id);
+    let model = body.model.clone();
+    let created = now();
+    if !body.stream {
+        let guard = CancelOnDrop(entry.clone());
+        let sum = entry.wait().await;
+        drop(guard);
+        if sum.answer.is_none() {
+            return Err(ApiError::new(StatusCode::BAD_GATEWAY, sum.message.clone()));
+        }
+        return Ok(Json(serde_json::json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": sum.answer},
+                "finish_reason": finish_reason(&sum),
+            }],
+            "usage": usage_json(&sum),
+            "rlm": {"run": entry.id, "status": sum.status, "message": sum.message, "iterations": sum.iterations,
+                    "cost_usd": sum.usage.as_ref().map(|u| u.total.cost_usd)},
+        }))
+        .into_response());
+    }
+    let chunk =
+        move |delta: serde_json::Value, finish: Option<&str>, usage: Option<serde_json::Value>| {
+            let mut c = serde_json::json!({
+                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            });
+            if let Some(u) = usage {
+                c["usage"] = u;
+            }
+            SseEvent::default().data(c.to_string())
+        };
+    let follow = entry.follow();
+    let state = (follow, CancelOnDrop(entry), 0u8, chunk);
+    let stream = futures::stream::unfold(state, |(mut follow, guard, phase, chunk)| async move {
+        match phase {
+            0 => {
+                let ev = chunk(
+                    serde_json::json!({"role": "assistant", "content": ""}),
+                    None,
+                    None,
+                );
+                Some((Ok::<_, Infallible>(ev), (follow, guard, 1, chunk)))
+            }
+            1 => loop {
+                match follow.next().await {
+                    Some(Msg::Event(e)) => {
+                        if let Some(line) = progress_line(&e) {
+                            let ev =
+                                chunk(serde_json::json!({"reasoning_content": line}), None, None);
+                            return Some((Ok(ev), (follow, guard, 1, chunk)));
+                        }
+                    }
+                    Some(Msg::Done(sum)) => {
+                        let text = sum
+                            .answer
+                            .clone()
+                            .unwrap_or_else(|| format!("(no answer) {}", sum.message));
+                        let ev = chunk(serde_json::json!({"content": text}), None, None);
+                        // Phase 2 sends the finish chunk; keep the summary in a fresh follow-up.
+                        return Some((
+                            Ok(ev),
+                            (follow, guard, 2 + u8::from(sum.status != "answered"), chunk),
+                        ));
+                    }
+                    None => return None,
+                }
+            },
+            2 | 3 => {
+                let sum = guard.0.summary();
+                let usage = sum.as_ref().map(|s| usage_json(s));
+                let reason = if phase == 2 { "stop" } else { "length" };
+                let ev = chunk(serde_json::json!({}), Some(reason), usage);
+                Some((Ok(ev), (follow, guard, 4, chunk)))
+            }
+            4 => Some((
+                Ok(SseEvent::default().data("[DONE]")),
+                (follow, guard, 5, chunk),
+            )),
+            _ => None,
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(role: &str, text: &str) -> InMessage {
+        InMessage {
+            role: role.into(),
+            content: serde_json::Value::String(text.into()),
+        }
+    }
+
+    #[test]
+    fn the_split_rule() {
+        let (c, q) =
+            split_conversation(&[m("system", "DOC A"), m("user", "DOC B"), m("user", "q?")])
+                .unwrap();
+        assert_eq!((c.as_str(), q.as_str()), ("DOC A\n\nDOC B", "q?"));
+        let (c, q) = split_conversation(&[m("user", "line 1\nline 2\n\nWhat is it?\n")]).unwrap();
+        assert_eq!((c.as_str(), q.as_str()), ("line 1\nline 2", "What is it?"));
+        let (c, q) = split_conversation(&[m("user", "just a question")]).unwrap();
+        assert_eq!((c.as_str(), q.as_str()), ("", "just a question"));
+        assert!(split_conversation(&[m("system", "x")]).is_err());
+        let parts = InMessage {
+            role: "user".into(),
+            content: serde_json::json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]),
+        };
+        assert_eq!(split_conversation(&[parts]).unwrap().1, "a\nb");
+    }
+}

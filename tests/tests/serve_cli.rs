@@ -1,0 +1,519 @@
+//! `rlm serve` as a process: every endpoint over real HTTP, with the scripted model behind the
+//! mock provider.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use rlm_integration_tests::rlm_bin;
+use rlm_testkit::{MockProvider, Reply};
+use serde_json::{Value, json};
+
+const DOC: &str = "Filler line one.\nFiller line two.\nThe access code for project Falcon-12 is 48213.\nFiller line three.\n";
+const Q: &str = "What is the access code for project Falcon-12?";
+
+async fn scripted(delay_ms: u64) -> MockProvider {
+    let mock = MockProvider::start().await;
+    mock.respond_with(move |r| {
+        let reply = Reply::text(rlm_eval::scripted::respond(&r.messages()));
+        Reply::delayed(Duration::from_millis(delay_ms), reply)
+    });
+    mock
+}
+
+struct Serve {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+    traces: std::path::PathBuf,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(mock: &MockProvider, extra: &[&str]) -> Serve {
+    let dir = tempfile::tempdir().unwrap();
+    let traces = dir.path().join("traces");
+    let mut child = Command::new(rlm_bin())
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--model",
+            "compat/scripted",
+            "--base-url",
+            &mock.openai_base_url(),
+            "--trace-dir",
+            traces.to_str().unwrap(),
+        ])
+        .args(extra)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("RLM_SERVE_API_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rlm serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("rlm serve printed its address")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("rlm serve: ") {
+            break rest.split('/').take(3).collect::<Vec<_>>().join("/");
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Serve {
+        child,
+        base,
+        _dir: dir,
+        traces,
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// Every SSE message of a run, up to `done`: (event, data).
+async fn follow(base: &str, id: &str) -> Vec<(String, Value)> {
+    let resp = client()
+        .get(format!("{base}/api/runs/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut stream = resp.bytes_stream();
+    let (mut buf, mut out) = (String::new(), Vec::new());
+    while let Some(chunk) = stream.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(i) = buf.find("\n\n") {
+            let block: String = buf.drain(..i + 2).collect();
+            let (mut ev, mut data) = (String::new(), String::new());
+            for l in block.lines() {
+                if let Some(e) = l.strip_prefix("event: ") {
+                    ev = e.into();
+                }
+                if let Some(d) = l.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let done = ev == "done";
+            out.push((ev, serde_json::from_str(&data).unwrap()));
+            if done {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+async fn start(base: &str, body: Value) -> reqwest::Response {
+    client()
+        .post(format!("{base}/api/runs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn page_runs_stream_list_and_traces() {
+    let mock = scripted(0).await;
+    let s = serve(&mock, &[]);
+    let page = client().get(format!("{}/", s.base)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("id=\"run\"") && !html.contains("https://"),
+        "one self-contained page"
+    );
+    let info: Value = client()
+        .get(format!("{}/api/info", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["defaults"]["model"], "compat/scripted");
+    let sample = client()
+        .get(format!("{}/api/sample", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(sample.len() > 100_000);
+
+    let r: Value = start(&s.base, json!({"context": DOC, "query": Q}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = r["id"].as_str().unwrap().to_string();
+    let msgs = follow(&s.base, &id).await;
+    let kinds: Vec<&str> = msgs
+        .iter()
+        .map(|(e, d)| {
+            if e == "rlm" {
+                d["type"].as_str().unwrap()
+            } else {
+                e.as_str()
+            }
+        })
+        .collect();
+    assert_eq!(kinds.first(), Some(&"run_started"));
+    assert!(
+        kinds.contains(&"iteration") && kinds.contains(&"code_executed"),
+        "{kinds:?}"
+    );
+    let (_, done) = msgs.last().unwrap();
+    assert_eq!(
+        (done["status"].as_str(), done["answer"].as_str()),
+        (Some("answered"), Some("48213"))
+    );
+    assert!(
+        done["usage"]["total"]["usage"]["input_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    // Following a finished run replays it whole.
+    assert_eq!(follow(&s.base, &id).await.len(), msgs.len());
+
+    let runs: Value = client()
+        .get(format!("{}/api/runs", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(runs[0]["status"], "answered");
+    let run: Value = client()
+        .get(format!("{}/api/runs/{id}", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["events"].as_array().unwrap().len(), msgs.len() - 1);
+    assert_eq!(run["summary"]["answer"], "48213");
+
+    // The run's trace is served by name, and nothing outside the directory is.
+    let traces: Value = client()
+        .get(format!("{}/api/traces", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let name = traces[0]["name"].as_str().unwrap().to_string();
+    assert_eq!(run["trace"], name.as_str());
+    let t: Value = client()
+        .get(format!("{}/api/traces/{name}", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["events"].as_array().unwrap().len(), msgs.len() - 1);
+    std::fs::write(s.traces.parent().unwrap().join("secret.jsonl"), "{}").unwrap();
+    for bad in [
+        "..%2Fsecret.jsonl",
+        "%2E%2E%2Fsecret.jsonl",
+        "..%5Csecret.jsonl",
+        "missing.jsonl",
+        "x.txt",
+    ] {
+        let r = client()
+            .get(format!("{}/api/traces/{bad}", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status() == 400 || r.status() == 404,
+            "{bad}: {}",
+            r.status()
+        );
+        let e: Value = r.json().await.unwrap();
+        assert!(e["error"]["message"].as_str().unwrap().len() > 10);
+    }
+
+    // Bad input gets a message a person understands.
+    for (body, says) in [
+        (json!({"context": "", "query": Q}), "document is empty"),
+        (json!({"context": DOC, "query": " "}), "question is empty"),
+        (
+            json!({"context": "{", "context_json": true, "query": Q}),
+            "not valid JSON",
+        ),
+        (
+            json!({"context": DOC, "query": Q, "model": "openai/gpt-5-mini"}),
+            "OPENAI_API_KEY",
+        ),
+        (
+            json!({"context": DOC, "query": Q, "budget_usd": -1}),
+            "positive",
+        ),
+    ] {
+        let r = start(&s.base, body.clone()).await;
+        assert_eq!(r.status(), 400, "{body}");
+        let e: Value = r.json().await.unwrap();
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(says),
+            "{e}"
+        );
+    }
+    let r = client()
+        .get(format!("{}/api/runs/r999", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // A spent budget ends the run with its reason, not a blank.
+    let r: Value = start(
+        &s.base,
+        json!({"context": DOC, "query": Q, "budget_tokens": 10}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let msgs = follow(&s.base, r["id"].as_str().unwrap()).await;
+    let (_, done) = msgs.last().unwrap();
+    assert_eq!(done["status"], "exhausted");
+    assert!(
+        done["message"].as_str().unwrap().contains("token budget"),
+        "{done}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_auth_cancel_and_disconnect() {
+    let mock = scripted(1_000).await;
+    let s = serve(
+        &mock,
+        &[
+            "--api-key",
+            "sekret",
+            "--max-runs",
+            "1",
+            "--max-body-mb",
+            "1",
+        ],
+    );
+    let auth = |rb: reqwest::RequestBuilder| rb.bearer_auth("sekret");
+    let r = start(&s.base, json!({"context": DOC, "query": Q})).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("--api-key"));
+    let r = client()
+        .get(format!("{}/v1/models", s.base))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The page itself loads without the key (it asks for it).
+    assert_eq!(
+        client()
+            .get(format!("{}/", s.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let big = "x".repeat(2 << 20);
+    let r = auth(client().post(format!("{}/api/runs", s.base)))
+        .json(&json!({"context": big, "query": Q}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413, "body limit");
+
+    let r: Value = auth(client().post(format!("{}/api/runs", s.base)))
+        .json(&json!({"context": DOC, "query": Q}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = r["id"].as_str().unwrap().to_string();
+    let r = auth(client().post(format!("{}/api/runs", s.base)))
+        .json(&json!({"context": DOC, "query": Q}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "one run at a time");
+    assert!(r.text().await.unwrap().contains("--max-runs"));
+    let c: Value = auth(client().post(format!("{}/api/runs/{id}/cancel", s.base)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c["cancelled"], true);
+    let run: Value = auth(client().get(format!("{}/api/runs/{id}", s.base)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["status"], "cancelled");
+
+    // A page run whose page goes away is cancelled; the slot frees.
+    let r: Value = auth(client().post(format!("{}/api/runs", s.base)))
+        .json(&json!({"context": DOC, "query": Q, "cancel_on_disconnect": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = r["id"].as_str().unwrap().to_string();
+    let resp = auth(client().get(format!("{}/api/runs/{id}/events", s.base)))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = resp.bytes_stream();
+    let _ = stream.next().await;
+    drop(stream);
+    let mut status = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let run: Value = auth(client().get(format!("{}/api/runs/{id}", s.base)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        status = run["status"].as_str().unwrap().to_string();
+        if status != "running" {
+            break;
+        }
+    }
+    assert_eq!(status, "cancelled");
+    let r = auth(client().post(format!("{}/api/runs", s.base)))
+        .json(&json!({"context": DOC, "query": Q}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the slot was freed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_endpoint_answers_and_streams() {
+    let mock = scripted(0).await;
+    let s = serve(&mock, &[]);
+    let models: Value = client()
+        .get(format!("{}/v1/models", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["rlm", "rlm:compat/scripted"]);
+    let body = json!({"model": "rlm", "messages": [{"role": "system", "content": DOC}, {"role": "user", "content": Q}]});
+    let r: Value = client()
+        .post(format!("{}/v1/chat/completions", s.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["object"], "chat.completion");
+    assert_eq!(r["choices"][0]["message"]["content"], "48213");
+    assert_eq!(r["choices"][0]["finish_reason"], "stop");
+    assert!(r["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(
+        r["usage"]["total_tokens"].as_u64(),
+        Some(
+            r["usage"]["prompt_tokens"].as_u64().unwrap()
+                + r["usage"]["completion_tokens"].as_u64().unwrap()
+        )
+    );
+
+    let mut body = body;
+    body["stream"] = json!(true);
+    body["model"] = json!("rlm:compat/scripted");
+    let text = client()
+        .post(format!("{}/v1/chat/completions", s.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let chunks: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(chunks.last(), Some(&"[DONE]"));
+    let parsed: Vec<Value> = chunks[..chunks.len() - 1]
+        .iter()
+        .map(|c| serde_json::from_str(c).unwrap())
+        .collect();
+    let content: String = parsed
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "48213");
+    assert!(
+        parsed
+            .iter()
+            .any(|c| c["choices"][0]["delta"]["reasoning_content"]
+                .as_str()
+                .is_some_and(|p| p.contains("iteration"))),
+        "progress streams"
+    );
+    let last = &parsed[parsed.len() - 1];
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    assert!(last["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+
+    let r = client()
+        .post(format!("{}/v1/chat/completions", s.base))
+        .json(&json!({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = client()
+        .post(format!("{}/v1/chat/completions", s.base))
+        .json(&json!({"model": "rlm", "messages": [{"role": "system", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("no user message"));
+}
