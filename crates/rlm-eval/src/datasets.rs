@@ -15,7 +15,8 @@ use crate::score::Scorer;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Family {
-    /// One needle (a key → value fact) at a chosen depth in a long varied haystack.
+    /// One needle (a key → value fact) at a chosen depth (see [`needle_depth`]) in a long varied
+    /// haystack.
     Sniah,
     /// Many short records whose category is implied by their text; count by category.
     Oolong,
@@ -88,7 +89,7 @@ pub fn generate(family: Family, tokens: u64, seed: u64) -> Task {
     let mut rng = StdRng::seed_from_u64(seed ^ (family as u64) << 56);
     let chars = (tokens as usize).max(500) * 4;
     let (context, question, answer, scorer) = match family {
-        Family::Sniah => sniah(&mut rng, chars),
+        Family::Sniah => sniah(&mut rng, chars, needle_depth(seed)),
         Family::Oolong => oolong(&mut rng, chars),
         Family::OolongPairs => oolong_pairs(&mut rng, chars),
         Family::MultiHop => multi_hop(&mut rng, chars),
@@ -237,7 +238,13 @@ fn filler(rng: &mut StdRng, chars: usize) -> String {
 
 type Generated = (ContextInput, String, String, Scorer);
 
-fn sniah(rng: &mut StdRng, chars: usize) -> Generated {
+/// Where the S-NIAH needle goes, as a fraction of the haystack: the golden-ratio sequence of the
+/// seed, so consecutive seeds spread evenly over every depth.
+pub fn needle_depth(seed: u64) -> f64 {
+    (seed as f64 * 0.618_033_988_749_895).fract()
+}
+
+fn sniah(rng: &mut StdRng, chars: usize, depth: f64) -> Generated {
     let key = format!(
         "{}-{}",
         ["Falcon", "Juniper", "Cobalt", "Harbor", "Saffron", "Orbit"]
@@ -248,8 +255,8 @@ fn sniah(rng: &mut StdRng, chars: usize) -> Generated {
     let value = rng.random_range(10_000..99_999).to_string();
     let needle = format!("The access code for project {key} is {value}.");
     let mut text = filler(rng, chars);
-    // Insert at a seeded depth, on a sentence boundary.
-    let at = rng.random_range(0..text.len().max(1));
+    // Insert at the chosen depth, on a sentence boundary.
+    let at = ((text.len() as f64 * depth) as usize).min(text.len().saturating_sub(1));
     let cut = text[at..].find(". ").map_or(text.len(), |i| at + i + 2);
     text.insert_str(cut.min(text.len()), &format!("{needle} "));
     (
@@ -616,6 +623,22 @@ mod tests {
             .find(|d| d.starts_with(&format!("{city} is a city in ")))
             .unwrap();
         assert!(city_doc.contains(&format!("is a city in {}.", t.answer)));
+    }
+
+    #[test]
+    fn needles_spread_over_depths() {
+        let mut depths: Vec<f64> = (0..10)
+            .map(|seed| {
+                let t = generate(Family::Sniah, 16_000, seed);
+                let text = text_of(&t);
+                text.find("access code").unwrap() as f64 / text.len() as f64
+            })
+            .collect();
+        depths.sort_by(f64::total_cmp);
+        // Ten seeds put a needle in every tenth of the haystack.
+        for (k, d) in depths.iter().enumerate() {
+            assert!((*d - k as f64 / 10.0).abs() < 0.1, "{depths:?}");
+        }
     }
 
     #[test]
