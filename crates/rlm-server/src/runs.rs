@@ -122,6 +122,8 @@ pub struct RunEntry {
     tx: broadcast::Sender<Msg>,
     done: watch::Sender<Option<Arc<Summary>>>,
     abort: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The run slot it holds, released once (by the end of its task or by a cancel).
+    slot: Mutex<Option<Arc<AtomicUsize>>>,
     watchers: AtomicUsize,
     cancel_on_disconnect: bool,
     started: Instant,
@@ -152,6 +154,7 @@ impl RunEntry {
             tx: broadcast::channel(16_384).0,
             done: watch::channel(None).0,
             abort: Mutex::new(None),
+            slot: Mutex::new(None),
             watchers: AtomicUsize::new(0),
             cancel_on_disconnect,
             started: Instant::now(),
@@ -206,12 +209,21 @@ impl RunEntry {
         }
     }
 
+    /// Give back the run slot (once): a cancelled run frees it at once, not when its aborted
+    /// task is next dropped.
+    fn release_slot(&self) {
+        if let Some(active) = lock(&self.slot).take() {
+            active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
     /// Stop the run now; it ends as `cancelled` with what it had.
     pub fn cancel(&self) -> bool {
         let running = self.summary().is_none();
         if let Some(h) = lock(&self.abort).take() {
             h.abort();
         }
+        self.release_slot();
         if running {
             self.finish(Summary::failed(
                 "cancelled",
@@ -339,13 +351,12 @@ pub struct Registry {
 
 /// Frees a run slot when the run's task ends (or is aborted).
 struct Slot {
-    active: Arc<AtomicUsize>,
     entry: Arc<RunEntry>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::SeqCst);
+        self.entry.release_slot();
         self.entry.finish(Summary::failed(
             "cancelled",
             "The run was cancelled.".into(),
@@ -546,8 +557,8 @@ impl Registry {
                 return Err(ApiError::bad(e.to_string()));
             }
         };
+        *lock(&entry.slot) = Some(self.active.clone());
         let slot = Slot {
-            active: self.active.clone(),
             entry: entry.clone(),
         };
         let run_entry = entry.clone();
