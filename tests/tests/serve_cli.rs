@@ -390,7 +390,10 @@ async fn limits_auth_cancel_and_disconnect() {
         .json()
         .await
         .unwrap();
-    let id = r["id"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
+    let id = r["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
     let resp = auth(client().get(format!("{}/api/runs/{id}/events", s.base)))
         .send()
         .await
