@@ -90,11 +90,7 @@ pub struct ViewArgs {
 }
 
 fn default_trace_dir() -> PathBuf {
-    std::env::var_os("RLM_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("rlm")))
-        .unwrap_or_else(|| PathBuf::from(".rlm"))
-        .join("traces")
+    rlm_sandbox::default_cache_dir().join("traces")
 }
 
 fn factory(client: LlmClient, config: ModelConfig, local: LocalSettings) -> ModelFactory {

@@ -219,7 +219,9 @@ fn locate_guest(explicit: Option<PathBuf>) -> Result<PathBuf, SandboxError> {
         })
 }
 
-fn default_cache_dir() -> PathBuf {
+/// rlm's cache directory: `RLM_CACHE_DIR`, else the user cache directory's `rlm` (e.g.
+/// `~/.cache/rlm`). The compiled guest lives here; other parts of rlm keep their files under it.
+pub fn default_cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("RLM_CACHE_DIR") {
         return PathBuf::from(p);
     }

@@ -46,7 +46,9 @@ mod state;
 pub use context::{
     Context, ContextData, ContextFormat, ContextShape, PathStep, SearchHit, TextDoc,
 };
-pub use engine::{EPOCH_TICK, EngineOptions, GUEST_FILE, SandboxEngine, WASMTIME_VERSION};
+pub use engine::{
+    EPOCH_TICK, EngineOptions, GUEST_FILE, SandboxEngine, WASMTIME_VERSION, default_cache_dir,
+};
 pub use error::SandboxError;
 pub use host::{ModelHost, NoModel};
 pub use limits::{FUEL_PER_CPU_SECOND, Limits};
