@@ -15,9 +15,9 @@ use rlm_eval::method::{Method, MethodKind};
 use rlm_eval::report;
 use rlm_eval::results::{Results, Shard, TaskRecord};
 use rlm_eval::runner::{self, DatasetSpec, Progress, ResolvedMethod, RunOptions};
-use rlm_llm::{ChatModel, LlmClient, ModelConfig};
+use rlm_llm::{ChatModel, LlmClient};
 
-use crate::{EXIT_ANSWERED, EXIT_ERROR, EXIT_EXHAUSTED, LocalSettings, is_local, make_model};
+use crate::{EXIT_ANSWERED, EXIT_ERROR, EXIT_EXHAUSTED, ModelFlags, is_local, make_model};
 
 /// `rlm eval` subcommands.
 #[derive(Subcommand)]
@@ -50,15 +50,9 @@ pub struct RunArgs {
     /// `direct:window=272000`, `rlm:depth=2,root=openai/gpt-5,sub=openai/gpt-5-mini`.
     #[arg(long = "method", default_values_t = ["direct".to_string(), "rlm-d0".into(), "rlm".into(), "rlm-d2".into()])]
     methods: Vec<String>,
-    /// Default root model of every method, `provider/model` (default: from the API key set).
-    #[arg(long, env = "RLM_MODEL")]
-    model: Option<String>,
-    /// Default sub-model (default: the method's root model).
-    #[arg(long, env = "RLM_SUB_MODEL")]
-    sub_model: Option<String>,
-    /// Base URL of an OpenAI-compatible server (for `compat/...` models).
-    #[arg(long, env = "RLM_BASE_URL")]
-    base_url: Option<String>,
+    /// The models of methods that name none (`--model`, `--sub-model`, ...).
+    #[command(flatten)]
+    models: ModelFlags,
     /// Also ask this model whether each answer is right (reported next to the scorer's score).
     #[arg(long)]
     judge: Option<String>,
@@ -110,12 +104,6 @@ pub struct RunArgs {
     /// Start over: delete the results file first instead of resuming it.
     #[arg(long)]
     fresh: bool,
-    /// Context window of local models, in tokens.
-    #[arg(long, default_value_t = 16_384)]
-    local_ctx: u32,
-    /// CPU threads of local models.
-    #[arg(long)]
-    local_threads: Option<u32>,
 }
 
 /// `rlm eval merge`.
@@ -219,19 +207,10 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     }
 
     // Resolve every model once; methods share them (and the client's request limit).
-    let default_root = match &args.model {
-        Some(m) => m.clone(),
-        None => crate::default_model()?,
-    };
+    let default_root = args.models.root_id()?;
     let client = LlmClient::builder().concurrency(args.requests).build()?;
-    let config = ModelConfig {
-        base_url: args.base_url.clone(),
-        ..ModelConfig::default()
-    };
-    let local = LocalSettings {
-        ctx: args.local_ctx,
-        threads: args.local_threads,
-    };
+    let config = args.models.config();
+    let local = args.models.local();
     let mut models: HashMap<String, Arc<dyn ChatModel>> = HashMap::new();
     let mut get = async |id: &str| -> Result<Arc<dyn ChatModel>> {
         if let Some(m) = models.get(id) {
@@ -247,7 +226,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         let sub_id = m
             .sub
             .clone()
-            .or_else(|| args.sub_model.clone())
+            .or_else(|| args.models.sub_model.clone())
             .unwrap_or_else(|| root_id.clone());
         resolved.push(ResolvedMethod {
             root: get(&root_id).await?,

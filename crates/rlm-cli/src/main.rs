@@ -79,15 +79,8 @@ struct RunArgs {
     /// The question.
     #[arg(long)]
     query: String,
-    /// Root model, `provider/model` (default: RLM_MODEL, else chosen from the API key that is set).
-    #[arg(long, env = "RLM_MODEL")]
-    model: Option<String>,
-    /// Sub-call model (default: the root model).
-    #[arg(long, env = "RLM_SUB_MODEL")]
-    sub_model: Option<String>,
-    /// Base URL of an OpenAI-compatible server (for `compat/...` models).
-    #[arg(long, env = "RLM_BASE_URL")]
-    base_url: Option<String>,
+    #[command(flatten)]
+    models: ModelFlags,
     /// Root-model replies before it must answer.
     #[arg(long, default_value_t = 20)]
     max_iterations: u32,
@@ -112,18 +105,58 @@ struct RunArgs {
     /// Model requests in flight at once (all levels together).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// Context window of a local model, in tokens.
-    #[arg(long, default_value_t = 16_384)]
-    local_ctx: u32,
-    /// CPU threads of a local model (default: cores, at most 4).
-    #[arg(long)]
-    local_threads: Option<u32>,
     /// Write every event as JSON lines to this file (replay it with `rlm replay`).
     #[arg(long)]
     trace: Option<PathBuf>,
     /// Print the whole result as JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// Model flags shared by `run`, `eval run` and `serve`.
+#[derive(Args)]
+struct ModelFlags {
+    /// Root model, `provider/model` (default: RLM_MODEL, else chosen from the API key that is set).
+    #[arg(long, env = "RLM_MODEL")]
+    model: Option<String>,
+    /// Sub-call model (default: the root model).
+    #[arg(long, env = "RLM_SUB_MODEL")]
+    sub_model: Option<String>,
+    /// Base URL of an OpenAI-compatible server (for `compat/...` models).
+    #[arg(long, env = "RLM_BASE_URL")]
+    base_url: Option<String>,
+    /// Context window of a local model, in tokens.
+    #[arg(long, default_value_t = 16_384)]
+    local_ctx: u32,
+    /// CPU threads of a local model (default: cores, at most 4).
+    #[arg(long)]
+    local_threads: Option<u32>,
+}
+
+impl ModelFlags {
+    /// `--model`, else the model of the key that is set.
+    fn root_id(&self) -> Result<String> {
+        match &self.model {
+            Some(m) => Ok(m.clone()),
+            None => default_model(),
+        }
+    }
+
+    /// Settings of hosted models.
+    fn config(&self) -> ModelConfig {
+        ModelConfig {
+            base_url: self.base_url.clone(),
+            ..ModelConfig::default()
+        }
+    }
+
+    /// Settings of local models.
+    fn local(&self) -> LocalSettings {
+        LocalSettings {
+            ctx: self.local_ctx,
+            threads: self.local_threads,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -337,20 +370,15 @@ fn engine_blocking() -> Result<Arc<SandboxEngine>> {
 }
 
 async fn run(args: RunArgs) -> Result<ExitCode> {
-    let root_id = match args.model.clone() {
-        Some(m) => m,
-        None => default_model()?,
-    };
-    let sub_id = args.sub_model.clone().unwrap_or_else(|| root_id.clone());
+    let root_id = args.models.root_id()?;
+    let sub_id = args
+        .models
+        .sub_model
+        .clone()
+        .unwrap_or_else(|| root_id.clone());
     let client = LlmClient::builder().concurrency(args.concurrency).build()?;
-    let config = ModelConfig {
-        base_url: args.base_url.clone(),
-        ..ModelConfig::default()
-    };
-    let local = LocalSettings {
-        ctx: args.local_ctx,
-        threads: args.local_threads,
-    };
+    let config = args.models.config();
+    let local = args.models.local();
     let root = make_model(&client, &root_id, &config, &local).await?;
     let sub = if sub_id == root_id {
         root.clone()
@@ -383,7 +411,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         builder = builder
             .prompt_profile(rlm::PromptProfile::Small)
             .max_output_chars(args.max_output_chars.min(1_500))
-            .sub_model_context_tokens(u64::from(args.local_ctx) / 2);
+            .sub_model_context_tokens(u64::from(args.models.local_ctx) / 2);
     }
     if let Some(path) = &args.trace {
         let writer = TraceWriter::create(path)

@@ -15,7 +15,7 @@ use rlm::Budget;
 use rlm_llm::{ChatModel, LlmClient, ModelConfig};
 use rlm_server::{ModelFactory, RunDefaults, ServeConfig, Server};
 
-use crate::{LocalSettings, make_model};
+use crate::{LocalSettings, ModelFlags, make_model};
 
 /// The sample document the page offers.
 const SAMPLE: &str = include_str!("../../../data/synthetic_patient_data.md");
@@ -29,15 +29,9 @@ pub struct ServeArgs {
     /// Port.
     #[arg(long, default_value_t = 7860)]
     port: u16,
-    /// Default root model, `provider/model` (default: RLM_MODEL, else from the API key set).
-    #[arg(long, env = "RLM_MODEL")]
-    model: Option<String>,
-    /// Default sub-model (default: the root model).
-    #[arg(long, env = "RLM_SUB_MODEL")]
-    sub_model: Option<String>,
-    /// Base URL of an OpenAI-compatible server (for `compat/...` models).
-    #[arg(long, env = "RLM_BASE_URL")]
-    base_url: Option<String>,
+    /// The page's and the API's default models (`--model`, `--sub-model`, ...).
+    #[command(flatten)]
+    models: ModelFlags,
     /// Default root iterations per run.
     #[arg(long, default_value_t = 20)]
     max_iterations: u32,
@@ -71,12 +65,6 @@ pub struct ServeArgs {
     /// Where runs' traces are written (and served from). Default: ~/.cache/rlm/traces.
     #[arg(long, env = "RLM_TRACE_DIR")]
     trace_dir: Option<PathBuf>,
-    /// Context window of local models, in tokens.
-    #[arg(long, default_value_t = 16_384)]
-    local_ctx: u32,
-    /// CPU threads of local models.
-    #[arg(long)]
-    local_threads: Option<u32>,
 }
 
 /// `rlm view`.
@@ -122,22 +110,13 @@ fn factory(client: LlmClient, config: ModelConfig, local: LocalSettings) -> Mode
 
 /// Run the server until the process is stopped.
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
-    let (model, no_model_reason) = match args.model.clone() {
-        Some(m) => (Some(m), None),
-        None => match crate::default_model() {
-            Ok(m) => (Some(m), None),
-            Err(e) => (None, Some(format!("{e:#}"))),
-        },
+    let (model, no_model_reason) = match args.models.root_id() {
+        Ok(m) => (Some(m), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
     };
     let client = LlmClient::builder().concurrency(args.concurrency).build()?;
-    let config = ModelConfig {
-        base_url: args.base_url.clone(),
-        ..ModelConfig::default()
-    };
-    let local = LocalSettings {
-        ctx: args.local_ctx,
-        threads: args.local_threads,
-    };
+    let config = args.models.config();
+    let local = args.models.local();
     let engine = tokio::task::spawn_blocking(crate::engine_blocking)
         .await
         .context("loading the sandbox engine")??;
@@ -147,7 +126,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let serve_config = ServeConfig {
         defaults: RunDefaults {
             model,
-            sub_model: args.sub_model.clone(),
+            sub_model: args.models.sub_model.clone(),
             max_iterations: args.max_iterations,
             max_depth: args.max_depth,
             budget: Budget {
