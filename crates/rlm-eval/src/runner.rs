@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rlm::{Budget, Event, EventSink, Node, PromptProfile, Rlm, StopReason, TraceWriter};
+use rlm::{
+    Budget, ContextInput, Event, EventSink, Node, PromptProfile, Rlm, StopReason, TraceWriter,
+};
 use rlm_llm::{ChatModel, ChatRequest, Message};
 use rlm_sandbox::SandboxEngine;
 use tracing::Instrument;
@@ -340,7 +342,7 @@ pub async fn run_unit(
 ) -> TaskRecord {
     let span = tracing::info_span!("eval_task", task = %planned.id, method = %method.method.name);
     async {
-        let task = planned.task();
+        let mut task = planned.task();
         let trace_path = options
             .trace_dir
             .as_ref()
@@ -394,7 +396,7 @@ pub async fn run_unit(
             }
             MethodKind::Rlm { max_depth } => {
                 rlm_method(
-                    &task,
+                    &mut task,
                     method,
                     max_depth,
                     engine,
@@ -519,8 +521,9 @@ fn unit_seed(seed: u64, task: &str, method: &str) -> [u8; 32] {
     *blake3::hash(format!("{seed}\0{task}\0{method}").as_bytes()).as_bytes()
 }
 
+/// Run an RLM on `task`, which gives up its context to the run (no copy of the text).
 async fn rlm_method(
-    task: &Task,
+    task: &mut Task,
     method: &ResolvedMethod,
     max_depth: u32,
     engine: Arc<SandboxEngine>,
@@ -529,6 +532,7 @@ async fn rlm_method(
     record: &mut TaskRecord,
 ) {
     record.sub_model = Some(method.sub.id());
+    let context = std::mem::replace(&mut task.context, ContextInput::Text(String::new()));
     let mut budget = options.budget.clone();
     if budget.max_time.is_none() {
         budget.max_time = options.task_timeout;
@@ -558,7 +562,7 @@ async fn rlm_method(
     };
     // The budget's clock stops the loop between steps; this stops a stuck call too.
     let hard = options.task_timeout.map(|d| d + Duration::from_secs(30));
-    match with_timeout(hard, rlm.run(task.context.clone(), &task.question)).await {
+    match with_timeout(hard, rlm.run(context, &task.question)).await {
         None => {
             record.stop = "timeout".into();
             record.detail = Some(format!("no answer within {:?}", hard.unwrap_or_default()));
