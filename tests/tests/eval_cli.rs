@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
+use std::time::Duration;
 
 use rlm_integration_tests::rlm;
 use rlm_testkit::{MockProvider, Reply};
@@ -374,4 +375,74 @@ async fn bad_arguments_are_clear() {
     );
     let r = records(&out);
     assert_eq!((r.len(), r[0]["stop"].as_str()), (1, Some("error")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_task_budgets_and_timeouts_are_recorded() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| {
+        Reply::delayed(
+            Duration::from_millis(700),
+            Reply::text(rlm_eval::scripted::respond(&r.messages())),
+        )
+    });
+    let url = mock.openai_base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let by_method = |path: &Path| -> BTreeMap<String, serde_json::Value> {
+        records(path)
+            .into_iter()
+            .map(|r| (r["method"].as_str().unwrap().to_string(), r))
+            .collect()
+    };
+    // A token budget stops the RLM with its reason; `direct` (one call) is not an RLM.
+    let spent = dir.path().join("budget.jsonl");
+    let base = ["--dataset", "s-niah", "--sizes", "1k", "--no-traces"];
+    let out = cli(eval_run(
+        &url,
+        &spent,
+        &[&base[..], &["--method", "rlm", "--budget-tokens", "50"]].concat(),
+    ))
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = &by_method(&spent)["rlm"];
+    assert_eq!(r["stop"], "budget", "{r}");
+    assert!(
+        r["detail"].as_str().unwrap().contains("token budget"),
+        "{r}"
+    );
+    // A task past its time limit is recorded as a timeout, for both kinds of method.
+    let slow = dir.path().join("timeout.jsonl");
+    let out = cli(eval_run(
+        &url,
+        &slow,
+        &[
+            &base[..],
+            &[
+                "--method",
+                "direct",
+                "--method",
+                "rlm",
+                "--task-timeout",
+                "0.5",
+            ],
+        ]
+        .concat(),
+    ))
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = by_method(&slow);
+    for m in ["direct", "rlm"] {
+        assert_eq!(recs[m]["stop"], "timeout", "{m}: {}", recs[m]);
+        assert_eq!(recs[m]["score"], 0.0);
+    }
 }
