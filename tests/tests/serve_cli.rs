@@ -77,6 +77,17 @@ fn serve(mock: &MockProvider, extra: &[&str]) -> Serve {
     }
 }
 
+impl Serve {
+    /// GET `path` (with the bearer `key`, if any) and parse the JSON body.
+    async fn get_json(&self, path: &str, key: Option<&str>) -> Value {
+        let mut req = client().get(format!("{}{path}", self.base));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req.send().await.unwrap().json().await.unwrap()
+    }
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
@@ -137,14 +148,7 @@ async fn page_runs_stream_list_and_traces() {
         html.contains("id=\"run\"") && !html.contains("https://"),
         "one self-contained page"
     );
-    let info: Value = client()
-        .get(format!("{}/api/info", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = s.get_json("/api/info", None).await;
     assert_eq!(info["defaults"]["model"], "compat/scripted");
     let sample = client()
         .get(format!("{}/api/sample", s.base))
@@ -192,45 +196,17 @@ async fn page_runs_stream_list_and_traces() {
     // Following a finished run replays it whole.
     assert_eq!(follow(&s.base, &id).await.len(), msgs.len());
 
-    let runs: Value = client()
-        .get(format!("{}/api/runs", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs: Value = s.get_json("/api/runs", None).await;
     assert_eq!(runs[0]["status"], "answered");
-    let run: Value = client()
-        .get(format!("{}/api/runs/{id}", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run: Value = s.get_json(&format!("/api/runs/{id}"), None).await;
     assert_eq!(run["events"].as_array().unwrap().len(), msgs.len() - 1);
     assert_eq!(run["summary"]["answer"], "48213");
 
     // The run's trace is served by name, and nothing outside the directory is.
-    let traces: Value = client()
-        .get(format!("{}/api/traces", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let traces: Value = s.get_json("/api/traces", None).await;
     let name = traces[0]["name"].as_str().unwrap().to_string();
     assert_eq!(run["trace"], name.as_str());
-    let t: Value = client()
-        .get(format!("{}/api/traces/{name}", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t: Value = s.get_json(&format!("/api/traces/{name}"), None).await;
     assert_eq!(t["events"].as_array().unwrap().len(), msgs.len() - 1);
     std::fs::write(s.traces.parent().unwrap().join("secret.jsonl"), "{}").unwrap();
     for bad in [
@@ -372,13 +348,7 @@ async fn limits_auth_cancel_and_disconnect() {
         .await
         .unwrap();
     assert_eq!(c["cancelled"], true);
-    let run: Value = auth(client().get(format!("{}/api/runs/{id}", s.base)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run: Value = s.get_json(&format!("/api/runs/{id}"), Some("sekret")).await;
     assert_eq!(run["status"], "cancelled");
 
     // A page run whose page goes away is cancelled; the slot frees.
@@ -404,13 +374,7 @@ async fn limits_auth_cancel_and_disconnect() {
     let mut status = String::new();
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let run: Value = auth(client().get(format!("{}/api/runs/{id}", s.base)))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let run: Value = s.get_json(&format!("/api/runs/{id}"), Some("sekret")).await;
         status = run["status"].as_str().unwrap().to_string();
         if status != "running" {
             break;
@@ -429,14 +393,7 @@ async fn limits_auth_cancel_and_disconnect() {
 async fn openai_endpoint_answers_and_streams() {
     let mock = scripted(0).await;
     let s = serve(&mock, &[]);
-    let models: Value = client()
-        .get(format!("{}/v1/models", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = s.get_json("/v1/models", None).await;
     let ids: Vec<&str> = models["data"]
         .as_array()
         .unwrap()
