@@ -217,15 +217,16 @@ impl ResultsWriter {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let needs_newline = std::fs::read(path)
-            .map(|b| b.last().is_some_and(|&c| c != b'\n'))
-            .unwrap_or(false);
         let mut file = std::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
             .map_err(io)?;
-        if needs_newline {
+        if last_byte(&mut file)
+            .map_err(io)?
+            .is_some_and(|c| c != b'\n')
+        {
             file.write_all(b"\n").map_err(io)?;
         }
         Ok(Self {
@@ -250,6 +251,18 @@ impl ResultsWriter {
                 source,
             })
     }
+}
+
+/// The last byte of a file (without reading the rest).
+fn last_byte(file: &mut std::fs::File) -> std::io::Result<Option<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(None);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut b = [0u8; 1];
+    file.read_exact(&mut b)?;
+    Ok(Some(b[0]))
 }
 
 /// What merging shards found.
