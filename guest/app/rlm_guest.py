@@ -160,27 +160,42 @@ def _read_text(node, start, end):
     return "".join(parts)
 
 
-def _materialize(node):
-    """The Python value of a context node: real if it fits under the threshold, lazy otherwise."""
+def _materialize(node, whole=False):
+    """The Python value of a context node.
+
+    `whole`: load it as real Python objects however large (the host decided it fits this REPL's
+    memory). Otherwise a piece above the lazy threshold stays a lazy object served by the host.
+    """
     info = _host(_ctx.info, node)
     kind = info.kind
     if kind == _ctx.NodeKind.TEXT:
-        if info.size_chars <= _settings.lazy_threshold:
+        if whole or info.size_chars <= _settings.lazy_threshold:
             return _read_text(node, 0, info.len)
         return LazyText(node, 0, info.len)
-    if info.size_chars <= _settings.lazy_threshold:
+    if kind == _ctx.NodeKind.SCALAR:
         return json.loads(_host(_ctx.to_json, node))
+    if not whole and info.size_chars > _settings.lazy_threshold:
+        return LazyList(node, info.len) if kind == _ctx.NodeKind.SEQUENCE else LazyDict(node, info.len)
+    if info.size_chars <= _settings.read_chunk:
+        # Small enough to cross as one piece of JSON.
+        return json.loads(_host(_ctx.to_json, node))
+    # Real, built item by item (each item's JSON or text crosses on its own).
     if kind == _ctx.NodeKind.SEQUENCE:
-        return LazyList(node, info.len)
-    if kind == _ctx.NodeKind.MAPPING:
-        return LazyDict(node, info.len)
-    return json.loads(_host(_ctx.to_json, node))
+        return [_materialize(_host(_ctx.child, node, i), True) for i in range(info.len)]
+    keys = []
+    page = 1024
+    while len(keys) < info.len:
+        got = _host(_ctx.keys, node, len(keys), page)
+        if not got:
+            break
+        keys.extend(got)
+    return {k: _materialize(_host(_ctx.child, node, i), True) for i, k in enumerate(keys)}
 
 
 def _too_big(what, n, use):
     return MemoryError(
-        f"{what} has {n:,} characters, more than the sandbox loads at once "
-        f"({_settings.lazy_threshold:,}); {use}"
+        f"{what} has {n:,} characters, too many for this sandbox's memory (the context is lazy, "
+        f"served by the host); {use}"
     )
 
 
@@ -223,9 +238,9 @@ class LazyText:
     def __getattr__(self, name):
         if hasattr(str, name):
             raise AttributeError(
-                f"str.{name}() is not available on a lazy text of {len(self):,} characters "
-                f"(above the {_settings.lazy_threshold:,}-character load limit). Call it on a "
-                f"slice, e.g. context[a:b].{name}(...), or use find/count/search/iter_lines/chunks."
+                f"str.{name}() would copy all {len(self):,} characters of this lazy text, more "
+                f"than the sandbox's memory holds: call it on a slice (context[a:b].{name}(...)), "
+                f"or use re/search(pattern, ignore_case=True)/find/count/iter_lines()/chunks()."
             )
         raise AttributeError(f"'LazyText' object has no attribute {name!r}")
 
@@ -395,23 +410,35 @@ class LazyText:
             yield self[pos:hit]
             pos = hit + len(sep)
 
+    def iter_words(self):
+        """Yield the pieces of text.split() (runs of non-whitespace) one at a time."""
+        carry = ""
+        for chunk in self.chunks():
+            s = carry + chunk
+            parts = s.split()
+            carry = ""
+            if parts and not s[-1].isspace():
+                carry = parts.pop()
+            yield from parts
+        if carry:
+            yield carry
+
     def splitlines(self, keepends=False):
-        raise _too_big(
-            "This text",
-            len(self),
-            "iterate over context.iter_lines(), or use split('\\n', maxsplit=N) for the first N lines.",
-        )
+        """The lines, as str.splitlines() gives them, produced on demand (a LazyPieces: iterate,
+        len(), index or slice it)."""
+        return LazyPieces(lambda: self.iter_lines(keepends), "lines")
 
     def split(self, sep=None, maxsplit=-1):
-        """str.split with a bound: maxsplit must be given for a lazy text; the last piece (the
-        rest) stays lazy when it is large."""
+        """str.split. Without maxsplit the pieces are produced on demand (a LazyPieces); with
+        maxsplit N, a list whose last piece (the rest) stays lazy when it is large."""
         if maxsplit is None or maxsplit < 0:
-            raise _too_big(
-                "This text",
-                len(self),
-                "give maxsplit (context.split(sep, N) keeps the rest lazy), or iterate with "
-                "iter_split(sep) / iter_lines().",
-            )
+            if sep is None:
+                return LazyPieces(self.iter_words, "words")
+            if not isinstance(sep, str):
+                raise TypeError(f"must be str or None, not {type(sep).__name__}")
+            if not sep:
+                raise ValueError("empty separator")
+            return LazyPieces(lambda: self.iter_split(sep), "pieces")
         out = []
         n = len(self)
         pos = 0
@@ -457,10 +484,12 @@ class LazyText:
         return out
 
     def rsplit(self, sep=None, maxsplit=-1):
-        """str.rsplit with a bound (sep must be given; maxsplit must be given)."""
-        if maxsplit is None or maxsplit < 0 or not isinstance(sep, str) or not sep:
+        """str.rsplit (without maxsplit, the same pieces as split())."""
+        if maxsplit is None or maxsplit < 0:
+            return self.split(sep)
+        if not isinstance(sep, str) or not sep:
             raise _too_big(
-                "This text", len(self), "call rsplit(sep, N) with a separator and a bound."
+                "This text", len(self), "call rsplit(sep, N) with a separator string."
             )
         out = []
         end = len(self)
@@ -473,6 +502,61 @@ class LazyText:
         out.append(self[0:end])
         out.reverse()
         return out
+
+
+class LazyPieces:
+    """The lines (or split pieces) of a lazy text, produced on demand.
+
+    Iterate over it, take len() (one pass, remembered), index or slice it (a real list). Each
+    access reads the text again from the host, so keep what you need in a list.
+    """
+
+    __slots__ = ("_make", "_len", "_what")
+
+    def __init__(self, make, what):
+        self._make = make
+        self._len = None
+        self._what = what
+
+    def __iter__(self):
+        return iter(self._make())
+
+    def __len__(self):
+        if self._len is None:
+            n = 0
+            for _ in self._make():
+                n += 1
+            self._len = n
+        return self._len
+
+    def __bool__(self):
+        for _ in self._make():
+            return True
+        return False
+
+    def __getitem__(self, key):
+        import itertools as _it
+
+        if isinstance(key, slice):
+            if (key.step is None or key.step > 0) and all(
+                v is None or v >= 0 for v in (key.start, key.stop)
+            ):
+                return list(_it.islice(self._make(), key.start, key.stop, key.step))
+            r = range(*key.indices(len(self)))
+            if not r:
+                return []
+            lo, hi = min(r[0], r[-1]), max(r[0], r[-1])
+            got = list(_it.islice(self._make(), lo, hi + 1))
+            return [got[i - lo] for i in r]
+        if not isinstance(key, int):
+            raise TypeError(f"list indices must be integers or slices, not {type(key).__name__}")
+        i = key + len(self) if key < 0 else key
+        for item in _it.islice(self._make(), i, i + 1) if i >= 0 else ():
+            return item
+        raise IndexError("list index out of range")
+
+    def __repr__(self):
+        return f"<the {self._what} of a lazy text, produced on demand: iterate, index or slice>"
 
 
 class _LazyContainer:
@@ -560,6 +644,272 @@ class LazyDict(_LazyContainer):
 
 
 # --------------------------------------------------------------------------------------------
+# `re` over a lazy text
+# --------------------------------------------------------------------------------------------
+
+
+class _ShiftedMatch:
+    """A match found in one piece of a lazy text, with offsets into the whole text."""
+
+    __slots__ = ("_m", "_off", "string")
+
+    def __init__(self, m, off, string):
+        self._m = m
+        self._off = off
+        self.string = string
+
+    def start(self, group=0):
+        p = self._m.start(group)
+        return p if p < 0 else p + self._off
+
+    def end(self, group=0):
+        p = self._m.end(group)
+        return p if p < 0 else p + self._off
+
+    def span(self, group=0):
+        return (self.start(group), self.end(group))
+
+    def group(self, *groups):
+        return self._m.group(*groups)
+
+    def __getitem__(self, g):
+        return self._m[g]
+
+    def groups(self, default=None):
+        return self._m.groups(default)
+
+    def groupdict(self, default=None):
+        return self._m.groupdict(default)
+
+    def expand(self, template):
+        return self._m.expand(template)
+
+    @property
+    def re(self):
+        return self._m.re
+
+    @property
+    def lastindex(self):
+        return self._m.lastindex
+
+    @property
+    def lastgroup(self):
+        return self._m.lastgroup
+
+    @property
+    def pos(self):
+        return 0
+
+    @property
+    def endpos(self):
+        return len(self.string)
+
+    def __bool__(self):
+        return True
+
+    def __repr__(self):
+        return f"<re.Match object; span={self.span()!r}, match={self.group()!r}>"
+
+
+class _LazyRe:
+    """Makes the `re` module's functions (and compiled patterns) accept a lazy text.
+
+    Installed only when a context is lazy; real `str` arguments go straight to `re` itself. The
+    text is scanned in pieces that overlap, so a match is found whole unless it is longer than
+    the overlap (64 Ki characters); offsets are into the whole text.
+    """
+
+    OVERLAP = 64 * 1024
+    BEHIND = 256
+
+    def __init__(self):
+        self.installed = False
+        self.orig = {}
+
+    def finditer(self, pat, text, pos=0, endpos=None):
+        n = len(text)
+        pos, end, _ = slice(pos, endpos).indices(n)
+        chunk = max(4096, _settings.read_chunk)
+        p = pos
+        while p <= end:
+            lo = max(0, p - self.BEHIND)
+            hi = min(end, p + chunk + self.OVERLAP)
+            last = hi >= end
+            piece = _read_text(text._node, text._start + lo, text._start + hi)
+            limit = p + chunk
+            nxt = None
+            last_end = p
+            for m in pat.finditer(piece, p - lo):
+                a, e = m.start() + lo, m.end() + lo
+                if not last and (a >= limit or (e >= hi and a > p)):
+                    # Starts in the next piece, or may run past this one: look again from there.
+                    nxt = a
+                    break
+                yield _ShiftedMatch(m, lo, text)
+                last_end = e
+                if e >= hi and not last:
+                    # A match as long as the whole window: taken as is.
+                    nxt = max(a + 1, e)
+                    break
+            if last:
+                return
+            p = max(nxt if nxt is not None else max(limit, last_end), p + 1)
+
+    @staticmethod
+    def _findall_item(m, groups):
+        if groups == 0:
+            return m.group(0)
+        if groups == 1:
+            g = m.group(1)
+            return "" if g is None else g
+        return m.groups("")
+
+    def too_big(self, func, text):
+        return _too_big(
+            "This text",
+            len(text),
+            f"re.{func}() over all of it would build a copy; use re.finditer/findall/search, "
+            "or call it on a slice (context[a:b]).",
+        )
+
+    def run(self, func, pat, text, args):
+        """Call `func` of compiled `pat` on lazy `text`."""
+        if func == "finditer":
+            return self.finditer(pat, text, *args)
+        if func == "findall":
+            return [self._findall_item(m, pat.groups) for m in self.finditer(pat, text, *args)]
+        if func == "search":
+            for m in self.finditer(pat, text, *args):
+                return m
+            return None
+        if func == "match":
+            pos = args[0] if args else 0
+            a, b = text._bounds(pos, pos + max(4096, _settings.read_chunk) + self.OVERLAP)
+            m = pat.match(_read_text(text._node, a, b))
+            return None if m is None else _ShiftedMatch(m, pos, text)
+        if func == "split":
+            maxsplit = args[0] if args else 0
+            if not maxsplit or maxsplit < 0:
+                raise self.too_big("split", text)
+            out, prev = [], 0
+            for m in self.finditer(pat, text):
+                if len(out) >= maxsplit:
+                    break
+                out.append(text[prev : m.start()])
+                out.extend(m.groups())
+                prev = m.end()
+            out.append(text[prev:])
+            return out
+        raise self.too_big(func, text)
+
+    def install(self):
+        if self.installed:
+            return
+        self.installed = True
+        import re as re_mod
+
+        orig = {f: getattr(re_mod, f) for f in (
+            "search", "match", "fullmatch", "findall", "finditer", "sub", "subn", "split",
+            "compile",
+        )}
+        self.orig = orig
+        lazy = self
+
+        def module_func(name):
+            real = orig[name]
+
+            if name in ("sub", "subn"):
+
+                def f(pattern, repl, string, *args, **kwargs):
+                    if isinstance(string, LazyText):
+                        raise lazy.too_big(name, string)
+                    return real(pattern, repl, string, *args, **kwargs)
+
+                f.__name__ = name
+                f.__doc__ = real.__doc__
+                return f
+
+            def f(pattern, string, *args, **kwargs):
+                if not isinstance(string, LazyText):
+                    return real(pattern, string, *args, **kwargs)
+                flags = kwargs.pop("flags", 0)
+                if name in ("findall", "finditer", "search", "match", "fullmatch") and args:
+                    flags = args[0]
+                    args = ()
+                if name == "split" and len(args) > 1:
+                    flags = args[1]
+                    args = args[:1]
+                if "maxsplit" in kwargs:
+                    args = (kwargs.pop("maxsplit"),)
+                pat = pattern._p if isinstance(pattern, _Pattern) else orig["compile"](pattern, flags)
+                return lazy.run(name, pat, string, args)
+
+            f.__name__ = name
+            f.__doc__ = real.__doc__
+            return f
+
+        class _Pattern:
+            """A compiled pattern whose methods also accept a lazy text."""
+
+            __slots__ = ("_p",)
+
+            def __init__(self, p):
+                self._p = p
+
+            def __getattr__(self, name):
+                attr = getattr(self._p, name)
+                if name not in ("search", "match", "fullmatch", "findall", "finditer", "sub",
+                                "subn", "split"):
+                    return attr
+
+                if name in ("sub", "subn"):
+
+                    def method(repl, string, *args, **kwargs):
+                        if isinstance(string, LazyText):
+                            raise lazy.too_big(name, string)
+                        return attr(repl, string, *args, **kwargs)
+
+                    return method
+
+                def method(string, *args, **kwargs):
+                    if isinstance(string, LazyText):
+                        if name == "split" and "maxsplit" in kwargs:
+                            args = (kwargs.pop("maxsplit"),)
+                        return lazy.run(name, self._p, string, args)
+                    return attr(string, *args, **kwargs)
+
+                return method
+
+            def __repr__(self):
+                return repr(self._p)
+
+            def __eq__(self, other):
+                return self._p == (other._p if isinstance(other, _Pattern) else other)
+
+            def __hash__(self):
+                return hash(self._p)
+
+        globals()["_Pattern"] = _Pattern
+
+        def compile_(pattern, flags=0):
+            if isinstance(pattern, _Pattern):
+                return pattern
+            return _Pattern(orig["compile"](pattern, flags))
+
+        for name in orig:
+            if name != "compile":
+                setattr(re_mod, name, module_func(name))
+        re_mod.compile = compile_
+
+
+class _Pattern:  # replaced by _LazyRe.install
+    pass
+
+
+_lazy_re = _LazyRe()
+
+
+# --------------------------------------------------------------------------------------------
 # Functions the model calls
 # --------------------------------------------------------------------------------------------
 
@@ -597,6 +947,32 @@ def rlm_query(prompt, model=None):
         return _llm.rlm_query(_clean(prompt), _model_arg(model))
     except Err as e:
         return f"Error: {e.value}"
+
+
+def rlm_batch(prompts, model=None):
+    """Ask a recursive sub-RLM every prompt in `prompts`, concurrently. Returns answers in order;
+    a failed prompt gives a str starting "Error:" in its slot."""
+    if isinstance(prompts, str):
+        raise TypeError("rlm_batch takes a list of prompts; for one prompt use rlm_query")
+    prompts = [_clean(p) for p in prompts]
+    if not prompts:
+        return []
+    out = []
+    for r in _llm.rlm_batch(prompts, _model_arg(model)):
+        out.append(r.value if type(r).__name__ == "Ok" else f"Error: {r.value}")
+    return out
+
+
+# The names other RLM REPLs give the same functions (the official rlm and DSPy), for models
+# trained or prompted on them.
+def llm_query_batched(prompts, model=None):
+    """Same as llm_batch (the name the official rlm and DSPy use)."""
+    return llm_batch(prompts, model)
+
+
+def rlm_query_batched(prompts, model=None):
+    """Same as rlm_batch (the name the official rlm uses)."""
+    return rlm_batch(prompts, model)
 
 
 _roots = {}
@@ -658,13 +1034,33 @@ class _Finish:
 _finish = _Finish()
 
 
+class _Shown(str):
+    """A str that the REPL echoes as plain text (not as a quoted repr)."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return str.__str__(self)
+
+
+def _as_answer(value):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "content" in value and len(value) <= 2:
+        # The `answer` protocol's dict handed over whole: its content is the answer.
+        value = value["content"]
+        return value if isinstance(value, str) else str(value)
+    return str(value)
+
+
 def FINAL(answer):
     """Finish the run with `answer` (converted to str)."""
-    _finish.value = answer if isinstance(answer, str) else str(answer)
+    _finish.value = _as_answer(answer)
 
 
 def FINAL_VAR(name):
-    """Finish the run with the value of the variable named `name`."""
+    """Finish the run with the value of the variable named `name` (or with `name` itself when it
+    is not a str). Returns the answer."""
     if isinstance(name, str):
         key = name.strip().strip("'\"")
         if key not in _globals:
@@ -675,14 +1071,39 @@ def FINAL_VAR(name):
         value = _globals[key]
     else:
         value = name
-    _finish.value = value if isinstance(value, str) else str(value)
+    _finish.value = _as_answer(value)
+    return _Shown(_finish.value)
+
+
+def SUBMIT(*args, **fields):
+    """Finish the run (DSPy's name): SUBMIT(answer), SUBMIT(answer=...), or several named fields
+    (given as a JSON object)."""
+    if args and fields:
+        raise TypeError("SUBMIT takes either one value or named fields, not both")
+    if len(args) > 1:
+        raise TypeError(
+            f"SUBMIT takes one answer (got {len(args)} values); name them, e.g. "
+            "SUBMIT(answer=..., reason=...)"
+        )
+    if args:
+        value = args[0]
+    elif not fields:
+        raise TypeError("SUBMIT needs the answer, e.g. SUBMIT(answer) or SUBMIT(answer=...)")
+    elif len(fields) == 1:
+        value = next(iter(fields.values()))
+    elif "answer" in fields and all(k in ("answer", "reasoning") for k in fields):
+        value = fields["answer"]
+    else:
+        value = json.dumps(fields, default=str, ensure_ascii=False)
+    _finish.value = _as_answer(value)
 
 
 def SHOW_VARS():
-    """Print the variables defined in the REPL with their types and sizes."""
+    """The variables defined in the REPL with their types and sizes, as text (print it, or call
+    it as the last line of a step)."""
     rows = []
     for k, v in _globals.items():
-        if k.startswith("_") or k in _BUILTIN_NAMES or type(v).__name__ == "module":
+        if k.startswith("_") or k in _SCAFFOLD or type(v).__name__ == "module":
             continue
         size = ""
         try:
@@ -690,7 +1111,7 @@ def SHOW_VARS():
         except Exception:
             pass
         rows.append(f"{k}: {type(v).__name__}{size}")
-    print("\n".join(rows) if rows else "(no variables yet)")
+    return _Shown("\n".join(rows) if rows else "(no variables yet)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -720,21 +1141,59 @@ builtins.input = _no_input
 
 
 _globals = {"__name__": "__main__", "__builtins__": builtins}
-_BUILTIN_NAMES = {
-    "llm_query", "llm_batch", "rlm_query", "search", "FINAL", "FINAL_VAR", "SHOW_VARS",
-    "LazyText", "LazyList", "LazyDict", "answer",
+
+# Modules bound in the REPL from the start, so code that forgets `import re` still runs.
+PREBOUND = (
+    "re", "json", "math", "collections", "itertools", "functools", "statistics", "string",
+    "textwrap", "datetime", "random", "heapq", "bisect", "difflib", "csv", "io", "time",
+    "hashlib", "base64", "unicodedata", "operator", "copy", "pprint", "typing",
+)
+
+# The REPL's own names. They are put back after every step, so a step that rebinds one
+# (`FINAL = None`, `search = "x"`) cannot break the next.
+_SCAFFOLD = {
+    "llm_query": llm_query,
+    "llm_batch": llm_batch,
+    "llm_query_batched": llm_query_batched,
+    "rlm_query": rlm_query,
+    "rlm_batch": rlm_batch,
+    "rlm_query_batched": rlm_query_batched,
+    "search": search,
+    "FINAL": FINAL,
+    "FINAL_VAR": FINAL_VAR,
+    "SUBMIT": SUBMIT,
+    "SHOW_VARS": SHOW_VARS,
+    "LazyText": LazyText,
+    "LazyList": LazyList,
+    "LazyDict": LazyDict,
+    "LazyPieces": LazyPieces,
 }
+# Builtins as the REPL set them up; restored after every step (model code may patch them).
+_BUILTINS = dict(vars(builtins))
+
+
+def _new_answer():
+    return {"content": "", "ready": False}
 
 
 def _install_names():
-    _globals.update(
-        llm_query=llm_query, llm_batch=llm_batch, rlm_query=rlm_query, search=search,
-        FINAL=FINAL, FINAL_VAR=FINAL_VAR, SHOW_VARS=SHOW_VARS, LazyText=LazyText,
-        LazyList=LazyList, LazyDict=LazyDict,
-    )
-    _globals["answer"] = {"content": "", "ready": False}
+    """Put the scaffold back: the REPL's functions, `print`, the builtins, `answer` when it is
+    gone, and the `context_0` alias of `context`."""
+    g = _globals
+    g.update(_SCAFFOLD)
+    g["__builtins__"] = builtins
+    b = vars(builtins)
+    for k, v in _BUILTINS.items():
+        if b.get(k) is not v:
+            b[k] = v
+    if g.get("print", print) is not print:
+        del g["print"]
+    if "answer" not in g:
+        g["answer"] = _new_answer()
 
 
+for _name in PREBOUND:
+    _globals[_name] = sys.modules[_name]
 _install_names()
 
 
@@ -808,6 +1267,10 @@ def _run(code):
         if isinstance(ans, dict) and ans.get("ready"):
             content = ans.get("content")
             final = content if isinstance(content, str) else str(content)
+    try:
+        _install_names()
+    except BaseException as e:  # noqa: BLE001
+        error = (error or "") + f"\n(the REPL could not restore its names: {type(e).__name__})"
     return _repl.StepResult(
         stdout=out.getvalue(),
         stderr=err.getvalue(),
@@ -826,15 +1289,30 @@ class Repl(exports.Repl):
         _settings.max_output_bytes = int(options.max_output_bytes)
         _settings.read_chunk = max(1, int(options.read_chunk_chars))
 
-    def attach_context(self, slot, name):
+    def attach_context(self, slot, name, whole):
         try:
             node = _ctx.root(slot)
             _roots[name] = node
-            _globals[name] = _materialize(node)
+            value = _materialize(node, bool(whole))
+            _globals[name] = value
+            if name == "context":
+                # The official rlm's name for the first context.
+                _roots["context_0"] = node
+                _globals["context_0"] = value
+            if isinstance(value, (LazyText, _LazyContainer)):
+                _lazy_re.install()
         except Err:
             raise
         except BaseException as e:  # noqa: BLE001
             raise Err(f"could not load {name}: {type(e).__name__}: {e}") from None
+
+    def define(self, name, value):
+        if not name.isidentifier() or name in _SCAFFOLD or name.startswith("__"):
+            raise Err(f"cannot define {name!r}: not a free Python name")
+        try:
+            _globals[name] = json.loads(value)
+        except BaseException as e:  # noqa: BLE001
+            raise Err(f"could not define {name}: {type(e).__name__}: {e}") from None
 
     def exec(self, code):
         try:

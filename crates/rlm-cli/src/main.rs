@@ -193,7 +193,8 @@ struct ExecArgs {
     /// Fuel per step (default: about 5 CPU-seconds).
     #[arg(long)]
     fuel: Option<u64>,
-    /// Memory cap of the REPL in MiB.
+    /// Memory of the REPL in MiB before its context (a context that loads whole as a real str
+    /// adds 3 times its size, up to 4 GiB in all; default 512).
     #[arg(long)]
     memory_mb: Option<u64>,
     /// Wall-clock limit per step in milliseconds (includes waiting on host calls).
@@ -202,7 +203,8 @@ struct ExecArgs {
     /// Bytes of stdout and of stderr kept per step.
     #[arg(long)]
     max_output: Option<u64>,
-    /// Contexts up to this many characters load as a real str; larger ones are lazy.
+    /// Keep contexts above this many characters lazy (served by the host) even when they fit
+    /// the REPL's memory (default: no threshold; the memory rule decides).
     #[arg(long)]
     lazy_threshold: Option<u64>,
     /// Path of the guest component (default: found automatically; see `just guest`).
@@ -252,7 +254,6 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
     }
     if let Some(m) = args.memory_mb {
         limits.memory_bytes = m << 20;
-        limits.lazy_threshold_chars = limits.lazy_threshold_chars.min(limits.memory_bytes / 8);
     }
     if let Some(t) = args.timeout_ms {
         limits.step_timeout = Duration::from_millis(t);

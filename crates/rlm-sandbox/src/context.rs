@@ -28,6 +28,7 @@ pub(crate) type LocalId = u32;
 #[derive(Debug)]
 pub struct Context {
     nodes: Vec<Node>,
+    guest_bytes: u64,
 }
 
 /// One node of a context tree.
@@ -87,9 +88,7 @@ pub enum ContextShape {
 impl Context {
     /// A single text document.
     pub fn text(text: impl Into<String>) -> Arc<Self> {
-        Arc::new(Self {
-            nodes: vec![Node::Text(TextDoc::new(text.into()))],
-        })
+        Self::from_nodes(vec![Node::Text(TextDoc::new(text.into()))])
     }
 
     /// A list of text documents.
@@ -110,7 +109,7 @@ impl Context {
             items.push(push(&mut nodes, Node::Text(text)));
         }
         nodes[0] = Node::Sequence { items, json_chars };
-        Arc::new(Self { nodes })
+        Self::from_nodes(nodes)
     }
 
     /// Parsed JSON: strings become text nodes, arrays sequences, objects mappings.
@@ -120,7 +119,43 @@ impl Context {
             json_chars: 0,
         }];
         nodes[0] = build_json(&mut nodes, value);
-        Arc::new(Self { nodes })
+        Self::from_nodes(nodes)
+    }
+
+    fn from_nodes(nodes: Vec<Node>) -> Arc<Self> {
+        // What CPython needs for each node as a real object (object headers included):
+        // a str is 49 bytes + its characters at 1, 2 or 4 bytes each (plus 24 when not
+        // ASCII); a list 56 + 8 per item; a dict about 100 per entry plus its key strings;
+        // a number or bool about 32.
+        let guest_bytes = nodes
+            .iter()
+            .map(|n| match n {
+                Node::Text(t) => {
+                    49 + t.chars * u64::from(t.width) + if t.index.is_empty() { 0 } else { 24 }
+                }
+                Node::Sequence { items, .. } => 56 + 8 * items.len() as u64,
+                Node::Mapping { entries, .. } => {
+                    232 + entries
+                        .iter()
+                        .map(|(k, _)| 100 + 49 + k.len() as u64)
+                        .sum::<u64>()
+                }
+                Node::Scalar { .. } => 32,
+            })
+            .sum();
+        Arc::new(Self { nodes, guest_bytes })
+    }
+
+    /// Bytes the whole context takes in the guest as real Python objects (an estimate of
+    /// CPython's sizes: a text costs 1, 2 or 4 bytes per character, as CPython stores it). The
+    /// sandbox sizes a REPL's memory from it (see [`crate::memory`]).
+    pub fn guest_bytes(&self) -> u64 {
+        self.guest_bytes
+    }
+
+    /// Characters of the root as a whole: its text, or its JSON.
+    pub fn root_size_chars(&self) -> u64 {
+        self.size_chars(0)
     }
 
     /// Load a context from a file (or standard input for `-`): [`Context::read`], then index it.
@@ -496,6 +531,8 @@ pub struct TextDoc {
     json_chars: u64,
     /// Byte offset of every `INDEX_STRIDE`-th character; empty when the text is ASCII.
     index: Vec<u64>,
+    /// Bytes per character of the text as a CPython str: 1 (Latin-1), 2 (BMP) or 4.
+    width: u8,
 }
 
 impl TextDoc {
@@ -518,11 +555,20 @@ impl TextDoc {
                 chars,
                 json_chars: chars + 2 + escapes,
                 index: Vec::new(),
+                width: 1,
             };
         }
         let mut index = Vec::with_capacity(bytes.len() / INDEX_STRIDE as usize + 1);
         let mut chars = 0u64;
+        let mut width = 1u8;
         for (i, &b) in bytes.iter().enumerate() {
+            // A lead byte tells the code point's range: C2/C3 lead U+0080..U+00FF (Latin-1),
+            // up to EF the rest of the BMP, F0 and above the astral planes.
+            if b >= 0xF0 {
+                width = 4;
+            } else if b >= 0xC4 && width < 2 {
+                width = 2;
+            }
             if (b & 0xC0) != 0x80 {
                 if chars.is_multiple_of(INDEX_STRIDE) {
                     index.push(i as u64);
@@ -535,6 +581,7 @@ impl TextDoc {
             chars,
             json_chars: chars + 2 + escapes,
             index,
+            width,
         }
     }
 

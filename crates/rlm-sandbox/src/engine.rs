@@ -11,6 +11,7 @@ use wasmtime::{Config, Engine, OptLevel};
 
 use crate::bindings::SandboxPre;
 use crate::error::SandboxError;
+use crate::memory::MemoryPool;
 use crate::state::HostState;
 
 /// File name of the guest component.
@@ -29,6 +30,9 @@ pub struct EngineOptions {
     /// Directory of precompiled artifacts. Default: `RLM_CACHE_DIR`, else the user cache
     /// directory (`~/.cache/rlm`).
     pub cache_dir: Option<PathBuf>,
+    /// Bytes of guest memory all REPLs of this engine may hold together (see
+    /// [`crate::memory`]). Default: [`MemoryPool::default_total`].
+    pub memory_budget: Option<u64>,
     /// Benchmarks only: turn fuel and epoch interruption off to measure their overhead. Steps
     /// then have no CPU or deadline limit inside wasm (the tokio backstop still applies).
     #[doc(hidden)]
@@ -41,6 +45,7 @@ pub struct SandboxEngine {
     pub(crate) engine: Engine,
     pub(crate) pre: SandboxPre<HostState>,
     pub(crate) metered: bool,
+    pool: Arc<MemoryPool>,
     guest_path: PathBuf,
     artifact: PathBuf,
     cache_hit: bool,
@@ -101,15 +106,27 @@ impl SandboxEngine {
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine.clone(), stop_ticker.clone());
+        let pool = MemoryPool::new(
+            options
+                .memory_budget
+                .unwrap_or_else(MemoryPool::default_total),
+        );
         Ok(Arc::new(Self {
             engine,
             pre,
             metered,
+            pool,
             guest_path,
             artifact,
             cache_hit,
             stop_ticker,
         }))
+    }
+
+    /// The memory budget every REPL of this engine is charged to (unless its builder names
+    /// another, [`crate::SandboxBuilder::memory_pool`]).
+    pub fn memory_pool(&self) -> &Arc<MemoryPool> {
+        &self.pool
     }
 
     /// The guest component file in use.

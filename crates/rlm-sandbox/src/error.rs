@@ -50,6 +50,17 @@ pub enum SandboxError {
     /// A limit is unusable.
     #[error("invalid sandbox limits: {0}")]
     InvalidLimits(String),
+    /// The shared memory budget has no room for another REPL.
+    #[error(
+        "the sandboxes' shared memory budget is used up ({available} of {total} bytes free): \
+         wait for running REPLs to finish, or raise the budget (RLM_MEMORY_BUDGET_MB)"
+    )]
+    MemoryBudget {
+        /// The budget.
+        total: u64,
+        /// What was free when the REPL could not start.
+        available: u64,
+    },
     /// More context slots than the sandbox can address.
     #[error("too many contexts: a sandbox holds at most {0}")]
     TooManyContexts(usize),

@@ -29,6 +29,21 @@ pub trait ModelHost: Send + Sync + 'static {
 
     /// A recursive sub-RLM call.
     async fn rlm_query(&self, prompt: String, model: Option<String>) -> Result<String, String>;
+
+    /// Several recursive sub-RLM calls (`rlm_batch`, `rlm_query_batched`), answered in prompt
+    /// order. The default runs them all concurrently through [`ModelHost::rlm_query`].
+    async fn rlm_batch(
+        &self,
+        prompts: Vec<String>,
+        model: Option<String>,
+    ) -> Vec<Result<String, String>> {
+        futures::future::join_all(
+            prompts
+                .into_iter()
+                .map(|p| self.rlm_query(p, model.clone())),
+        )
+        .await
+    }
 }
 
 /// A [`ModelHost`] for sandboxes without a model: every call returns an error saying so.

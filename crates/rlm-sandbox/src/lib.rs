@@ -38,6 +38,7 @@ mod engine;
 mod error;
 mod host;
 mod limits;
+pub mod memory;
 mod pipe;
 mod sandbox;
 mod seeded;
@@ -52,6 +53,7 @@ pub use engine::{
 pub use error::SandboxError;
 pub use host::{ModelHost, NoModel};
 pub use limits::{FUEL_PER_CPU_SECOND, Limits};
+pub use memory::MemoryPool;
 pub use sandbox::{JournalEntry, LimitHit, Sandbox, SandboxBuilder, StepResult, slot_name};
 pub use seeded::fresh_seed;
 pub use state::ModelCall;

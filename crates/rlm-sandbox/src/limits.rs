@@ -3,6 +3,14 @@
 use std::time::Duration;
 
 use crate::error::SandboxError;
+use crate::memory::{WASM32_MAX_MEMORY, WHOLE_FACTOR};
+
+fn default_max_memory() -> u64 {
+    WASM32_MAX_MEMORY
+}
+
+/// Largest piece of a lazy context that loads as a real object when no threshold is set.
+const DEFAULT_PIECE_CHARS: u64 = 64 << 20;
 
 /// Fuel units that one CPU-second of guest Python burns, measured on the reference machine
 /// (2-core x86_64; `just bench` prints the figure for yours). Used to turn CPU-time budgets into
@@ -14,8 +22,14 @@ pub const FUEL_PER_CPU_SECOND: u64 = 7_000_000_000;
 pub struct Limits {
     /// Fuel (roughly, wasm instructions) one step may burn. Default: ~5 CPU-seconds.
     pub fuel_per_step: u64,
-    /// Bytes of linear memory one REPL may grow to. Default: 512 MiB.
+    /// Bytes of linear memory one REPL may grow to, before its contexts: each context that
+    /// loads whole as real Python objects adds [`WHOLE_FACTOR`] times its guest size (see
+    /// [`crate::memory`]). Default: 512 MiB.
     pub memory_bytes: u64,
+    /// The most linear memory one REPL may have, contexts included. Contexts that would take a
+    /// REPL past it stay lazy. Default: 4 GiB, the wasm32 ceiling.
+    #[serde(default = "default_max_memory")]
+    pub max_memory_bytes: u64,
     /// Wall-clock time of one step, including time spent waiting on host calls. Default: 60 s.
     pub step_timeout: Duration,
     /// Bytes kept of each of stdout and stderr per step (the rest is counted, not kept).
@@ -25,8 +39,10 @@ pub struct Limits {
     pub max_host_string_bytes: u64,
     /// Host calls (context reads, searches, model calls) one step may make. Default: 100,000.
     pub max_host_calls_per_step: u64,
-    /// Contexts up to this many characters are real Python objects in the guest; larger ones
-    /// are lazy and served by the host. Default: 4 Mi characters.
+    /// Contexts above this many characters are lazy (served by the host) even when they would
+    /// fit the REPL's memory; pieces of a lazy context (slices, list items) up to it load as
+    /// real objects. Default: no fixed threshold (`u64::MAX`): the memory rule alone decides
+    /// whether a context loads whole, and lazy pieces load up to 64 Mi characters.
     pub lazy_threshold_chars: u64,
     /// Characters the guest reads from the host per call when it loads text. Default: 1 Mi.
     pub read_chunk_chars: u64,
@@ -43,7 +59,8 @@ impl Default for Limits {
             max_output_bytes: 256 << 10,
             max_host_string_bytes: 16 << 20,
             max_host_calls_per_step: 100_000,
-            lazy_threshold_chars: 4 << 20,
+            max_memory_bytes: WASM32_MAX_MEMORY,
+            lazy_threshold_chars: u64::MAX,
             read_chunk_chars: 1 << 20,
             max_search_results: 10_000,
         }
@@ -54,6 +71,29 @@ impl Limits {
     /// Fuel for a CPU-time budget, using [`FUEL_PER_CPU_SECOND`].
     pub fn fuel_for(cpu: Duration) -> u64 {
         (cpu.as_secs_f64() * FUEL_PER_CPU_SECOND as f64) as u64
+    }
+
+    /// The memory cap of a REPL whose whole-loaded contexts take `whole_bytes` in the guest.
+    pub fn memory_cap(&self, whole_bytes: u64) -> u64 {
+        self.memory_bytes
+            .saturating_add(whole_bytes.saturating_mul(WHOLE_FACTOR))
+            .min(self.max_memory_bytes)
+    }
+
+    /// Whether a context of `chars` characters (as a whole) taking `bytes` in the guest may load
+    /// whole into a REPL that already holds `whole_bytes` of whole contexts.
+    pub fn loads_whole(&self, chars: u64, bytes: u64, whole_bytes: u64) -> bool {
+        chars <= self.lazy_threshold_chars
+            && self.memory_bytes.saturating_add(
+                whole_bytes
+                    .saturating_add(bytes)
+                    .saturating_mul(WHOLE_FACTOR),
+            ) <= self.max_memory_bytes
+    }
+
+    /// Largest piece of a lazy context that loads as a real object (slices, items).
+    pub fn piece_chars(&self) -> u64 {
+        self.lazy_threshold_chars.min(DEFAULT_PIECE_CHARS)
     }
 
     /// Check that the limits are usable together.
@@ -82,13 +122,12 @@ impl Limits {
                 self.max_host_string_bytes / 4
             ));
         }
-        // A loaded context costs up to 4 bytes per character as a str, plus its transfer.
-        if self.lazy_threshold_chars.saturating_mul(8) > self.memory_bytes {
+        if self.max_memory_bytes < self.memory_bytes || self.max_memory_bytes > WASM32_MAX_MEMORY {
             return bad(format!(
-                "lazy_threshold_chars ({}) does not fit the memory cap: it must be at most \
-                 memory_bytes / 8 ({})",
-                self.lazy_threshold_chars,
-                self.memory_bytes / 8
+                "max_memory_bytes ({} MiB) must be between memory_bytes ({} MiB) and 4096 MiB \
+                 (the wasm32 ceiling)",
+                self.max_memory_bytes >> 20,
+                self.memory_bytes >> 20
             ));
         }
         Ok(())

@@ -15,6 +15,7 @@ use crate::engine::SandboxEngine;
 use crate::error::SandboxError;
 use crate::host::{ModelHost, NoModel};
 use crate::limits::Limits;
+use crate::memory::{GuestMemory, MemoryPool};
 use crate::pipe::CappedPipe;
 use crate::state::{CallLog, HostState, ModelCall, ReplayDiverged};
 
@@ -23,6 +24,11 @@ use crate::state::{CallLog, HostState, ModelCall, ReplayDiverged};
 const BACKSTOP_GRACE: Duration = Duration::from_millis(250);
 /// Most context slots a sandbox holds (`context`, `context_1`, ...).
 const MAX_CONTEXTS: usize = 4096;
+/// Extra fuel a context's load may burn per character it loads whole.
+const LOAD_FUEL_PER_CHAR: u64 = 64;
+/// Characters per second a whole load is allowed, beyond a step's time (a floor; loads run
+/// faster than this).
+const LOAD_CHARS_PER_SECOND: f64 = 50e6;
 
 /// Which limit stopped a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +89,11 @@ pub enum JournalEntry {
     Attach { slot: u32, name: String },
     /// A step ran to completion (it may have raised), making these model calls.
     Step { code: String, calls: Vec<ModelCall> },
+    /// A variable was bound to a JSON value ([`Sandbox::define`]).
+    Define {
+        name: String,
+        value: serde_json::Value,
+    },
 }
 
 /// Builder for a [`Sandbox`].
@@ -92,9 +103,16 @@ pub struct SandboxBuilder {
     model: Arc<dyn ModelHost>,
     contexts: Vec<Arc<Context>>,
     seed: Option<[u8; 32]>,
+    pool: Option<Arc<MemoryPool>>,
 }
 
 impl SandboxBuilder {
+    /// Charge this REPL's memory to `pool` instead of the engine's (see [`crate::memory`]).
+    pub fn memory_pool(mut self, pool: Arc<MemoryPool>) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
     /// Seed the guest's randomness (`os.urandom`, `uuid4`, `secrets`), e.g. to re-run a recorded
     /// session exactly (default: a fresh random seed; see [`Sandbox::seed`]).
     pub fn seed(mut self, seed: [u8; 32]) -> Self {
@@ -127,32 +145,72 @@ impl SandboxBuilder {
             return Err(SandboxError::TooManyContexts(MAX_CONTEXTS));
         }
         let limits = Arc::new(self.limits);
+        let pool = self
+            .pool
+            .unwrap_or_else(|| self.engine.memory_pool().clone());
+        let mut memory = MemoryPlan::default();
+        for ctx in &self.contexts {
+            memory.add(&limits, &pool, ctx);
+        }
         let journal: Vec<JournalEntry> = (0..self.contexts.len())
             .map(|slot| JournalEntry::Attach {
                 slot: slot as u32,
                 name: slot_name(slot),
             })
             .collect();
-        let seed = self.seed.unwrap_or_else(crate::seeded::fresh_seed);
-        let live = Live::start(
-            &self.engine,
-            &limits,
-            &self.contexts,
-            &self.model,
-            &journal,
-            &seed,
-        )
-        .await?;
-        Ok(Sandbox {
+        let recipe = Recipe {
             engine: self.engine,
             limits,
             model: self.model,
             contexts: self.contexts,
+            seed: self.seed.unwrap_or_else(crate::seeded::fresh_seed),
+            memory,
+            pool,
+        };
+        let live = Live::start(&recipe, &journal).await?;
+        Ok(Sandbox {
+            recipe,
             live,
             journal,
             steps: 0,
-            seed,
         })
+    }
+}
+
+/// What a live instance is built from: everything about a sandbox but its journal.
+struct Recipe {
+    engine: Arc<SandboxEngine>,
+    limits: Arc<Limits>,
+    model: Arc<dyn ModelHost>,
+    contexts: Vec<Arc<Context>>,
+    /// Seed of the guest's randomness, reused by every rebuild so replays draw the same bytes.
+    seed: [u8; 32],
+    memory: MemoryPlan,
+    pool: Arc<MemoryPool>,
+}
+
+/// Which contexts load whole, and the memory cap that follows (the rule in [`crate::memory`]).
+#[derive(Debug, Clone, Default)]
+struct MemoryPlan {
+    whole: Vec<bool>,
+    whole_bytes: u64,
+}
+
+impl MemoryPlan {
+    /// Decide for one more context: whole when the REPL's cap with it stays within the ceiling
+    /// and the shared pool has room for its load (two copies at the peak).
+    fn add(&mut self, limits: &Limits, pool: &MemoryPool, ctx: &Context) {
+        let bytes = ctx.guest_bytes();
+        let whole = limits.loads_whole(ctx.root_size_chars(), bytes, self.whole_bytes)
+            && pool.available() >= bytes.saturating_mul(2);
+        if whole {
+            self.whole_bytes += bytes;
+        }
+        self.whole.push(whole);
+    }
+
+    fn cap(&self, limits: &Limits) -> u64 {
+        limits.memory_cap(self.whole_bytes)
     }
 }
 
@@ -171,22 +229,17 @@ pub fn slot_name(slot: usize) -> String {
 /// that hits a limit is stopped; the REPL is then rebuilt from its journal so earlier variables
 /// survive, without repeating any model call.
 pub struct Sandbox {
-    engine: Arc<SandboxEngine>,
-    limits: Arc<Limits>,
-    model: Arc<dyn ModelHost>,
-    contexts: Vec<Arc<Context>>,
+    recipe: Recipe,
     live: Live,
     journal: Vec<JournalEntry>,
     steps: u64,
-    /// Seed of the guest's randomness, reused by every rebuild so replays draw the same bytes.
-    seed: [u8; 32],
 }
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
-            .field("limits", &self.limits)
-            .field("contexts", &self.contexts.len())
+            .field("limits", &self.recipe.limits)
+            .field("contexts", &self.recipe.contexts.len())
             .field("steps", &self.steps)
             .finish_non_exhaustive()
     }
@@ -201,12 +254,13 @@ impl Sandbox {
             model: Arc::new(NoModel),
             contexts: Vec::new(),
             seed: None,
+            pool: None,
         }
     }
 
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
-        &self.limits
+        &self.recipe.limits
     }
 
     /// The journal of successful steps (what a restore replays).
@@ -216,7 +270,7 @@ impl Sandbox {
 
     /// The seed of the guest's randomness (pass it to [`SandboxBuilder::seed`] to reproduce).
     pub fn seed(&self) -> [u8; 32] {
-        self.seed
+        self.recipe.seed
     }
 
     /// Steps run so far.
@@ -224,24 +278,67 @@ impl Sandbox {
         self.steps
     }
 
+    /// Whether context slot `slot` is loaded whole as real Python objects (`str`, `list`,
+    /// `dict`); false: it is a lazy object served by the host (too large for the REPL's memory).
+    pub fn loaded_whole(&self, slot: usize) -> bool {
+        self.recipe.memory.whole.get(slot).copied().unwrap_or(false)
+    }
+
+    /// The REPL's memory cap now (the base plus what its whole contexts need).
+    pub fn memory_cap(&self) -> u64 {
+        self.recipe.memory.cap(&self.recipe.limits)
+    }
+
+    /// Bytes of linear memory the REPL holds now.
+    pub fn memory_held(&self) -> u64 {
+        self.live.store.data().memory.held()
+    }
+
     /// Add another context; returns the Python name it is bound to (`context_1`, ...).
     pub async fn add_context(&mut self, context: Arc<Context>) -> Result<String, SandboxError> {
-        if self.contexts.len() >= MAX_CONTEXTS {
+        if self.recipe.contexts.len() >= MAX_CONTEXTS {
             return Err(SandboxError::TooManyContexts(MAX_CONTEXTS));
         }
-        let slot = self.contexts.len();
+        let slot = self.recipe.contexts.len();
         let name = slot_name(slot);
-        self.contexts.push(context);
+        self.recipe
+            .memory
+            .add(&self.recipe.limits, &self.recipe.pool, &context);
+        self.recipe.contexts.push(context);
+        let cap = self.recipe.memory.cap(&self.recipe.limits);
+        let data = self.live.store.data_mut();
+        data.set_contexts(self.recipe.contexts.clone());
+        data.memory.set_cap(cap);
+        let whole = self.loaded_whole(slot);
         self.live
-            .store
-            .data_mut()
-            .set_contexts(self.contexts.clone());
-        self.live.attach(slot as u32, &name, &self.limits).await?;
+            .attach(
+                slot as u32,
+                &name,
+                whole,
+                &self.recipe.limits,
+                &self.recipe.contexts[slot],
+            )
+            .await?;
         self.journal.push(JournalEntry::Attach {
             slot: slot as u32,
             name: name.clone(),
         });
         Ok(name)
+    }
+
+    /// Bind the Python name `name` to `value` (as Python's `json.loads` makes it), e.g. the
+    /// question as `query`. Kept in the journal, so it survives a restore.
+    pub async fn define(
+        &mut self,
+        name: &str,
+        value: serde_json::Value,
+    ) -> Result<(), SandboxError> {
+        self.live.define(name, &value, &self.recipe.limits).await?;
+        self.journal.push(JournalEntry::Define {
+            name: name.to_string(),
+            value,
+        });
+        Ok(())
     }
 
     /// Run one step of Python code.
@@ -256,7 +353,7 @@ impl Sandbox {
 
     async fn exec_inner(&mut self, code: &str) -> Result<StepResult, SandboxError> {
         let started = Instant::now();
-        if code.len() as u64 > self.limits.max_host_string_bytes {
+        if code.len() as u64 > self.recipe.limits.max_host_string_bytes {
             // The code is itself a string sent into the guest: refuse rather than risk an abort.
             return Ok(StepResult {
                 stdout: String::new(),
@@ -267,7 +364,7 @@ impl Sandbox {
                     "SandboxLimit: the step's code is {} bytes, more than the sandbox accepts ({} \
                      bytes); send smaller steps",
                     code.len(),
-                    self.limits.max_host_string_bytes
+                    self.recipe.limits.max_host_string_bytes
                 )),
                 final_answer: None,
                 fuel: 0,
@@ -280,7 +377,7 @@ impl Sandbox {
         }
         let outcome = self
             .live
-            .run(code, &self.limits, CallLog::Record(Vec::new()))
+            .run(code, &self.recipe.limits, CallLog::Record(Vec::new()))
             .await;
         let elapsed = started.elapsed();
         let (out, out_dropped) = self.live.stdout.take();
@@ -320,7 +417,7 @@ impl Sandbox {
                 let restored = self.recover().await?;
                 result.restored = restored;
                 result.reset = !restored;
-                result.error = Some(stop.message(&self.limits, restored));
+                result.error = Some(stop.message(&self.recipe.limits, restored));
             }
         }
         Ok(result)
@@ -331,37 +428,20 @@ impl Sandbox {
     async fn recover(&mut self) -> Result<bool, SandboxError> {
         let span = tracing::info_span!("restore", entries = self.journal.len());
         async {
-            match Live::start(
-                &self.engine,
-                &self.limits,
-                &self.contexts,
-                &self.model,
-                &self.journal,
-                &self.seed,
-            )
-            .await
-            {
+            match Live::start(&self.recipe, &self.journal).await {
                 Ok(live) => {
                     self.live = live;
                     return Ok(true);
                 }
                 Err(e) => tracing::warn!(error = %e, "replay failed; resetting the REPL"),
             }
-            let attaches: Vec<JournalEntry> = (0..self.contexts.len())
+            let attaches: Vec<JournalEntry> = (0..self.recipe.contexts.len())
                 .map(|slot| JournalEntry::Attach {
                     slot: slot as u32,
                     name: slot_name(slot),
                 })
                 .collect();
-            self.live = Live::start(
-                &self.engine,
-                &self.limits,
-                &self.contexts,
-                &self.model,
-                &attaches,
-                &self.seed,
-            )
-            .await?;
+            self.live = Live::start(&self.recipe, &attaches).await?;
             self.journal = attaches;
             Ok(false)
         }
@@ -433,14 +513,16 @@ struct Live {
 
 impl Live {
     /// Instantiate, initialise, and bring the REPL to the state `journal` describes.
-    async fn start(
-        engine: &Arc<SandboxEngine>,
-        limits: &Arc<Limits>,
-        contexts: &[Arc<Context>],
-        model: &Arc<dyn ModelHost>,
-        journal: &[JournalEntry],
-        seed: &[u8; 32],
-    ) -> Result<Self, SandboxError> {
+    async fn start(recipe: &Recipe, journal: &[JournalEntry]) -> Result<Self, SandboxError> {
+        let Recipe {
+            engine,
+            limits,
+            model,
+            contexts,
+            seed,
+            memory,
+            pool,
+        } = recipe;
         let cap = usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX);
         let (stdout, stderr) = (CappedPipe::new(cap), CappedPipe::new(cap));
         let state = HostState::new(
@@ -450,9 +532,10 @@ impl Live {
             stdout.clone(),
             stderr.clone(),
             seed,
+            GuestMemory::new(memory.cap(limits), pool.clone()),
         );
         let mut store = Store::new(&engine.engine, state);
-        store.limiter(|s| &mut s.store_limits);
+        store.limiter(|s| &mut s.memory);
         store.data_mut().deadline = Instant::now() + limits.step_timeout;
         if engine.metered {
             store.epoch_deadline_callback(|ctx| {
@@ -467,13 +550,18 @@ impl Live {
                 .set_fuel(limits.fuel_per_step)
                 .map_err(|e| SandboxError::wasm("setting fuel", e))?;
         }
-        let guest = engine
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| SandboxError::wasm("instantiating the guest", e))?;
+        let guest = match engine.pre.instantiate_async(&mut store).await {
+            Ok(g) => g,
+            Err(_) if store.data().memory.pool_refused => {
+                return Err(SandboxError::MemoryBudget {
+                    total: pool.total(),
+                    available: pool.available(),
+                });
+            }
+            Err(e) => return Err(SandboxError::wasm("instantiating the guest", e)),
+        };
         let options = repl::Options {
-            lazy_threshold_chars: limits.lazy_threshold_chars,
+            lazy_threshold_chars: limits.piece_chars(),
             max_output_bytes: limits.max_output_bytes,
             read_chunk_chars: limits.read_chunk_chars,
         };
@@ -492,7 +580,14 @@ impl Live {
         };
         for entry in journal {
             match entry {
-                JournalEntry::Attach { slot, name } => live.attach(*slot, name, limits).await?,
+                JournalEntry::Attach { slot, name } => {
+                    let i = *slot as usize;
+                    let (Some(ctx), Some(&whole)) = (contexts.get(i), memory.whole.get(i)) else {
+                        return Err(SandboxError::GuestInit(format!("no context in slot {i}")));
+                    };
+                    live.attach(*slot, name, whole, limits, ctx).await?
+                }
+                JournalEntry::Define { name, value } => live.define(name, value, limits).await?,
                 JournalEntry::Step { code, calls } => {
                     let log = CallLog::Replay(calls.iter().cloned().collect::<VecDeque<_>>());
                     let outcome = live.run(code, limits, log).await;
@@ -517,17 +612,71 @@ impl Live {
         Ok(live)
     }
 
-    async fn attach(&mut self, slot: u32, name: &str, limits: &Limits) -> Result<(), SandboxError> {
+    async fn attach(
+        &mut self,
+        slot: u32,
+        name: &str,
+        whole: bool,
+        limits: &Limits,
+        ctx: &Context,
+    ) -> Result<(), SandboxError> {
         self.prepare(limits, CallLog::Record(Vec::new()))?;
-        let call = self
-            .guest
-            .rlm_sandbox_repl()
-            .call_attach_context(&mut self.store, slot, name);
-        match tokio::time::timeout(limits.step_timeout + BACKSTOP_GRACE, call).await {
+        // Loading a large context whole takes time and fuel in proportion to its size: give
+        // the load that on top of a step's allowance.
+        let chars = if whole { ctx.root_size_chars() } else { 0 };
+        let timeout = limits.step_timeout
+            + BACKSTOP_GRACE
+            + Duration::from_secs_f64(chars as f64 / LOAD_CHARS_PER_SECOND);
+        let state = self.store.data_mut();
+        state.deadline = Instant::now() + timeout;
+        if self.metered {
+            self.store
+                .set_fuel(
+                    limits
+                        .fuel_per_step
+                        .saturating_add(chars.saturating_mul(LOAD_FUEL_PER_CHAR)),
+                )
+                .map_err(|e| SandboxError::wasm("setting fuel", e))?;
+        }
+        let call =
+            self.guest
+                .rlm_sandbox_repl()
+                .call_attach_context(&mut self.store, slot, name, whole);
+        match tokio::time::timeout(timeout, call).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(msg))) => Err(SandboxError::GuestInit(msg)),
             Ok(Err(e)) => Err(SandboxError::wasm("loading a context into the REPL", e)),
             Err(_) => Err(SandboxError::GuestInit(format!("loading {name} timed out"))),
+        }
+    }
+
+    async fn define(
+        &mut self,
+        name: &str,
+        value: &serde_json::Value,
+        limits: &Limits,
+    ) -> Result<(), SandboxError> {
+        let json = value.to_string();
+        if json.len() as u64 > limits.max_host_string_bytes {
+            return Err(SandboxError::GuestInit(format!(
+                "the value of {name} is {} bytes of JSON, more than the sandbox passes in one \
+                 piece ({} bytes)",
+                json.len(),
+                limits.max_host_string_bytes
+            )));
+        }
+        self.prepare(limits, CallLog::Record(Vec::new()))?;
+        let call = self
+            .guest
+            .rlm_sandbox_repl()
+            .call_define(&mut self.store, name, &json);
+        match tokio::time::timeout(limits.step_timeout + BACKSTOP_GRACE, call).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(msg))) => Err(SandboxError::GuestInit(msg)),
+            Ok(Err(e)) => Err(SandboxError::wasm("defining a variable in the REPL", e)),
+            Err(_) => Err(SandboxError::GuestInit(format!(
+                "defining {name} timed out"
+            ))),
         }
     }
 

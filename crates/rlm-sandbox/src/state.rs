@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::rlm::sandbox::context as wit_ctx;
@@ -14,6 +13,7 @@ use crate::bindings::rlm::sandbox::llm as wit_llm;
 use crate::context::{Context, LocalId, Node, PathStep, build_regex, search_hits};
 use crate::host::ModelHost;
 use crate::limits::Limits;
+use crate::memory::GuestMemory;
 use crate::pipe::CappedPipe;
 use crate::seeded::SeededRng;
 
@@ -45,6 +45,12 @@ pub enum ModelCall {
         model: Option<String>,
         result: Result<String, String>,
     },
+    /// `rlm_batch` (`rlm_query_batched`).
+    RlmBatch {
+        prompts: Vec<String>,
+        model: Option<String>,
+        results: Vec<Result<String, String>>,
+    },
 }
 
 /// Whether model calls go to the model (and are recorded) or come from a journal.
@@ -58,7 +64,7 @@ pub(crate) enum CallLog {
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) store_limits: StoreLimits,
+    pub(crate) memory: GuestMemory,
     limits: Arc<Limits>,
     contexts: Vec<Arc<Context>>,
     model: Arc<dyn ModelHost>,
@@ -78,6 +84,7 @@ impl HostState {
         stdout: CappedPipe,
         stderr: CappedPipe,
         seed: &[u8; 32],
+        memory: GuestMemory,
     ) -> Self {
         // Closed by construction: no preopened directories, no environment, no arguments, no
         // network, no stdin; stdout/stderr go to capped in-memory pipes.
@@ -94,18 +101,10 @@ impl HostState {
                 seed[..16].try_into().unwrap_or([0; 16]),
             ))
             .build();
-        let store_limits = StoreLimitsBuilder::new()
-            .memory_size(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX))
-            .instances(64)
-            .tables(64)
-            .memories(8)
-            .table_elements(1 << 20)
-            .trap_on_grow_failure(false)
-            .build();
         Self {
             wasi,
             table: ResourceTable::new(),
-            store_limits,
+            memory,
             limits,
             contexts,
             model,
@@ -454,39 +453,52 @@ impl HostState {
     }
 }
 
-impl wit_llm::Host for HostState {
-    async fn llm_query(
+impl HostState {
+    /// `llm_batch` or `rlm_batch`: from the journal when replaying, else from the model host
+    /// (recorded; each answer and their total bounded by the host string cap).
+    async fn batch_call(
         &mut self,
-        prompt: String,
-        model: Option<String>,
-    ) -> wasmtime::Result<Result<String, String>> {
-        self.single_call(Single::Llm, prompt, model).await
-    }
-
-    async fn llm_batch(
-        &mut self,
+        kind: Single,
         prompts: Vec<String>,
         model: Option<String>,
     ) -> wasmtime::Result<Vec<Result<String, String>>> {
         if self.replaying() {
-            return match self.replay_next() {
-                Some(ModelCall::Batch {
-                    prompts: p,
-                    model: m,
-                    results,
-                }) if p == prompts && m == model => Ok(results),
+            return match (kind, self.replay_next()) {
+                (
+                    Single::Llm,
+                    Some(ModelCall::Batch {
+                        prompts: p,
+                        model: m,
+                        results,
+                    }),
+                )
+                | (
+                    Single::Rlm,
+                    Some(ModelCall::RlmBatch {
+                        prompts: p,
+                        model: m,
+                        results,
+                    }),
+                ) if p == prompts && m == model => Ok(results),
                 _ => Err(ReplayDiverged.into()),
             };
         }
         if let Err(e) = self.charge(prompts.len() as u64) {
             return Ok(prompts.iter().map(|_| Err(e.clone())).collect());
         }
-        let span = tracing::debug_span!("sub_call", kind = "llm_batch", n = prompts.len());
-        let answers = tracing::Instrument::instrument(
-            self.model.llm_batch(prompts.clone(), model.clone()),
-            span,
-        )
-        .await;
+        let name = match kind {
+            Single::Llm => "llm_batch",
+            Single::Rlm => "rlm_batch",
+        };
+        let span = tracing::debug_span!("sub_call", kind = name, n = prompts.len());
+        let host = self.model.clone();
+        let call = async {
+            match kind {
+                Single::Llm => host.llm_batch(prompts.clone(), model.clone()).await,
+                Single::Rlm => host.rlm_batch(prompts.clone(), model.clone()).await,
+            }
+        };
+        let answers = tracing::Instrument::instrument(call, span).await;
         let mut results: Vec<Result<String, String>> = answers
             .into_iter()
             .map(|r| {
@@ -511,12 +523,46 @@ impl wit_llm::Host for HostState {
             );
             results = prompts.iter().map(|_| Err(msg.clone())).collect();
         }
-        self.record(ModelCall::Batch {
-            prompts,
-            model,
-            results: results.clone(),
+        let results_copy = results.clone();
+        self.record(match kind {
+            Single::Llm => ModelCall::Batch {
+                prompts,
+                model,
+                results: results_copy,
+            },
+            Single::Rlm => ModelCall::RlmBatch {
+                prompts,
+                model,
+                results: results_copy,
+            },
         });
         Ok(results)
+    }
+}
+
+impl wit_llm::Host for HostState {
+    async fn llm_query(
+        &mut self,
+        prompt: String,
+        model: Option<String>,
+    ) -> wasmtime::Result<Result<String, String>> {
+        self.single_call(Single::Llm, prompt, model).await
+    }
+
+    async fn llm_batch(
+        &mut self,
+        prompts: Vec<String>,
+        model: Option<String>,
+    ) -> wasmtime::Result<Vec<Result<String, String>>> {
+        self.batch_call(Single::Llm, prompts, model).await
+    }
+
+    async fn rlm_batch(
+        &mut self,
+        prompts: Vec<String>,
+        model: Option<String>,
+    ) -> wasmtime::Result<Vec<Result<String, String>>> {
+        self.batch_call(Single::Rlm, prompts, model).await
     }
 
     async fn rlm_query(

@@ -84,29 +84,117 @@ async fn lazy_context_follows_python_str_semantics() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn lazy_context_explains_what_it_cannot_do() {
+async fn lazy_context_serves_common_idioms_and_explains_the_rest() {
     let limits = Limits {
         lazy_threshold_chars: 100,
         ..Limits::default()
     };
-    let mut sb = sandbox_with(Context::text("word ".repeat(1000)), limits).await;
+    let text = (0..1000)
+        .map(|i| format!("line {i} word\n"))
+        .collect::<String>();
+    let mut sb = sandbox_with(Context::text(text.clone()), limits).await;
+    // What would copy the whole text says so, in one line, with what to do instead.
     let r = sb.exec("context.upper()").await.unwrap();
     let err = r.error.unwrap();
     assert!(
-        err.contains("str.upper() is not available on a lazy text of 5,000 characters"),
+        err.contains("str.upper() would copy all 13,890 characters of this lazy text"),
         "{err}"
     );
     assert!(err.contains("context[a:b].upper("), "{err}");
-    let r = sb.exec("context.splitlines()").await.unwrap();
-    assert!(r.error.unwrap().contains("iter_lines()"));
-    let r = sb.exec("context.split()").await.unwrap();
-    assert!(r.error.unwrap().contains("maxsplit"));
+    assert_eq!(
+        err.trim().lines().last().unwrap().len(),
+        err.trim().lines().last().unwrap().trim().len()
+    );
+    // Lines and split pieces come on demand, as the same values str would give.
+    assert_eq!(
+        out(
+            &mut sb,
+            "lines = context.splitlines()\nlen(lines), lines[0], lines[-1], lines[10:12]"
+        )
+        .await,
+        "(1000, 'line 0 word', 'line 999 word', ['line 10 word', 'line 11 word'])"
+    );
+    assert_eq!(
+        out(
+            &mut sb,
+            "w = context.split()\nlen(w), w[:3], sum(1 for x in context.split('\\n'))"
+        )
+        .await,
+        "(3000, ['line', '0', 'word'], 1001)"
+    );
+    assert_eq!(
+        out(
+            &mut sb,
+            "[l for l in context.splitlines() if l.endswith('7 word')][:2]"
+        )
+        .await,
+        "['line 7 word', 'line 17 word']"
+    );
     // Small slices are real strings with every method.
-    assert_eq!(out(&mut sb, "context[:9].upper()").await, "'WORD WORD'");
+    assert_eq!(out(&mut sb, "context[:11].upper()").await, "'LINE 0 WORD'");
     assert!(
         out(&mut sb, "context")
             .await
-            .starts_with("<lazy text: 5,000 characters")
+            .starts_with("<lazy text: 13,890 characters")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn re_functions_accept_a_lazy_text() {
+    // A small read chunk makes every pattern cross piece boundaries many times over.
+    let limits = Limits {
+        lazy_threshold_chars: 100,
+        read_chunk_chars: 4096,
+        ..Limits::default()
+    };
+    let text = (0..3000)
+        .map(|i| {
+            format!(
+                "record {i}: user_{} paid ${}.{:02}\n",
+                i % 97,
+                i * 7 % 1000,
+                i % 100
+            )
+        })
+        .collect::<String>();
+    let reference = r#"
+import re
+pat = r'user_(\d+) paid \$(\d+)\.(\d\d)'
+ref_ = ''.join(context.chunks(1000)) if not isinstance(context, str) else context
+got = (
+    re.findall(pat, context), re.findall(r'^record \d+', context, re.M),
+    [m.span() for m in re.finditer(r'paid \$9\d\d', context)],
+    re.search(r'user_42 paid', context).start(), re.match(r'record (\d+)', context).group(1),
+    re.compile(r'(?i)USER_5\b').findall(context)[:3], re.split(r'\n', context, maxsplit=2)[:2],
+    re.search('absent', context),
+)
+want = (
+    re.findall(pat, ref_), re.findall(r'^record \d+', ref_, re.M),
+    [m.span() for m in re.finditer(r'paid \$9\d\d', ref_)],
+    re.search(r'user_42 paid', ref_).start(), re.match(r'record (\d+)', ref_).group(1),
+    re.compile(r'(?i)USER_5\b').findall(ref_)[:3], re.split(r'\n', ref_, maxsplit=2)[:2],
+    re.search('absent', ref_),
+)
+for g, w in zip(got, want):
+    assert g == w, (g, w)
+m = re.search(r'user_42 paid', context)
+print(type(context).__name__, len(got[0]), context[m.start():m.end()])
+"#;
+    let mut sb = sandbox_with(Context::text(text.clone()), limits).await;
+    assert_eq!(out(&mut sb, reference).await, "LazyText 3000 user_42 paid");
+    // re.sub over all of it would build a copy: a clear one-line error.
+    let r = sb.exec("re.sub('a', 'b', context)").await.unwrap();
+    assert!(
+        r.error
+            .unwrap()
+            .contains("re.sub() over all of it would build a copy")
+    );
+    // A real str context leaves `re` untouched.
+    let mut sb = sandbox_with(Context::text(text), Limits::default()).await;
+    assert_eq!(out(&mut sb, reference).await, "str 3000 user_42 paid");
+    assert_eq!(
+        out(&mut sb, "type(re.compile('x')) is re.Pattern").await,
+        "True"
     );
 }
 

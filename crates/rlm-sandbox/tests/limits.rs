@@ -252,9 +252,14 @@ async fn limits_are_validated() {
             .contains("read_chunk_chars")
     );
     let bad = Limits {
-        lazy_threshold_chars: 1 << 30,
+        max_memory_bytes: 8 << 30,
         ..limits()
     };
-    assert!(bad.validate().unwrap_err().to_string().contains("memory"));
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("wasm32 ceiling")
+    );
     assert!(Limits::default().validate().is_ok());
 }
