@@ -3,12 +3,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rlm_integration_tests::rlm_bin;
 use rlm_testkit::{MockProvider, Reply};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const DOC: &str = "Filler line one.\nFiller line two.\nThe access code for project Falcon-12 is 48213.\nFiller line three.\n";
 const Q: &str = "What is the access code for project Falcon-12?";
@@ -78,6 +80,35 @@ fn serve(mock: &MockProvider, extra: &[&str]) -> Serve {
 }
 
 impl Serve {
+    /// `127.0.0.1:PORT`.
+    fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// The port.
+    fn port(&self) -> &str {
+        self.addr().rsplit(':').next().unwrap()
+    }
+
+    /// Send `request` as it is over a fresh connection (so any `Host` and `Origin` can be sent)
+    /// and read the whole answer: (status, text). The request should say `Connection: close`.
+    async fn raw(&self, request: &str) -> (u16, String) {
+        let mut c = TcpStream::connect(self.addr()).await.unwrap();
+        c.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), c.read_to_end(&mut out))
+            .await
+            .expect("the server answers")
+            .unwrap();
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+        (status, text)
+    }
+
     /// GET `path` (with the bearer `key`, if any) and parse the JSON body.
     async fn get_json(&self, path: &str, key: Option<&str>) -> Value {
         let mut req = client().get(format!("{}{path}", self.base));
@@ -476,4 +507,137 @@ async fn openai_endpoint_answers_and_streams() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("no user message"));
+}
+
+/// DNS rebinding: a page on another name pointed at 127.0.0.1 reaches the server with its own
+/// name in `Host`; the server answers only to its address, `localhost` and allowed names.
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_host_names_are_refused() {
+    let mock = scripted(0).await;
+    let s = serve(&mock, &["--allow-host", "rlm.example"]);
+    let port = s.port().to_string();
+    let get = |host: &str, path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    };
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".to_string(),
+        format!("10.9.8.7:{port}"),
+        format!("localhost.evil.example:{port}"),
+        format!("127.0.0.1.nip.io:{port}"),
+    ] {
+        for path in ["/", "/api/info", "/api/runs", "/v1/models"] {
+            let (status, text) = s.raw(&get(&host, path)).await;
+            assert_eq!(status, 403, "{host}{path}: {text}");
+            assert!(text.contains("--allow-host"), "{text}");
+        }
+    }
+    let post = format!(
+        "POST /api/runs HTTP/1.1\r\nHost: evil.example:{port}\r\nContent-Type: application/json\r\n\
+         Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
+    assert_eq!(s.raw(&post).await.0, 403);
+    let no_host = "GET /api/info HTTP/1.0\r\n\r\n";
+    assert_eq!(s.raw(no_host).await.0, 400, "a request without Host");
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        "rlm.example".to_string(),
+        "RLM.EXAMPLE:8443".to_string(),
+    ] {
+        let (status, text) = s.raw(&get(&host, "/api/info")).await;
+        assert_eq!(status, 200, "{host}: {text}");
+    }
+}
+
+/// Cross-site requests: a page on another site may not change the server's state (cancel a
+/// run, start one), whatever the body; the server's own page and non-browser clients may.
+#[tokio::test(flavor = "multi_thread")]
+async fn cross_site_state_changes_are_refused() {
+    let mock = scripted(1_000).await;
+    let s = serve(&mock, &[]);
+    let port = s.port().to_string();
+    let r: Value = start(&s.base, json!({"context": DOC, "query": Q}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = r["id"].as_str().unwrap().to_string();
+    let cancel = |extra: &str| {
+        format!(
+            "POST /api/runs/{id}/cancel HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    };
+    for extra in [
+        "Origin: http://evil.example\r\n".to_string(),
+        format!("Origin: http://evil.example:{port}\r\n"),
+        "Origin: http://127.0.0.1:1\r\n".to_string(),
+        "Origin: null\r\n".to_string(),
+        "Sec-Fetch-Site: cross-site\r\n".to_string(),
+    ] {
+        let (status, text) = s.raw(&cancel(&extra)).await;
+        assert_eq!(status, 403, "{extra}: {text}");
+        assert!(text.contains("cross-site"), "{text}");
+    }
+    let run: Value = s.get_json(&format!("/api/runs/{id}"), None).await;
+    assert_eq!(run["status"], "running", "the refused cancels did nothing");
+    let body = json!({"model": "rlm", "messages": [{"role": "user", "content": Q}]}).to_string();
+    for path in ["/v1/chat/completions", "/api/runs"] {
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://evil.example\r\n\
+             Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(s.raw(&req).await.0, 403, "{path}");
+    }
+    // The page's own origin (what a browser sends from the page) may cancel.
+    let (status, text) = s
+        .raw(&cancel(&format!(
+            "Origin: http://127.0.0.1:{port}\r\nSec-Fetch-Site: same-origin\r\n"
+        )))
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"cancelled\":true"), "{text}");
+}
+
+/// Slowloris: a client that sends its headers slower than the header timeout, or nothing at
+/// all, is disconnected; other clients are still served.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_connections_are_dropped() {
+    let mock = scripted(0).await;
+    let s = serve(&mock, &["--header-timeout-secs", "1"]);
+    let mut slow = TcpStream::connect(s.addr()).await.unwrap();
+    let mut idle = TcpStream::connect(s.addr()).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 1024];
+    let dropped = loop {
+        if t0.elapsed() > Duration::from_secs(8) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if slow.write_all(b"X-Slow: 1\r\n").await.is_err() {
+            break Some(t0.elapsed());
+        }
+        let read = tokio::time::timeout(Duration::from_millis(5), slow.read(&mut buf)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            break Some(t0.elapsed());
+        }
+    };
+    let dropped = dropped.expect("a connection trickling its headers is dropped");
+    assert!(
+        dropped < Duration::from_secs(4),
+        "dropped after {dropped:?}"
+    );
+    let r = tokio::time::timeout(Duration::from_secs(4), idle.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0) | Err(_))),
+        "a connection that sends nothing is dropped"
+    );
+    let info = s.get_json("/api/info", None).await;
+    assert!(info["version"].is_string(), "others are still served");
 }

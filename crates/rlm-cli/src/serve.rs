@@ -65,6 +65,13 @@ pub struct ServeArgs {
     /// Where runs' traces are written (and served from). Default: ~/.cache/rlm/traces.
     #[arg(long, env = "RLM_TRACE_DIR")]
     trace_dir: Option<PathBuf>,
+    /// A host name the server answers to besides its address and, on loopback, `localhost`
+    /// (repeat for several). Requests naming any other host are refused (DNS rebinding).
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
+    /// Seconds a connection may take to send a request's headers, or stay idle between requests.
+    #[arg(long, default_value_t = 20.0)]
+    header_timeout_secs: f64,
 }
 
 /// `rlm view`.
@@ -108,8 +115,20 @@ fn factory(client: LlmClient, config: ModelConfig, local: LocalSettings) -> Mode
     })
 }
 
+/// A positive, finite number of seconds as a duration (a usage error otherwise).
+fn seconds(s: f64, flag: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| anyhow::anyhow!("{flag} must be a positive number of seconds, not {s}"))
+}
+
 /// Run the server until the process is stopped.
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let header_read_timeout = seconds(args.header_timeout_secs, "--header-timeout-secs")?;
+    let max_time = (args.budget_seconds > 0.0)
+        .then(|| seconds(args.budget_seconds, "--budget-seconds"))
+        .transpose()?;
     let (model, no_model_reason) = match args.models.root_id() {
         Ok(m) => (Some(m), None),
         Err(e) => (None, Some(format!("{e:#}"))),
@@ -133,8 +152,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
                 max_sub_calls: args.budget_sub_calls,
                 max_tokens: args.budget_tokens,
                 max_usd: args.budget_usd,
-                max_time: (args.budget_seconds > 0.0)
-                    .then(|| Duration::from_secs_f64(args.budget_seconds)),
+                max_time,
             },
         },
         no_model_reason,
@@ -145,6 +163,9 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         max_runs: args.max_runs.max(1),
         trace_dir: Some(trace_dir.clone()),
         sample: Some(("synthetic_patient_data.md".into(), SAMPLE.to_string())),
+        allow_hosts: args.allow_hosts.clone(),
+        header_read_timeout,
+        max_connections: 1024,
     };
     let server = Server::bind(serve_config, SocketAddr::new(args.host, args.port)).await?;
     let addr = server.local_addr()?;
@@ -194,6 +215,9 @@ pub async fn view(args: ViewArgs) -> Result<ExitCode> {
             .ok()
             .and_then(|p| p.parent().map(PathBuf::from)),
         sample: None,
+        allow_hosts: Vec::new(),
+        header_read_timeout: Duration::from_secs(20),
+        max_connections: 1024,
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
     let server = Server::bind(config, addr).await?;

@@ -7,10 +7,13 @@
 //! traces written by `rlm run --trace` open in the same viewer.
 //!
 //! Safety: the server binds to localhost unless told otherwise, can require a bearer token
-//! (`--api-key`), caps request bodies and concurrent runs (a clear 429 past the cap), serves
-//! trace files only by plain name from its trace directory, and cancels a page's run when the
-//! page goes away. The page itself is one HTML file compiled into the binary: no CDN.
+//! (`--api-key`), answers only to its own host names and refuses state changes from other sites
+//! ([`guard`]), drops connections that do not send their request headers in time, caps request
+//! bodies and concurrent runs (a clear 429 past the cap), serves trace files only by plain name
+//! from its trace directory, and cancels a page's run when the page goes away. The page itself is
+//! one HTML file compiled into the binary: no CDN.
 
+pub mod guard;
 pub mod openai;
 pub mod runs;
 
@@ -85,6 +88,13 @@ pub struct ServeConfig {
     pub trace_dir: Option<PathBuf>,
     /// The document offered as "sample" on the page: (name, text).
     pub sample: Option<(String, String)>,
+    /// Host names the server answers to besides its address (and `localhost` on loopback).
+    pub allow_hosts: Vec<String>,
+    /// How long a connection may take to send a request's headers (also how long an idle
+    /// kept-alive connection stays open).
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 /// An error as JSON, in the OpenAI error shape: `{"error": {"message", "type"}}`.
@@ -115,6 +125,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let kind = match self.status.as_u16() {
             401 => "authentication_error",
+            403 => "permission_error",
             404 => "not_found_error",
             413 => "request_too_large",
             429 => "rate_limit_error",
@@ -135,6 +146,8 @@ pub struct AppState {
     pub config: ServeConfig,
     /// The runs.
     pub runs: runs::Registry,
+    /// The host names and origins it answers.
+    pub hosts: guard::HostCheck,
 }
 
 const PAGE: &str = include_str!("../assets/index.html");
@@ -200,6 +213,29 @@ async fn auth(
     next.run(req).await
 }
 
+/// Host and Origin checks on every route ([`guard`]).
+async fn check_host_and_origin(
+    State(s): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        });
+    if let Err(e) = s.hosts.check(req.method(), host.as_deref(), req.headers()) {
+        tracing::info!(host = ?host, method = %req.method(), path = %req.uri().path(), "refused: {}", e.message);
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
 /// The whole application.
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
@@ -218,6 +254,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/sample", get(sample))
         .merge(api)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            check_host_and_origin,
+        ))
         .with_state(state)
 }
 
@@ -252,11 +292,13 @@ impl Server {
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
         let max_runs = config.max_runs;
+        let hosts = guard::HostCheck::new(addr.ip(), &config.allow_hosts);
         Ok(Self {
             listener,
             state: Arc::new(AppState {
                 config,
                 runs: runs::Registry::new(max_runs),
+                hosts,
             }),
         })
     }
@@ -271,10 +313,42 @@ impl Server {
         &self.state
     }
 
-    /// Serve until the process ends.
+    /// Serve until the process ends: HTTP/1.1, each connection in its own task, at most
+    /// `max_connections` at once, each dropped when it takes longer than `header_read_timeout` to
+    /// send a request's headers (slowloris) or stays idle that long between requests.
     pub async fn run(self) -> Result<(), ServeError> {
-        axum::serve(self.listener, router(self.state))
-            .await
-            .map_err(ServeError::Serve)
+        let c = &self.state.config;
+        let (timeout, slots) = (
+            c.header_read_timeout,
+            Arc::new(tokio::sync::Semaphore::new(c.max_connections.max(1))),
+        );
+        let app = router(self.state.clone());
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return Ok(());
+            };
+            let stream = match self.listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, then go on accepting.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(timeout)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .with_upgrades();
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended");
+                }
+            });
+        }
     }
 }
