@@ -11,7 +11,8 @@
 //! ([`guard`]), drops connections that do not send their request headers in time, caps request
 //! bodies and concurrent runs (a clear 429 past the cap), serves trace files only by plain name
 //! from its trace directory, and cancels a page's run when the page goes away. The page itself is
-//! one HTML file compiled into the binary: no CDN.
+//! one HTML file compiled into the binary: no CDN, and it renders every value from a run or a
+//! trace as text.
 
 pub mod guard;
 pub mod openai;
@@ -349,6 +350,32 @@ impl Server {
                     tracing::debug!(error = %e, "connection ended");
                 }
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PAGE;
+
+    /// A trace file is data from anywhere: the page must never hand its values to an
+    /// HTML-parsing sink, where a crafted value would run script next to the API key.
+    #[test]
+    fn the_page_uses_no_html_sinks() {
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "createContextualFragment",
+            "DOMParser",
+            "srcdoc",
+            "eval(",
+            "new Function",
+            "setTimeout(\"",
+            "setInterval(\"",
+        ] {
+            assert!(!PAGE.contains(sink), "the page uses {sink}");
         }
     }
 }
