@@ -160,21 +160,23 @@ def _read_text(node, start, end):
     return "".join(parts)
 
 
-def _materialize(node, whole=False):
+def _materialize(node, whole=False, lazy=False):
     """The Python value of a context node.
 
     `whole`: load it as real Python objects however large (the host decided it fits this REPL's
-    memory). Otherwise a piece above the lazy threshold stays a lazy object served by the host.
+    memory). `lazy`: keep it lazy however small (the host decided it does not fit). Otherwise a
+    piece above the lazy threshold stays a lazy object served by the host.
     """
     info = _host(_ctx.info, node)
     kind = info.kind
+    big = lazy or info.size_chars > _settings.lazy_threshold
     if kind == _ctx.NodeKind.TEXT:
-        if whole or info.size_chars <= _settings.lazy_threshold:
+        if whole or not big:
             return _read_text(node, 0, info.len)
         return LazyText(node, 0, info.len)
     if kind == _ctx.NodeKind.SCALAR:
         return json.loads(_host(_ctx.to_json, node))
-    if not whole and info.size_chars > _settings.lazy_threshold:
+    if not whole and big:
         return LazyList(node, info.len) if kind == _ctx.NodeKind.SEQUENCE else LazyDict(node, info.len)
     if info.size_chars <= _settings.read_chunk:
         # Small enough to cross as one piece of JSON.
@@ -1293,7 +1295,7 @@ class Repl(exports.Repl):
         try:
             node = _ctx.root(slot)
             _roots[name] = node
-            value = _materialize(node, bool(whole))
+            value = _materialize(node, bool(whole), not whole)
             _globals[name] = value
             if name == "context":
                 # The official rlm's name for the first context.

@@ -52,7 +52,7 @@ pub use engine::{
 };
 pub use error::SandboxError;
 pub use host::{ModelHost, NoModel};
-pub use limits::{FUEL_PER_CPU_SECOND, Limits};
+pub use limits::{DEFAULT_STEP_CPU_SECONDS, FUEL_PER_CPU_SECOND, Limits};
 pub use memory::MemoryPool;
 pub use sandbox::{JournalEntry, LimitHit, Sandbox, SandboxBuilder, StepResult, slot_name};
 pub use seeded::fresh_seed;

@@ -17,10 +17,18 @@ const DEFAULT_PIECE_CHARS: u64 = 64 << 20;
 /// fuel.
 pub const FUEL_PER_CPU_SECOND: u64 = 7_000_000_000;
 
+/// CPU-seconds of fuel a step gets by default. Chosen so that the whole-document sweeps real
+/// model code makes finish on large texts: over 32 MB, `re.findall` and a line-by-line
+/// `re.search` loop take under 1 s, but a real model's `re.findall(r'.{0,200}(a|b).{0,200}',
+/// context, re.I)` takes about 3.5 s per MB in the guest (1.3 s natively), so 30 s covers it up to
+/// 8 MB. A runaway loop is still stopped after 30 CPU-seconds, within the 60 s step deadline.
+pub const DEFAULT_STEP_CPU_SECONDS: u64 = 30;
+
 /// Every limit a sandbox enforces. Each has a safe default; see [`Limits::default`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
-    /// Fuel (roughly, wasm instructions) one step may burn. Default: ~5 CPU-seconds.
+    /// Fuel (roughly, wasm instructions) one step may burn. Default: about 30 CPU-seconds
+    /// ([`DEFAULT_STEP_CPU_SECONDS`]).
     pub fuel_per_step: u64,
     /// Bytes of linear memory one REPL may grow to, before its contexts: each context that
     /// loads whole as real Python objects adds [`WHOLE_FACTOR`] times its guest size (see
@@ -53,7 +61,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            fuel_per_step: 5 * FUEL_PER_CPU_SECOND,
+            fuel_per_step: DEFAULT_STEP_CPU_SECONDS * FUEL_PER_CPU_SECOND,
             memory_bytes: 512 << 20,
             step_timeout: Duration::from_secs(60),
             max_output_bytes: 256 << 10,
