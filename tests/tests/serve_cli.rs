@@ -641,3 +641,151 @@ async fn stalled_connections_are_dropped() {
     let info = s.get_json("/api/info", None).await;
     assert!(info["version"].is_string(), "others are still served");
 }
+
+/// Only the newest finished runs stay in memory (`--keep-runs`); an older one is read back from
+/// its trace file, whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn old_runs_move_out_to_their_traces() {
+    let mock = scripted(0).await;
+    let s = serve(&mock, &["--keep-runs", "2"]);
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let r: Value = start(&s.base, json!({"context": DOC, "query": Q}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let id = r["id"].as_str().unwrap().to_string();
+        let msgs = follow(&s.base, &id).await;
+        assert_eq!(msgs.last().unwrap().1["answer"], "48213");
+        ids.push(id);
+    }
+    let runs = s.get_json("/api/runs", None).await;
+    let listed: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [ids[3].as_str(), ids[2].as_str()],
+        "only the newest two are kept"
+    );
+    let old = s.get_json(&format!("/api/runs/{}", ids[0]), None).await;
+    assert_eq!(old["status"], "answered", "{old}");
+    assert_eq!(old["summary"]["answer"], "48213");
+    assert!(
+        old["summary"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("trace")
+    );
+    assert!(old["events"].as_array().unwrap().len() > 3);
+    let replay = follow(&s.base, &ids[0]).await;
+    assert_eq!(replay.last().unwrap().0, "done");
+    let r = client()
+        .get(format!("{}/api/runs/r999", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+/// VmRSS of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Soak: 2,000 runs through the API (on loopback, 4 at a time, each with a 40 KB document and
+/// large outputs) and the server's memory levels off. Minutes long: run it with
+/// `cargo nextest run -p rlm-integration-tests --test serve_cli --run-ignored only soak`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "minutes long; run on purpose"]
+async fn soak_2000_runs_memory_levels_off() {
+    let mock = scripted(0).await;
+    let s = serve(&mock, &["--max-runs", "8"]);
+    let pid = s.child.id();
+    let doc = format!("{}{DOC}", "Some filler text for the soak.\n".repeat(1_300));
+    let started = Instant::now();
+    let claimed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut figures = Vec::new();
+    let total = 2_000;
+    let mut next_mark = 250;
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (base, doc) = (s.base.clone(), doc.clone());
+        let (claimed, done) = (claimed.clone(), done.clone());
+        workers.push(tokio::spawn(async move {
+            let c = client();
+            loop {
+                let n = claimed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if n >= total {
+                    return;
+                }
+                let body = json!({"model": "rlm", "messages": [
+                    {"role": "system", "content": doc},
+                    {"role": "user", "content": format!("{Q} (soak {n})")}]});
+                let r: Value = c
+                    .post(format!("{base}/v1/chat/completions"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(r["choices"][0]["message"]["content"], "48213", "{r}");
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }));
+    }
+    while next_mark <= total {
+        let n = done.load(std::sync::atomic::Ordering::SeqCst);
+        if n >= next_mark {
+            let kib = rss_kib(pid);
+            eprintln!(
+                "soak: {next_mark} runs, RSS {} MiB, {:.0} s",
+                kib / 1024,
+                started.elapsed().as_secs_f64()
+            );
+            figures.push((next_mark, kib));
+            next_mark += 250;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40 * 60),
+            "the soak took too long"
+        );
+        if claimed.load(std::sync::atomic::Ordering::SeqCst) < total
+            && workers.iter().any(|w| w.is_finished())
+        {
+            for w in workers {
+                w.await.unwrap();
+            }
+            panic!("a soak worker stopped early");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let at = |n: usize| figures.iter().find(|f| f.0 == n).unwrap().1;
+    let (at500, at1000, at2000) = (at(500), at(1000), at(2000));
+    eprintln!(
+        "soak: RSS at 500 / 1000 / 2000 runs: {} / {} / {} MiB",
+        at500 / 1024,
+        at1000 / 1024,
+        at2000 / 1024
+    );
+    // Levelled off: the second thousand runs add less than a tenth of the first 500's level.
+    assert!(
+        at2000 < at1000 + at500 / 10 + 16 * 1024,
+        "RSS still grows: {figures:?}"
+    );
+}

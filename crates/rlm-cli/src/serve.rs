@@ -13,6 +13,7 @@ use clap::Args;
 use futures::FutureExt;
 use rlm::Budget;
 use rlm_llm::{ChatModel, LlmClient, ModelConfig};
+use rlm_server::runs::Retention;
 use rlm_server::{ModelFactory, RunDefaults, ServeConfig, Server};
 
 use crate::{LocalSettings, ModelFlags, make_model};
@@ -72,6 +73,9 @@ pub struct ServeArgs {
     /// Seconds a connection may take to send a request's headers, or stay idle between requests.
     #[arg(long, default_value_t = 20.0)]
     header_timeout_secs: f64,
+    /// Finished runs kept in memory; older ones are read back from their trace files.
+    #[arg(long, default_value_t = 100)]
+    keep_runs: usize,
 }
 
 /// `rlm view`.
@@ -166,6 +170,10 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         allow_hosts: args.allow_hosts.clone(),
         header_read_timeout,
         max_connections: 1024,
+        retention: Retention {
+            finished_runs: args.keep_runs,
+            ..Retention::default()
+        },
     };
     let server = Server::bind(serve_config, SocketAddr::new(args.host, args.port)).await?;
     let addr = server.local_addr()?;
@@ -218,6 +226,7 @@ pub async fn view(args: ViewArgs) -> Result<ExitCode> {
         allow_hosts: Vec::new(),
         header_read_timeout: Duration::from_secs(20),
         max_connections: 1024,
+        retention: Retention::default(),
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
     let server = Server::bind(config, addr).await?;

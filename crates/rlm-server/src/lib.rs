@@ -96,6 +96,8 @@ pub struct ServeConfig {
     pub header_read_timeout: Duration,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// How much of its runs the server keeps in memory.
+    pub retention: runs::Retention,
 }
 
 /// An error as JSON, in the OpenAI error shape: `{"error": {"message", "type"}}`.
@@ -292,13 +294,13 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
-        let max_runs = config.max_runs;
+        let (max_runs, retention) = (config.max_runs, config.retention);
         let hosts = guard::HostCheck::new(addr.ip(), &config.allow_hosts);
         Ok(Self {
             listener,
             state: Arc::new(AppState {
                 config,
-                runs: runs::Registry::new(max_runs),
+                runs: runs::Registry::new(max_runs, retention),
                 hosts,
             }),
         })

@@ -1,5 +1,10 @@
 //! Runs: starting them, following their events as Server-Sent Events, cancelling, listing, and
 //! serving traces.
+//!
+//! Memory is bounded ([`Retention`]): each run keeps at most a number of events and bytes, with
+//! every string field cut to a length (the trace file has everything), and only the newest
+//! finished runs stay in memory. An older run has moved out to the trace directory: asking for it
+//! reads its trace file back.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -16,6 +21,7 @@ use futures::Stream;
 use rlm::{
     Budget, ContextInput, Event, EventSink, Rlm, RunResult, StopReason, TraceWriter, UsageReport,
 };
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
@@ -23,6 +29,78 @@ use crate::{ApiError, AppState};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How much of its runs the server keeps in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Finished runs kept in memory; older ones are read back from their trace files.
+    pub finished_runs: usize,
+    /// Bytes (of JSON) of all finished runs kept in memory together.
+    pub finished_bytes: usize,
+    /// Events kept per run; later ones still reach live followers and the trace file.
+    pub events_per_run: usize,
+    /// Bytes (of JSON) of the events kept per run.
+    pub bytes_per_run: usize,
+    /// Longest string kept in an event, a question or a message, in bytes.
+    pub field_bytes: usize,
+    /// Longest answer kept (and served), in bytes.
+    pub answer_bytes: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            finished_runs: 100,
+            finished_bytes: 128 << 20,
+            events_per_run: 5_000,
+            bytes_per_run: 8 << 20,
+            field_bytes: 64 << 10,
+            answer_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Cut `s` to at most `max` bytes (at a character boundary), saying how much was cut.
+fn cut(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let more = s.len() - end;
+    s.truncate(end);
+    s.push_str(&format!(
+        "… [{more} more bytes not kept by the server; the trace file has them all]"
+    ));
+}
+
+fn cut_strings(v: &mut serde_json::Value, max: usize) {
+    match v {
+        serde_json::Value::String(s) => cut(s, max),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| cut_strings(x, max)),
+        serde_json::Value::Object(o) => o.values_mut().for_each(|x| cut_strings(x, max)),
+        _ => {}
+    }
+}
+
+/// `x` with every string in it cut to `max` bytes, and the size of its JSON.
+fn capped<T: Serialize + DeserializeOwned + Clone>(x: &T, max: usize) -> (T, usize) {
+    let Ok(mut v) = serde_json::to_value(x) else {
+        return (x.clone(), 0);
+    };
+    // A run's context is in its trace; the page never shows it.
+    if let Some(ctx) = v.get_mut("context").and_then(|c| c.as_object_mut()) {
+        ctx.remove("inline");
+    }
+    cut_strings(&mut v, max);
+    let size = serde_json::to_string(&v).map_or(0, |j| j.len());
+    match serde_json::from_value(v) {
+        Ok(kept) => (kept, size),
+        Err(_) => (x.clone(), size),
+    }
 }
 
 /// How a run ended, in words a person understands.
@@ -77,6 +155,49 @@ impl Summary {
         }
     }
 
+    /// A copy within the retention's field sizes.
+    fn capped(&self, r: &Retention) -> Self {
+        let mut s = self.clone();
+        if let Some(a) = &mut s.answer {
+            cut(a, r.answer_bytes);
+        }
+        cut(&mut s.message, r.field_bytes);
+        s.stop = s.stop.map(|stop| capped(&stop, r.field_bytes).0);
+        s
+    }
+
+    /// What a trace says of how its run ended.
+    fn of_trace(events: &[Event], status: Option<&str>, message: String) -> Self {
+        let last = events.iter().rev().find_map(|e| match e {
+            Event::FinalAnswer { node, answer, stop } if node.depth == 0 => {
+                Some((answer.clone(), stop.clone()))
+            }
+            _ => None,
+        });
+        let derived = match last.as_ref().map(|l| &l.1) {
+            Some(StopReason::Final) => "answered",
+            Some(StopReason::MaxIterations | StopReason::Budget { .. }) => "exhausted",
+            Some(StopReason::Error { .. }) => "error",
+            None => "cancelled",
+        };
+        Self {
+            status: status.unwrap_or(derived).into(),
+            answer: last.as_ref().and_then(|a| a.0.clone()),
+            message,
+            stop: last.map(|a| a.1),
+            iterations: events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Iteration { node, n } if node.depth == 0 => Some(*n),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0),
+            usage: None,
+            elapsed_s: 0.0,
+        }
+    }
+
     fn failed(status: &str, message: String, elapsed: Duration) -> Self {
         Self {
             status: status.into(),
@@ -93,15 +214,22 @@ impl Summary {
 /// What followers of a run receive.
 #[derive(Debug, Clone)]
 pub enum Msg {
-    /// A loop event.
-    Event(Box<Event>),
+    /// A loop event (its strings cut to the retention's field size).
+    Event(Arc<Event>),
     /// The run ended.
     Done(Arc<Summary>),
 }
 
 struct RunState {
-    events: Vec<Event>,
+    /// The events kept (within the retention's caps).
+    events: Vec<Arc<Event>>,
+    /// Their size as JSON, plus the summary's.
+    bytes: usize,
+    /// Events not kept because the run's caps were reached.
+    dropped: u64,
     summary: Option<Arc<Summary>>,
+    /// Live followers' channel, dropped when the run ends (its buffer is large).
+    tx: Option<broadcast::Sender<Msg>>,
 }
 
 /// One run (live or finished) or an opened trace.
@@ -119,7 +247,6 @@ pub struct RunEntry {
     /// Its trace file, if written.
     pub trace: Option<PathBuf>,
     state: Mutex<RunState>,
-    tx: broadcast::Sender<Msg>,
     done: watch::Sender<Option<Arc<Summary>>>,
     abort: Mutex<Option<tokio::task::AbortHandle>>,
     /// The run slot it holds, released once (by the end of its task or by a cancel).
@@ -127,17 +254,20 @@ pub struct RunEntry {
     watchers: AtomicUsize,
     cancel_on_disconnect: bool,
     started: Instant,
+    retention: Retention,
 }
 
 impl RunEntry {
     fn new(
         id: String,
-        query: String,
+        mut query: String,
         root_model: String,
         source: &str,
         cancel_on_disconnect: bool,
         trace: Option<PathBuf>,
+        retention: Retention,
     ) -> Arc<Self> {
+        cut(&mut query, retention.field_bytes);
         Arc::new(Self {
             id,
             query,
@@ -149,37 +279,63 @@ impl RunEntry {
             trace,
             state: Mutex::new(RunState {
                 events: Vec::new(),
+                bytes: 0,
+                dropped: 0,
                 summary: None,
+                tx: Some(broadcast::channel(16_384).0),
             }),
-            tx: broadcast::channel(16_384).0,
             done: watch::channel(None).0,
             abort: Mutex::new(None),
             slot: Mutex::new(None),
             watchers: AtomicUsize::new(0),
             cancel_on_disconnect,
             started: Instant::now(),
+            retention,
         })
     }
 
+    /// Keep an event (within the run's caps) and send it to live followers.
     fn push(&self, event: &Event) {
+        let r = &self.retention;
+        let (event, size) = capped(event, r.field_bytes);
+        let event = Arc::new(event);
         let mut s = lock(&self.state);
         if s.summary.is_some() {
             return;
         }
-        s.events.push(event.clone());
-        let _ = self.tx.send(Msg::Event(Box::new(event.clone())));
+        if s.events.len() < r.events_per_run && s.bytes + size <= r.bytes_per_run {
+            s.events.push(event.clone());
+            s.bytes += size;
+        } else {
+            s.dropped += 1;
+        }
+        if let Some(tx) = &s.tx {
+            let _ = tx.send(Msg::Event(event));
+        }
     }
 
     /// End the run (the first call wins).
     fn finish(&self, summary: Summary) {
+        let summary = Arc::new(summary.capped(&self.retention));
         let mut s = lock(&self.state);
         if s.summary.is_some() {
             return;
         }
-        let summary = Arc::new(summary);
+        s.bytes += serde_json::to_string(&*summary).map_or(0, |j| j.len());
         s.summary = Some(summary.clone());
-        let _ = self.tx.send(Msg::Done(summary.clone()));
+        if let Some(tx) = s.tx.take() {
+            let _ = tx.send(Msg::Done(summary.clone()));
+        }
+        drop(s);
         self.done.send_replace(Some(summary));
+        // The finished task's handle would keep its memory.
+        lock(&self.abort).take();
+    }
+
+    /// Bytes kept for this run (JSON size of its events and summary), and whether it ended.
+    fn kept(&self) -> (usize, bool) {
+        let s = lock(&self.state);
+        (s.bytes + self.query.len(), s.summary.is_some())
     }
 
     /// The summary, once finished.
@@ -187,9 +343,14 @@ impl RunEntry {
         lock(&self.state).summary.clone()
     }
 
-    /// Every event so far.
-    pub fn events(&self) -> Vec<Event> {
+    /// Every event kept so far.
+    pub fn events(&self) -> Vec<Arc<Event>> {
         lock(&self.state).events.clone()
+    }
+
+    /// How many events were not kept (the run's caps were reached).
+    pub fn dropped(&self) -> u64 {
+        lock(&self.state).dropped
     }
 
     /// Wait for the end.
@@ -220,7 +381,8 @@ impl RunEntry {
     /// Stop the run now; it ends as `cancelled` with what it had.
     pub fn cancel(&self) -> bool {
         let running = self.summary().is_none();
-        if let Some(h) = lock(&self.abort).take() {
+        let handle = lock(&self.abort).take();
+        if let Some(h) = handle {
             h.abort();
         }
         self.release_slot();
@@ -237,15 +399,11 @@ impl RunEntry {
     /// The past events, then live ones, ending with `Done`; following counts as watching.
     pub fn follow(self: &Arc<Self>) -> Follow {
         let s = lock(&self.state);
-        let mut backlog: VecDeque<Msg> = s
-            .events
-            .iter()
-            .map(|e| Msg::Event(Box::new(e.clone())))
-            .collect();
+        let mut backlog: VecDeque<Msg> = s.events.iter().cloned().map(Msg::Event).collect();
         if let Some(sum) = &s.summary {
             backlog.push_back(Msg::Done(sum.clone()));
         }
-        let rx = self.tx.subscribe();
+        let rx = s.tx.as_ref().map(broadcast::Sender::subscribe);
         drop(s);
         self.watchers.fetch_add(1, Ordering::SeqCst);
         Follow {
@@ -267,6 +425,7 @@ impl RunEntry {
             "status": summary.as_ref().map_or("running", |s| s.status.as_str()),
             "answer": summary.as_ref().and_then(|s| s.answer.clone()),
             "trace": self.trace.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().to_string()),
+            "events_dropped": self.dropped(),
         })
     }
 }
@@ -297,7 +456,8 @@ impl Drop for WatchGuard {
 /// A follower's position in a run's stream.
 pub struct Follow {
     backlog: VecDeque<Msg>,
-    rx: broadcast::Receiver<Msg>,
+    /// `None` once the run had ended when following began (the backlog has it all).
+    rx: Option<broadcast::Receiver<Msg>>,
     guard: WatchGuard,
     ended: bool,
 }
@@ -311,7 +471,10 @@ impl Follow {
         let msg = match self.backlog.pop_front() {
             Some(m) => m,
             None => loop {
-                match self.rx.recv().await {
+                let Some(rx) = &mut self.rx else {
+                    return None;
+                };
+                match rx.recv().await {
                     Ok(m) => break m,
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(run = %self.guard.0.id, skipped = n, "a slow follower missed events");
@@ -341,12 +504,14 @@ impl EventSink for Sink {
     }
 }
 
-/// Every run the server knows, newest last.
+/// The runs the server keeps in memory, newest last: every running run, and the newest finished
+/// ones within the [`Retention`].
 pub struct Registry {
-    runs: Mutex<Vec<Arc<RunEntry>>>,
+    runs: Mutex<VecDeque<Arc<RunEntry>>>,
     active: Arc<AtomicUsize>,
     max_active: usize,
     next: AtomicU64,
+    retention: Retention,
 }
 
 /// Frees a run slot when the run's task ends (or is aborted).
@@ -388,13 +553,14 @@ pub struct Launch {
 }
 
 impl Registry {
-    /// An empty registry allowing `max_active` runs at once.
-    pub fn new(max_active: usize) -> Self {
+    /// An empty registry allowing `max_active` runs at once and keeping what `retention` says.
+    pub fn new(max_active: usize, retention: Retention) -> Self {
         Self {
-            runs: Mutex::new(Vec::new()),
+            runs: Mutex::new(VecDeque::new()),
             active: Arc::new(AtomicUsize::new(0)),
             max_active: max_active.max(1),
             next: AtomicU64::new(1),
+            retention,
         }
     }
 
@@ -402,13 +568,33 @@ impl Registry {
         format!("r{}", self.next.fetch_add(1, Ordering::SeqCst))
     }
 
-    /// A run by id.
+    /// The name of run `id`'s trace file in the trace directory; `None` for a name that is not
+    /// a run id.
+    pub fn trace_name(id: &str) -> Option<String> {
+        id.strip_prefix('r')
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .map(|_| format!("run-{}-{id}.jsonl", std::process::id()))
+    }
+
+    /// A run in memory, by id.
     pub fn get(&self, id: &str) -> Option<Arc<RunEntry>> {
         lock(&self.runs).iter().find(|r| r.id == id).cloned()
     }
 
-    /// Add a finished run from a trace's events (for `rlm view`); returns its id.
-    pub fn add_trace(&self, name: &str, events: Vec<Event>) -> String {
+    /// The runs in memory, newest first.
+    pub fn list(&self) -> Vec<Arc<RunEntry>> {
+        lock(&self.runs).iter().rev().cloned().collect()
+    }
+
+    /// A finished run made from a trace's events (not kept: see [`Registry::add_trace`]).
+    /// `status` is the one to show, or `None` to say how the traced run ended.
+    pub fn from_trace(
+        &self,
+        id: String,
+        events: &[Event],
+        status: Option<&str>,
+        message: String,
+    ) -> Arc<RunEntry> {
         let (query, root_model) = events
             .iter()
             .find_map(|e| match e {
@@ -426,28 +612,57 @@ impl Registry {
                 _ => None,
             })
             .unwrap_or_default();
-        let answer = events.iter().rev().find_map(|e| match e {
-            Event::FinalAnswer { node, answer, stop } if node.depth == 0 => {
-                Some((answer.clone(), stop.clone()))
-            }
-            _ => None,
-        });
-        let entry = RunEntry::new(self.new_id(), query, root_model, "trace", false, None);
-        for e in &events {
+        let entry = RunEntry::new(id, query, root_model, "trace", false, None, self.retention);
+        for e in events {
             entry.push(e);
         }
-        entry.finish(Summary {
-            status: "trace".into(),
-            answer: answer.as_ref().and_then(|a| a.0.clone()),
-            message: format!("Opened from the trace {name}."),
-            stop: answer.map(|a| a.1),
-            iterations: 0,
-            usage: None,
-            elapsed_s: 0.0,
-        });
+        entry.finish(Summary::of_trace(events, status, message));
+        entry
+    }
+
+    /// Add a finished run from a trace's events (for `rlm view`); returns its id.
+    pub fn add_trace(&self, name: &str, events: Vec<Event>) -> String {
+        let entry = self.from_trace(
+            self.new_id(),
+            &events,
+            Some("trace"),
+            format!("Opened from the trace {name}."),
+        );
         let id = entry.id.clone();
-        lock(&self.runs).push(entry);
+        self.keep(entry);
         id
+    }
+
+    /// Add a run, then [`Registry::trim`].
+    fn keep(&self, entry: Arc<RunEntry>) {
+        lock(&self.runs).push_back(entry);
+        self.trim();
+    }
+
+    /// Let the oldest finished runs go while more are kept than the retention allows (they
+    /// remain as trace files). Running runs always stay.
+    fn trim(&self) {
+        let r = &self.retention;
+        let mut runs = lock(&self.runs);
+        let kept: Vec<(usize, bool)> = runs.iter().map(|e| e.kept()).collect();
+        let (mut count, mut bytes) = kept
+            .iter()
+            .filter(|k| k.1)
+            .fold((0, 0), |(c, b), k| (c + 1, b + k.0));
+        let mut gone = Vec::new();
+        for (i, (size, finished)) in kept.into_iter().enumerate() {
+            if count <= r.finished_runs && bytes <= r.finished_bytes {
+                break;
+            }
+            if finished {
+                count -= 1;
+                bytes -= size;
+                gone.push(i);
+            }
+        }
+        for j in gone.into_iter().rev() {
+            runs.remove(j);
+        }
     }
 
     /// Start a run: resolve its models, take a slot (429 when none is free), spawn it.
@@ -515,7 +730,8 @@ impl Registry {
         let trace_path = c
             .trace_dir
             .as_ref()
-            .map(|d| d.join(format!("run-{}-{id}.jsonl", std::process::id())));
+            .zip(Self::trace_name(&id))
+            .map(|(d, name)| d.join(name));
         let trace = trace_path.as_ref().and_then(|p| {
             let _ = std::fs::create_dir_all(p.parent().unwrap_or(Path::new(".")));
             TraceWriter::create(p)
@@ -531,6 +747,7 @@ impl Registry {
             l.source,
             l.cancel_on_disconnect,
             trace.as_ref().and(trace_path),
+            self.retention,
         );
         let d = &c.defaults;
         let budget = Budget {
@@ -563,6 +780,7 @@ impl Registry {
         };
         let run_entry = entry.clone();
         let (context, query) = (l.context, l.query);
+        let state = state.clone();
         let task = tokio::spawn(async move {
             let _slot = slot;
             let summary = match rlm.run(context, &query).await {
@@ -574,9 +792,14 @@ impl Registry {
                 ),
             };
             run_entry.finish(summary);
+            state.runs.trim();
         });
         *lock(&entry.abort) = Some(task.abort_handle());
-        lock(&self.runs).push(entry.clone());
+        if entry.summary().is_some() {
+            // It ended already: its handle would keep the finished task's memory.
+            lock(&entry.abort).take();
+        }
+        self.keep(entry.clone());
         Ok(entry)
     }
 }
@@ -680,13 +903,35 @@ pub async fn start(
     Ok(Json(entry.info()))
 }
 
+/// A run in memory, or one that has moved out to its trace file.
 fn find(s: &AppState, id: &str) -> Result<Arc<RunEntry>, ApiError> {
-    s.runs.get(id).ok_or_else(|| {
-        ApiError::new(
+    if let Some(entry) = s.runs.get(id) {
+        return Ok(entry);
+    }
+    let moved = s
+        .config
+        .trace_dir
+        .as_ref()
+        .zip(Registry::trace_name(id))
+        .map(|(dir, name)| (dir.join(&name), name))
+        .filter(|(path, _)| path.is_file());
+    let Some((path, name)) = moved else {
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("no run {id:?} (runs are kept until the server stops)"),
-        )
-    })
+            format!("no run {id:?} (older runs are in the trace directory, when it is written)"),
+        ));
+    };
+    let events = rlm::read_trace(&path).map_err(|e| ApiError::bad(e.to_string()))?;
+    let mut entry = s.runs.from_trace(
+        id.to_string(),
+        &events,
+        None,
+        format!("This run is no longer in the server's memory; it is shown from its trace {name}."),
+    );
+    if let Some(e) = Arc::get_mut(&mut entry) {
+        e.trace = Some(path);
+    }
+    Ok(entry)
 }
 
 /// Follow a run: `event: rlm` for each loop event, then `event: done` with the summary.
@@ -714,6 +959,7 @@ pub async fn cancel(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let entry = find(&s, &id)?;
     let was_running = entry.cancel();
+    s.runs.trim();
     Ok(Json(
         serde_json::json!({"id": id, "cancelled": was_running}),
     ))
@@ -721,8 +967,7 @@ pub async fn cancel(
 
 /// Every run, newest first.
 pub async fn list(State(s): State<Arc<AppState>>) -> Json<Vec<serde_json::Value>> {
-    let runs = lock(&s.runs.runs).clone();
-    Json(runs.iter().rev().map(|r| r.info()).collect())
+    Json(s.runs.list().iter().map(|r| r.info()).collect())
 }
 
 /// One run with its events and summary.
@@ -732,7 +977,9 @@ pub async fn get_run(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let entry = find(&s, &id)?;
     let mut v = entry.info();
-    v["events"] = serde_json::to_value(entry.events()).unwrap_or_default();
+    let kept = entry.events();
+    let events: Vec<&Event> = kept.iter().map(|e| &**e).collect();
+    v["events"] = serde_json::to_value(events).unwrap_or_default();
     v["summary"] = serde_json::to_value(entry.summary().as_deref()).unwrap_or_default();
     Ok(Json(v))
 }
@@ -795,4 +1042,175 @@ pub async fn get_trace(
     }
     let events = rlm::read_trace(&path).map_err(|e| ApiError::bad(e.to_string()))?;
     Ok(Json(serde_json::json!({"name": name, "events": events})))
+}
+
+#[cfg(test)]
+mod tests {
+    use rlm::Node;
+
+    use super::*;
+
+    fn code(n: u32, output: String) -> Event {
+        Event::CodeExecuted {
+            node: Node {
+                rlm: "root".into(),
+                depth: 0,
+            },
+            iteration: n,
+            code: "print(1)".into(),
+            output,
+            error: Some("E".repeat(50_000)),
+            final_answer: None,
+            fuel: 1,
+            ms: 1.0,
+            restored: false,
+            reset: false,
+        }
+    }
+
+    fn small() -> Retention {
+        Retention {
+            finished_runs: 2,
+            finished_bytes: usize::MAX,
+            events_per_run: 3,
+            bytes_per_run: usize::MAX,
+            field_bytes: 100,
+            answer_bytes: 200,
+        }
+    }
+
+    fn entry(id: &str, r: Retention) -> Arc<RunEntry> {
+        RunEntry::new(
+            id.into(),
+            "q".repeat(1000),
+            "m".into(),
+            "api",
+            false,
+            None,
+            r,
+        )
+    }
+
+    fn done(answer: &str) -> Summary {
+        Summary {
+            status: "answered".into(),
+            answer: Some(answer.into()),
+            message: "M".repeat(10_000),
+            stop: Some(StopReason::Error {
+                message: "S".repeat(10_000),
+            }),
+            iterations: 1,
+            usage: None,
+            elapsed_s: 0.0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_keeps_a_bounded_number_of_events_with_cut_fields() {
+        let e = entry("r1", small());
+        let mut live = e.follow();
+        for n in 0..10 {
+            e.push(&code(n, "x".repeat(1 << 20)));
+        }
+        e.finish(done(&"A".repeat(10_000)));
+        assert_eq!((e.events().len(), e.dropped()), (3, 7));
+        for ev in e.events() {
+            let Event::CodeExecuted { output, error, .. } = &*ev else {
+                panic!("{ev:?}")
+            };
+            assert!(
+                output.len() < 200 && output.contains("trace file"),
+                "{output}"
+            );
+            assert!(error.as_ref().unwrap().len() < 200);
+        }
+        assert!(e.query.len() < 200);
+        let sum = e.summary().unwrap();
+        assert!(sum.answer.as_ref().unwrap().len() < 300 && sum.message.len() < 200);
+        assert!(matches!(&sum.stop, Some(StopReason::Error { message }) if message.len() < 200));
+        let (bytes, finished) = e.kept();
+        assert!(finished && bytes < 4_000, "{bytes} bytes kept");
+        // A live follower saw every event (cut), then the end.
+        let mut seen = 0;
+        while let Some(m) = live.next().await {
+            if let Msg::Event(_) = m {
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 10);
+        // Following the finished run replays what was kept.
+        let mut later = e.follow();
+        assert!(
+            later.rx.is_none(),
+            "the live channel is gone once the run ended"
+        );
+        let mut replayed = 0;
+        while later.next().await.is_some() {
+            replayed += 1;
+        }
+        assert_eq!(replayed, 4);
+    }
+
+    #[test]
+    fn a_run_keeps_a_bounded_number_of_bytes() {
+        let r = Retention {
+            events_per_run: usize::MAX,
+            bytes_per_run: 1_000,
+            ..small()
+        };
+        let e = entry("r1", r);
+        for n in 0..100 {
+            e.push(&code(n, "y".repeat(50)));
+        }
+        let (bytes, _) = e.kept();
+        assert!(bytes <= 1_000 + e.query.len(), "{bytes}");
+        assert!(!e.events().is_empty() && e.dropped() > 90);
+    }
+
+    #[test]
+    fn only_the_newest_finished_runs_stay() {
+        let reg = Registry::new(4, small());
+        let running: Vec<_> = (0..3)
+            .map(|i| entry(&format!("live{i}"), small()))
+            .collect();
+        for r in &running {
+            reg.keep(r.clone());
+        }
+        for i in 0..6 {
+            let e = entry(&format!("r{i}"), small());
+            e.finish(done("a"));
+            reg.keep(e);
+        }
+        let ids: Vec<String> = reg.list().iter().map(|e| e.id.clone()).collect();
+        assert_eq!(ids, ["r5", "r4", "live2", "live1", "live0"]);
+        // A byte budget lets runs go too.
+        let reg = Registry::new(
+            4,
+            Retention {
+                finished_runs: 100,
+                finished_bytes: 5_000,
+                ..small()
+            },
+        );
+        for i in 0..50 {
+            let e = entry(&format!("r{i}"), small());
+            e.finish(done("a"));
+            reg.keep(e);
+        }
+        let kept = reg.list();
+        let bytes: usize = kept.iter().map(|e| e.kept().0).sum();
+        assert!(
+            bytes <= 5_000 && kept.len() < 50 && !kept.is_empty(),
+            "{bytes}"
+        );
+        assert_eq!(kept[0].id, "r49");
+    }
+
+    #[test]
+    fn trace_names_are_only_made_from_run_ids() {
+        assert!(Registry::trace_name("r12").unwrap().ends_with("-r12.jsonl"));
+        for bad in ["r", "12", "r1/../x", "r-1", "r1.jsonl", "../r1"] {
+            assert_eq!(Registry::trace_name(bad), None, "{bad}");
+        }
+    }
 }
