@@ -853,6 +853,10 @@ impl NodeRun {
                 .first()
                 .map_or(ContextShape::Text { chars: 0 }, |s| s.1.clone()),
             extra_contexts: self.shapes.iter().skip(1).cloned().collect(),
+            lazy_contexts: (0..self.shapes.len())
+                .filter(|&i| !self.sandbox.loaded_whole(i))
+                .map(rlm_sandbox::slot_name)
+                .collect(),
             sub_model_chars: c.sub_model_context_tokens.saturating_mul(3),
             sub_calls: self.node.depth < c.max_depth,
             recursive: self.node.depth + 1 < c.max_depth,
@@ -870,8 +874,14 @@ impl NodeRun {
     pub(crate) async fn add_context(&mut self, ctx: Arc<Context>) -> Result<String, RlmError> {
         let shape = ctx.shape();
         let name = self.sandbox.add_context(ctx).await?;
+        let lazy = if self.sandbox.loaded_whole(self.shapes.len()) {
+            ""
+        } else {
+            " It is too large for the REPL's memory: a lazy object (slice it, search it, iterate \
+             its lines), not a str."
+        };
         self.messages.push(Message::user(format!(
-            "A new document was loaded as `{name}`: {}.",
+            "A new document was loaded as `{name}`: {}.{lazy}",
             prompt::describe_shape(&shape)
         )));
         self.shapes.push((name.clone(), shape));
@@ -882,6 +892,16 @@ impl NodeRun {
     /// the iteration limit or the budget.
     pub(crate) async fn answer(&mut self, query: &str) -> NodeOutcome {
         let c = self.tree.config.clone();
+        // The question as a variable too, as DSPy gives its inputs (`query`, `question`).
+        for name in ["query", "question"] {
+            if let Err(e) = self
+                .sandbox
+                .define(name, serde_json::Value::String(query.to_string()))
+                .await
+            {
+                tracing::warn!(error = %e, "could not bind the question as `{name}`");
+            }
+        }
         self.messages
             .push(Message::user(prompt::first_user_message(query)));
         let mut last_prose = String::new();

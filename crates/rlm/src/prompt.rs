@@ -20,6 +20,9 @@ pub struct PromptFacts {
     pub shape: ContextShape,
     /// Names of later contexts (`context_1`, ...), with their shapes.
     pub extra_contexts: Vec<(String, ContextShape)>,
+    /// Names of the contexts too large for the REPL's memory, served lazily by the host (the
+    /// others are real Python objects).
+    pub lazy_contexts: Vec<String>,
     /// Characters a sub-model can read in one call (about 4 per token of its window).
     pub sub_model_chars: u64,
     /// Whether `llm_query`/`llm_batch` work (false at `max_depth` 0).
@@ -99,15 +102,41 @@ pub fn system_prompt(f: &PromptFacts) -> String {
          `context`. You work by writing Python that the REPL runs; you see each block's output \
          and then decide what to do next.\n\n",
     );
-    p.push_str(&format!("`context` is {}.\n", describe_shape(&f.shape)));
+    let describe = |name: &str, shape: &ContextShape| {
+        let d = describe_shape(shape);
+        if f.lazy_contexts.iter().any(|n| n == name) {
+            d.replacen("a str of", "a text of", 1)
+        } else {
+            d
+        }
+    };
+    p.push_str(&format!(
+        "`context` is {}.\n",
+        describe("context", &f.shape)
+    ));
     for (name, shape) in &f.extra_contexts {
-        p.push_str(&format!("`{name}` is {}.\n", describe_shape(shape)));
+        p.push_str(&format!("`{name}` is {}.\n", describe(name, shape)));
     }
-    p.push_str(
-        "Offsets and lengths are in characters. A very large text is a lazy object with the usual \
-         read-only str methods (len, slicing, find, count, startswith, split with maxsplit) plus \
-         .chunks(size) and .iter_lines(); slice it to get a real str.\n\n",
-    );
+    if f.lazy_contexts.is_empty() {
+        p.push_str(
+            "It is a real Python object: use it as you would any str, list or dict (re, split, \
+             slicing, len). Offsets and lengths are in characters.\n\n",
+        );
+    } else {
+        p.push_str(&format!(
+            "{} too large for the REPL's memory, so it is a lazy object served from outside \
+             Python, not a str: len, slicing (a slice is a real str), find, count, startswith, \
+             `in`, splitlines() and split() (produced on demand), iter_lines(), chunks(size) and \
+             re.search/findall/finditer work on it; methods that would copy the whole text \
+             (lower, replace, re.sub, ...) work on slices. Offsets and lengths are in \
+             characters.\n\n",
+            f.lazy_contexts
+                .iter()
+                .map(|n| format!("`{n}` is"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     p.push_str("Available in the REPL:\n");
     p.push_str(
         "- search(pattern, max=100, ignore_case=False): a fast regular-expression search over the \
@@ -139,7 +168,7 @@ pub fn system_prompt(f: &PromptFacts) -> String {
         );
     }
     p.push_str(
-        "- SHOW_VARS(): list the variables you have defined.\n\
+        "- SHOW_VARS(): returns a listing of the variables you have defined (print it).\n\
          The standard library is there (re, json, collections, math, statistics, datetime, ...); \
          files, network and other packages are not.\n\n",
     );
@@ -162,8 +191,8 @@ pub fn system_prompt(f: &PromptFacts) -> String {
 /// The first user turn: the question.
 pub fn first_user_message(query: &str) -> String {
     format!(
-        "Question: {query}\n\nThe document is in `context`; you have not looked at it yet. Start by \
-         exploring it with code in a ```repl block."
+        "Question: {query}\n\nThe document is in `context` (the question is also in `query`); you \
+         have not looked at it yet. Start by exploring it with code in a ```repl block."
     )
 }
 
