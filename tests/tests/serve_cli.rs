@@ -171,7 +171,7 @@ async fn start(base: &str, body: Value) -> reqwest::Response {
 #[tokio::test(flavor = "multi_thread")]
 async fn page_runs_stream_list_and_traces() {
     let mock = scripted(0).await;
-    let s = serve(&mock, &[]);
+    let s = serve(&mock, &["--allow-model", "openai/*"]);
     let page = client().get(format!("{}/", s.base)).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
@@ -640,6 +640,65 @@ async fn stalled_connections_are_dropped() {
     );
     let info = s.get_json("/api/info", None).await;
     assert!(info["version"].is_string(), "others are still served");
+}
+
+/// Requests name only the models the operator allowed: a `local/<path>.gguf` id never makes the
+/// server look at that path (a missing file and a junk one get the same refusal), and a
+/// `local/NAME` id never starts a download.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_name_only_allowed_models() {
+    let mock = scripted(0).await;
+    let s = serve(&mock, &["--allow-model", "compat/other"]);
+    let junk = s._dir.path().join("junk.gguf");
+    std::fs::write(&junk, "not a model").unwrap();
+    let missing = s._dir.path().join("missing.gguf");
+    let mut refusals = Vec::new();
+    for (field, id) in [
+        ("model", format!("local/{}", junk.display())),
+        ("model", format!("local/{}", missing.display())),
+        ("sub_model", format!("local/{}", junk.display())),
+        ("model", "local/qwen2.5-coder-0.5b".to_string()),
+        ("model", "openai/gpt-5-mini".to_string()),
+    ] {
+        let mut body = json!({"context": DOC, "query": Q});
+        body[field] = json!(id);
+        let r = start(&s.base, body).await;
+        assert_eq!(r.status(), 403, "{field} {id}");
+        let e: Value = r.json().await.unwrap();
+        let msg = e["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            msg.contains("not allowed") && msg.contains("--allow-model"),
+            "{msg}"
+        );
+        refusals.push(msg.replace(&id, "ID"));
+    }
+    assert_eq!(
+        refusals[0], refusals[1],
+        "a junk file and a missing one look the same"
+    );
+    let r = client()
+        .post(format!("{}/v1/chat/completions", s.base))
+        .json(&json!({"model": format!("rlm:local/{}", junk.display()),
+                      "messages": [{"role": "user", "content": Q}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // The allowed ones run, and are listed.
+    let r = start(
+        &s.base,
+        json!({"context": DOC, "query": Q, "model": "compat/other"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let info = s.get_json("/api/info", None).await;
+    assert_eq!(info["models"], json!(["compat/scripted", "compat/other"]));
+    let models = s.get_json("/v1/models", None).await;
+    assert_eq!(models["data"].as_array().unwrap().len(), 3);
+    // A wildcard for local files is refused at start.
+    let out = rlm_integration_tests::rlm(&["serve", "--port", "0", "--allow-model", "local/*"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("one by one"));
 }
 
 /// Only the newest finished runs stay in memory (`--keep-runs`); an older one is read back from

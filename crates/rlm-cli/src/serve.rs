@@ -73,6 +73,11 @@ pub struct ServeArgs {
     /// Seconds a connection may take to send a request's headers, or stay idle between requests.
     #[arg(long, default_value_t = 20.0)]
     header_timeout_secs: f64,
+    /// A model requests may name besides `--model` and `--sub-model` (repeat for several):
+    /// an exact id, or `provider/*` for every model of a hosted provider. Local models
+    /// (`local/NAME` or `local/PATH.gguf`) are allowed one by one.
+    #[arg(long = "allow-model", value_name = "ID")]
+    allow_models: Vec<String>,
     /// Finished runs kept in memory; older ones are read back from their trace files.
     #[arg(long, default_value_t = 100)]
     keep_runs: usize,
@@ -130,6 +135,17 @@ fn seconds(s: f64, flag: &str) -> Result<Duration> {
 /// Run the server until the process is stopped.
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let header_read_timeout = seconds(args.header_timeout_secs, "--header-timeout-secs")?;
+    for m in &args.allow_models {
+        let ok = match m.strip_suffix("/*") {
+            Some(p) => !p.is_empty() && p != "local" && !p.contains(['/', '*']),
+            None => !m.contains('*'),
+        };
+        if !ok {
+            anyhow::bail!(
+                "--allow-model {m:?}: a wildcard is `provider/*` for a hosted provider; local models are allowed one by one (local/NAME)"
+            );
+        }
+    }
     let max_time = (args.budget_seconds > 0.0)
         .then(|| seconds(args.budget_seconds, "--budget-seconds"))
         .transpose()?;
@@ -170,6 +186,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         allow_hosts: args.allow_hosts.clone(),
         header_read_timeout,
         max_connections: 1024,
+        allowed_models: args.allow_models.clone(),
         retention: Retention {
             finished_runs: args.keep_runs,
             ..Retention::default()
@@ -227,6 +244,7 @@ pub async fn view(args: ViewArgs) -> Result<ExitCode> {
         header_read_timeout: Duration::from_secs(20),
         max_connections: 1024,
         retention: Retention::default(),
+        allowed_models: Vec::new(),
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
     let server = Server::bind(config, addr).await?;

@@ -98,6 +98,49 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// How much of its runs the server keeps in memory.
     pub retention: runs::Retention,
+    /// Model ids requests may name besides the defaults: exact ids, or `provider/*` for every
+    /// model of a hosted provider. A `local/...` id (a file path, or a download) must be exact.
+    pub allowed_models: Vec<String>,
+}
+
+impl ServeConfig {
+    /// Whether a request may use model `id`: the server's default root and sub-model, and the
+    /// ids the operator allowed. Nothing else is looked up, opened or downloaded.
+    pub fn allows_model(&self, id: &str) -> bool {
+        let d = &self.defaults;
+        d.model.as_deref() == Some(id)
+            || d.sub_model.as_deref() == Some(id)
+            || self
+                .allowed_models
+                .iter()
+                .any(|a| match a.strip_suffix("/*") {
+                    Some(provider) => {
+                        provider != "local"
+                            && id
+                                .strip_prefix(provider)
+                                .and_then(|rest| rest.strip_prefix('/'))
+                                .is_some_and(|m| !m.is_empty())
+                    }
+                    None => a == id,
+                })
+    }
+
+    /// The models a request may name, defaults first (wildcards as given).
+    pub fn model_list(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let d = &self.defaults;
+        for m in d
+            .model
+            .iter()
+            .chain(&d.sub_model)
+            .chain(&self.allowed_models)
+        {
+            if !out.contains(m) {
+                out.push(m.clone());
+            }
+        }
+        out
+    }
 }
 
 /// An error as JSON, in the OpenAI error shape: `{"error": {"message", "type"}}`.
@@ -176,6 +219,7 @@ async fn info(State(s): State<Arc<AppState>>) -> impl IntoResponse {
         "max_body_bytes": c.max_body_bytes,
         "max_runs": c.max_runs,
         "auth": c.api_key.is_some(),
+        "models": c.model_list(),
     }))
 }
 

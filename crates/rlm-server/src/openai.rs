@@ -86,7 +86,7 @@ pub fn split_conversation(messages: &[InMessage]) -> Result<(String, String), St
 pub async fn models(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let mut data =
         vec![serde_json::json!({"id": "rlm", "object": "model", "created": 0, "owned_by": "rlm"})];
-    if let Some(m) = &s.config.defaults.model {
+    for m in s.config.model_list() {
         data.push(serde_json::json!({"id": format!("rlm:{m}"), "object": "model", "created": 0, "owned_by": "rlm"}));
     }
     Json(serde_json::json!({"object": "list", "data": data}))

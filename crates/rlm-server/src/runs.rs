@@ -690,6 +690,23 @@ impl Registry {
             .filter(|m| !m.trim().is_empty())
             .or_else(|| c.defaults.sub_model.clone())
             .unwrap_or_else(|| root_id.clone());
+        for id in [&root_id, &sub_id] {
+            if !c.allows_model(id) {
+                let list = c.model_list();
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "the model {id:?} is not allowed on this server (it allows {}); its operator \
+                         can allow more with `rlm serve --allow-model ID`",
+                        if list.is_empty() {
+                            "none".to_string()
+                        } else {
+                            list.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
         // Take a slot first: a full server refuses before loading models.
         let taken = self
             .active
