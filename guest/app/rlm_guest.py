@@ -41,7 +41,7 @@ import traceback
 # import exactly these (plus the interpreter's built-in C modules). Keep the list explicit: the
 # host's tests import each one inside the sandbox.
 PREIMPORTED = (
-    "abc", "array", "ast", "base64", "binascii", "bisect", "calendar", "cmath", "codecs",
+    "abc", "array", "ast", "asyncio", "base64", "binascii", "bisect", "calendar", "cmath", "codecs",
     "collections", "collections.abc", "colorsys", "contextlib", "copy", "csv", "dataclasses",
     "datetime", "decimal", "difflib", "enum", "errno", "fnmatch", "fractions", "functools",
     "gc", "graphlib", "hashlib", "heapq", "hmac", "html", "html.parser", "io", "itertools",
@@ -923,9 +923,9 @@ def _model_arg(model):
 def llm_query(prompt, model=None):
     """Ask a sub-LLM `prompt`; returns its answer as a str, or a str starting "Error:"."""
     try:
-        return _llm.llm_query(_clean(prompt), _model_arg(model))
+        return _Reply(_llm.llm_query(_clean(prompt), _model_arg(model)))
     except Err as e:
-        return f"Error: {e.value}"
+        return _Reply(f"Error: {e.value}")
 
 
 def llm_batch(prompts, model=None):
@@ -935,20 +935,20 @@ def llm_batch(prompts, model=None):
         raise TypeError("llm_batch takes a list of prompts; for one prompt use llm_query")
     prompts = [_clean(p) for p in prompts]
     if not prompts:
-        return []
+        return _Replies()
     out = []
     for r in _llm.llm_batch(prompts, _model_arg(model)):
         out.append(r.value if type(r).__name__ == "Ok" else f"Error: {r.value}")
-    return out
+    return _Replies(out)
 
 
 def rlm_query(prompt, model=None):
     """Ask a recursive sub-RLM (with a REPL of its own) `prompt`; returns its answer as a str, or
     a str starting "Error:"."""
     try:
-        return _llm.rlm_query(_clean(prompt), _model_arg(model))
+        return _Reply(_llm.rlm_query(_clean(prompt), _model_arg(model)))
     except Err as e:
-        return f"Error: {e.value}"
+        return _Reply(f"Error: {e.value}")
 
 
 def rlm_batch(prompts, model=None):
@@ -958,11 +958,11 @@ def rlm_batch(prompts, model=None):
         raise TypeError("rlm_batch takes a list of prompts; for one prompt use rlm_query")
     prompts = [_clean(p) for p in prompts]
     if not prompts:
-        return []
+        return _Replies()
     out = []
     for r in _llm.rlm_batch(prompts, _model_arg(model)):
         out.append(r.value if type(r).__name__ == "Ok" else f"Error: {r.value}")
-    return out
+    return _Replies(out)
 
 
 # The names other RLM REPLs give the same functions (the official rlm and DSPy), for models
@@ -1218,6 +1218,75 @@ def _format_exception(exc):
     return _clean("".join(te.format()))
 
 
+# Top-level `await` (code written for async REPLs: `await llm_query(...)`,
+# `asyncio.gather(...)`) runs on a small event loop of its own: the standard one needs a
+# socket pair, which the sandbox does not have.
+_CO_COROUTINE = 0x80
+
+
+class _NoSelector:
+    """Stands in for a selector: no file descriptors to watch, so waiting is sleeping."""
+
+    def select(self, timeout=None):
+        if timeout:
+            import time as _time
+
+            _time.sleep(timeout)
+        return []
+
+    def close(self):
+        pass
+
+
+def _new_loop():
+    import asyncio
+
+    class _Loop(asyncio.BaseEventLoop):
+        def __init__(self):
+            super().__init__()
+            self._selector = _NoSelector()
+
+        def _process_events(self, event_list):
+            pass
+
+        def _write_to_self(self):
+            pass
+
+    return _Loop()
+
+
+def _execute(node, filename, mode):
+    """Run a compiled body or expression in the REPL's globals, awaiting it when it awaits."""
+    code = compile(node, filename, mode, flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    result = eval(code, _globals)
+    if code.co_flags & _CO_COROUTINE:
+        import asyncio
+
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            result = runner.run(result)
+    return result
+
+
+class _Reply(str):
+    """A sub-call's answer: a str that can also be awaited (for code written for async REPLs)."""
+
+    __slots__ = ()
+
+    def __await__(self):
+        return str(self)
+        yield  # noqa: unreachable - makes this a generator
+
+
+class _Replies(list):
+    """Answers of a batch: a list that can also be awaited."""
+
+    __slots__ = ()
+
+    def __await__(self):
+        return list(self)
+        yield  # noqa: unreachable - makes this a generator
+
+
 class _State:
     step = 0
 
@@ -1246,9 +1315,9 @@ def _run(code):
             last = None
             if tree.body and isinstance(tree.body[-1], ast.Expr):
                 last = ast.Expression(tree.body.pop().value)
-            exec(compile(tree, filename, "exec"), _globals)
+            _execute(tree, filename, "exec")
             if last is not None:
-                value = eval(compile(last, filename, "eval"), _globals)
+                value = _execute(last, filename, "eval")
                 if value is not None:
                     _globals["_"] = value
                     print(repr(value))

@@ -137,3 +137,28 @@ async fn common_modules_need_no_import() {
         "([('a', 2)], '[1]', 2.0)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn top_level_await_runs_code_written_for_async_repls() {
+    let host = Arc::new(EchoHost::default());
+    let mut sb = with_host(host.clone(), Context::text("doc")).await;
+    // fast-rlm's REPL makes llm_query a coroutine: models write `await` at top level.
+    assert_eq!(
+        out(
+            &mut sb,
+            "import asyncio\nr = await llm_query('a')\n\
+             rs = await asyncio.gather(*[llm_query(p) for p in ['b', 'c']])\n\
+             b = await llm_query_batched(['d'])\n\
+             async def twice(x):\n    await asyncio.sleep(0.01)\n    return x * 2\n\
+             print(r, rs, b, await twice(21))"
+        )
+        .await,
+        "echo: a ['echo: b', 'echo: c'] ['echo: d'] 42"
+    );
+    // A trailing awaited expression is echoed, and the answers are still plain strings.
+    assert_eq!(out(&mut sb, "await llm_query('e')").await, "'echo: e'");
+    assert_eq!(
+        out(&mut sb, "isinstance(r, str), r.upper(), r + '!'").await,
+        "(True, 'ECHO: A', 'echo: a!')"
+    );
+}
