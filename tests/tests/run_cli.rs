@@ -153,3 +153,79 @@ async fn exit_codes_say_how_the_run_ended() {
     assert_eq!(out.status.code(), Some(1), "model error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad key"));
 }
+
+/// A root model that writes the Python real models write for other RLM REPLs (`re.search` over
+/// `context[:]`, `context.splitlines()`, the question as `query`) and answers from what its code
+/// printed. Over a 6.5 MB document this used to loop on `TypeError: ... 'LazyText'`.
+#[tokio::test(flavor = "multi_thread")]
+async fn ordinary_re_code_finds_a_needle_in_a_large_document() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| {
+        let turns = r
+            .messages()
+            .iter()
+            .filter(|(role, _)| role == "assistant")
+            .count();
+        if turns == 0 {
+            return code(
+                "import re\n\
+                 pattern = r'access code for project Saffron-75 is (\\d+)'\n\
+                 m = re.search(pattern, context[:])\n\
+                 lines = context.splitlines()\n\
+                 print(query)\n\
+                 print('found:', m.group(1) if m else None, len(lines), isinstance(context, str))",
+            );
+        }
+        // Answer from the printed output only.
+        let output = r.last_user();
+        match output
+            .split("found: ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            Some(code) if code.chars().all(|c| c.is_ascii_digit()) => {
+                Reply::text(format!("FINAL({code})"))
+            }
+            _ => Reply::text(format!("FINAL(not found: {output})")),
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let doc = dir.path().join("big.txt");
+    let filler: String = (0..130_000)
+        .map(|i| format!("entry {i}: routine status report for unit {} ok\n", i % 913))
+        .collect();
+    let at = filler.len() * 3 / 5;
+    let at = filler[..at].rfind('\n').unwrap() + 1;
+    let text = format!(
+        "{}The access code for project Saffron-75 is 59975.\n{}",
+        &filler[..at],
+        &filler[at..]
+    );
+    assert!(text.len() > 6_500_000, "{}", text.len());
+    fs::write(&doc, &text).unwrap();
+    let question = "What is the access code for project Saffron-75?";
+    let out = run_cli(
+        [
+            "run",
+            "--context",
+            doc.to_str().unwrap(),
+            "--query",
+            question,
+            "--model",
+            "compat/scripted",
+            "--base-url",
+            &mock.openai_base_url(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "59975");
+    assert!(stderr.contains("answered · 2 iterations"), "{stderr}");
+    let output = mock.requests()[1].last_user();
+    assert!(output.contains(question), "the question is bound as `query`: {output}");
+    assert!(output.contains("130001 True"), "a real str with its lines: {output}");
+}
