@@ -105,7 +105,7 @@ async fn every_dataset_and_method_scores_and_reports() {
                 "rlm-d0" | "direct" => assert_eq!(subs, 0, "{what}"),
                 _ => assert!(subs >= 1, "{what}"),
             }
-            let recursive = events.iter().any(|e| matches!(e, rlm_core::Event::SubCallFinished { kind, .. } if kind == "rlm_query"));
+            let recursive = events.iter().any(|e| matches!(e, rlm_core::Event::SubCallFinished { kind, .. } if *kind == rlm_core::SubCallKind::RlmQuery));
             assert_eq!(
                 recursive,
                 method == "rlm-d2",

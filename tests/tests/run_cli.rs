@@ -226,6 +226,12 @@ async fn ordinary_re_code_finds_a_needle_in_a_large_document() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "59975");
     assert!(stderr.contains("answered · 2 iterations"), "{stderr}");
     let output = mock.requests()[1].last_user();
-    assert!(output.contains(question), "the question is bound as `query`: {output}");
-    assert!(output.contains("130001 True"), "a real str with its lines: {output}");
+    assert!(
+        output.contains(question),
+        "the question is bound as `query`: {output}"
+    );
+    assert!(
+        output.contains("130001 True"),
+        "a real str with its lines: {output}"
+    );
 }

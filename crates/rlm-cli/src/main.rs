@@ -448,7 +448,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     let stop = match &result.stop {
         StopReason::Final => "answered".to_string(),
         StopReason::MaxIterations => "iterations used up (best answer given)".to_string(),
-        StopReason::Budget { reason } => format!("stopped: {reason}"),
+        StopReason::Budget { reason, .. } => format!("stopped: {reason}"),
         StopReason::Error { message } => format!("error: {message}"),
     };
     let cost = if u.total.unpriced_calls > 0 {

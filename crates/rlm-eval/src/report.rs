@@ -142,7 +142,7 @@ pub fn build(records: &[TaskRecord], order: &[String]) -> Report {
             let judged: Vec<f64> = rs.iter().filter_map(|r| r.judge).collect();
             let mut stops = BTreeMap::new();
             for r in &rs {
-                *stops.entry(r.stop.clone()).or_insert(0) += 1;
+                *stops.entry(r.stop.to_string()).or_insert(0) += 1;
             }
             Cell {
                 dataset,
@@ -447,7 +447,7 @@ mod tests {
             answer: Some("a".into()),
             score,
             judge: None,
-            stop: "final".into(),
+            stop: crate::results::UnitStop::Final,
             detail: None,
             iterations: 1,
             calls: 1,

@@ -61,6 +61,42 @@ pub struct RunHeader {
     pub version: String,
 }
 
+/// How a unit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitStop {
+    /// The method gave its final answer.
+    Final,
+    /// The RLM's iterations ran out (its best answer is kept).
+    MaxIterations,
+    /// The task's budget of tokens, dollars or sub-calls ran out.
+    Budget,
+    /// The task's time ran out.
+    Timeout,
+    /// An infrastructure failure (a model call after its retries, a setup error): a resume
+    /// runs it again.
+    Error,
+}
+
+impl UnitStop {
+    /// The name in results files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Final => "final",
+            Self::MaxIterations => "max_iterations",
+            Self::Budget => "budget",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for UnitStop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The outcome of one task answered by one method.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
@@ -89,7 +125,7 @@ pub struct TaskRecord {
     /// 0 or 1 from the LLM judge, when one was asked.
     pub judge: Option<f64>,
     /// `final`, `max_iterations`, `budget`, `timeout` or `error`.
-    pub stop: String,
+    pub stop: UnitStop,
     /// Why, for budget, timeout and error stops.
     pub detail: Option<String>,
     /// Root iterations (1 for `direct`).
@@ -124,7 +160,7 @@ impl TaskRecord {
 
     /// An infrastructure failure that a resume should retry.
     pub fn is_error(&self) -> bool {
-        self.stop == "error"
+        self.stop == UnitStop::Error
     }
 }
 

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rlm::{
-    Budget, ContextInput, Event, EventSink, Node, PromptProfile, Rlm, StopReason, TraceWriter,
+    Budget, BudgetLimit, ContextInput, Event, EventSink, Node, PromptProfile, Rlm, StopReason,
+    TraceWriter,
 };
 use rlm_llm::{ChatModel, ChatRequest, Message};
 use rlm_sandbox::SandboxEngine;
@@ -17,7 +18,7 @@ use tracing::Instrument;
 
 use crate::datasets::{Family, Task, generate};
 use crate::method::{DIRECT_SYSTEM, Method, MethodKind, direct_prompt, judge_prompt};
-use crate::results::{Line, Results, ResultsWriter, RunHeader, Shard, TaskRecord};
+use crate::results::{Line, Results, ResultsWriter, RunHeader, Shard, TaskRecord, UnitStop};
 use crate::{EvalError, load_jsonl};
 
 /// Where the tasks of a run come from.
@@ -373,7 +374,7 @@ pub async fn run_unit(
             answer: None,
             score: 0.0,
             judge: None,
-            stop: String::new(),
+            stop: UnitStop::Error,
             detail: None,
             iterations: 0,
             calls: 0,
@@ -470,7 +471,7 @@ async fn direct(
     let started = Instant::now();
     let stop = match with_timeout(options.task_timeout, method.root.chat(request)).await {
         None => {
-            record.stop = "timeout".into();
+            record.stop = UnitStop::Timeout;
             record.detail = Some(format!(
                 "no answer within {:?}",
                 options.task_timeout.unwrap_or_default()
@@ -480,7 +481,7 @@ async fn direct(
             }
         }
         Some(Err(e)) => {
-            record.stop = "error".into();
+            record.stop = UnitStop::Error;
             record.detail = Some(e.to_string());
             StopReason::Error {
                 message: e.to_string(),
@@ -505,7 +506,7 @@ async fn direct(
                 ms: started.elapsed().as_secs_f64() * 1e3,
             });
             record.answer = Some(r.text.trim().to_string());
-            record.stop = "final".into();
+            record.stop = UnitStop::Final;
             StopReason::Final
         }
     };
@@ -514,6 +515,21 @@ async fn direct(
         answer: record.answer.clone(),
         stop,
     });
+}
+
+/// How an RLM unit ended, from the run's stop reason (by its type, never its wording): a spent
+/// time budget is a timeout, any other spent budget a budget stop.
+fn unit_stop(stop: StopReason) -> (UnitStop, Option<String>) {
+    match stop {
+        StopReason::Final => (UnitStop::Final, None),
+        StopReason::MaxIterations => (UnitStop::MaxIterations, None),
+        StopReason::Budget {
+            limit: Some(BudgetLimit::Time),
+            reason,
+        } => (UnitStop::Timeout, Some(reason)),
+        StopReason::Budget { reason, .. } => (UnitStop::Budget, Some(reason)),
+        StopReason::Error { message } => (UnitStop::Error, Some(message)),
+    }
 }
 
 /// A stable 32-byte seed for one unit's sandboxes.
@@ -555,20 +571,22 @@ async fn rlm_method(
     let rlm = match builder.build() {
         Ok(r) => r,
         Err(e) => {
-            record.stop = "error".into();
+            record.stop = UnitStop::Error;
             record.detail = Some(e.to_string());
             return;
         }
     };
     // The budget's clock stops the loop between steps; this stops a stuck call too.
-    let hard = options.task_timeout.map(|d| d + Duration::from_secs(30));
+    let hard = options
+        .task_timeout
+        .map(|d| d.saturating_add(Duration::from_secs(30)));
     match with_timeout(hard, rlm.run(context, &task.question)).await {
         None => {
-            record.stop = "timeout".into();
+            record.stop = UnitStop::Timeout;
             record.detail = Some(format!("no answer within {:?}", hard.unwrap_or_default()));
         }
         Some(Err(e)) => {
-            record.stop = "error".into();
+            record.stop = UnitStop::Error;
             record.detail = Some(e.to_string());
         }
         Some(Ok(result)) => {
@@ -585,15 +603,40 @@ async fn rlm_method(
             record.output_tokens = total.usage.output_tokens;
             record.cost_usd = total.cost_usd;
             record.unpriced_calls = total.unpriced_calls;
-            (record.stop, record.detail) = match result.stop {
-                StopReason::Final => ("final".into(), None),
-                StopReason::MaxIterations => ("max_iterations".into(), None),
-                StopReason::Budget { reason } if reason.contains("time budget") => {
-                    ("timeout".into(), Some(reason))
-                }
-                StopReason::Budget { reason } => ("budget".into(), Some(reason)),
-                StopReason::Error { message } => ("error".into(), Some(message)),
-            };
+            (record.stop, record.detail) = unit_stop(result.stop);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The outcome follows the limit that ran out, whatever its message says.
+    #[test]
+    fn a_unit_stop_follows_the_limit_not_the_message() {
+        let budget = |limit, reason: &str| StopReason::Budget {
+            limit: Some(limit),
+            reason: reason.into(),
+        };
+        assert_eq!(
+            unit_stop(budget(BudgetLimit::Time, "the clock ran out")).0,
+            UnitStop::Timeout
+        );
+        assert_eq!(
+            unit_stop(budget(
+                BudgetLimit::Tokens,
+                "the time budget words in a token stop"
+            ))
+            .0,
+            UnitStop::Budget
+        );
+        assert_eq!(
+            unit_stop(StopReason::Error {
+                message: "the time budget".into()
+            })
+            .0,
+            UnitStop::Error
+        );
     }
 }

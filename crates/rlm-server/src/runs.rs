@@ -133,7 +133,7 @@ impl Summary {
                     result.iterations
                 ),
             ),
-            StopReason::Budget { reason } => (
+            StopReason::Budget { reason, .. } => (
                 "exhausted",
                 format!(
                     "Stopped because {reason}. The answer so far is shown; raise the budget to go further."

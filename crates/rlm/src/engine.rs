@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::budget::{Budget, BudgetState};
+use crate::budget::{Budget, BudgetLimit, BudgetState, Spent};
 use crate::events::{ContextRecord, Event, EventSink, Events, Node, RunSettings};
 use crate::parse::{TextFinal, parse_reply};
 use crate::prompt::{self, PromptFacts};
@@ -45,7 +45,10 @@ pub enum StopReason {
     MaxIterations,
     /// The budget ran out.
     Budget {
-        /// What ran out.
+        /// Which limit ran out (`None` only in traces written before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<BudgetLimit>,
+        /// What ran out, for people.
         reason: String,
     },
     /// A model call failed after its retries.
@@ -385,7 +388,8 @@ impl Rlm {
         let tree = Tree::new(self.config.clone());
         let span = tracing::info_span!("run", root_model = %self.config.root_model.id(), depth = 0);
         async {
-            let mut node = NodeRun::start(tree.clone(), root_node(), vec![ctx]).await?;
+            let root = self.config.root_model.clone();
+            let mut node = NodeRun::start(tree.clone(), root_node(), root, vec![ctx]).await?;
             tree.events.emit(Event::RunStarted {
                 node: root_node(),
                 query: query.to_string(),
@@ -406,17 +410,34 @@ impl Rlm {
         .await
     }
 
-    /// [`Rlm::run`] for callers without an async runtime (starts one for the call).
+    /// [`Rlm::run`] for callers without an async runtime (starts one for the call). Called
+    /// from inside a runtime, it runs the call on a thread of its own (a runtime cannot be
+    /// started on a thread that drives one) and blocks until it ends; async code should
+    /// `.await` [`Rlm::run`] instead.
     pub fn run_blocking(
         &self,
         context: impl Into<ContextInput>,
         query: &str,
     ) -> Result<RunResult, RlmError> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| RlmError::Config(format!("cannot start a tokio runtime: {e}")))?;
-        rt.block_on(self.run(context, query))
+        let context = context.into();
+        let run = move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| RlmError::Config(format!("cannot start a tokio runtime: {e}")))?;
+            rt.block_on(self.run(context, query))
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return run();
+        }
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("rlm-run-blocking".into())
+                .spawn_scoped(scope, run)
+                .map_err(|e| RlmError::Config(format!("cannot start a thread for the run: {e}")))?
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 
     /// A multi-turn session over `context`: the REPL and the conversation persist across
@@ -429,6 +450,7 @@ impl Rlm {
         let node = NodeRun::start(
             tree.clone(),
             root_node(),
+            self.config.root_model.clone(),
             vec![context.into().into_context()],
         )
         .await?;
@@ -477,8 +499,8 @@ pub(crate) fn request_hash(model: &str, messages: &[Message]) -> String {
 /// Why a model call gave no response.
 #[derive(Debug)]
 enum CallError {
-    /// The run's time budget ran out while waiting.
-    Budget(String),
+    /// The run's budget ran out while waiting.
+    Budget(Spent),
     /// The call failed (after the client's retries).
     Failed(String),
 }
@@ -486,8 +508,36 @@ enum CallError {
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Budget(m) | Self::Failed(m) => f.write_str(m),
+            Self::Budget(spent) => f.write_str(&spent.reason),
+            Self::Failed(m) => f.write_str(m),
         }
+    }
+}
+
+/// What kind of sub-call an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubCallKind {
+    /// A plain call to a sub-model (`llm_query`, `llm_batch`, or `rlm_query` at the depth
+    /// limit).
+    LlmQuery,
+    /// A child RLM (`rlm_query` below the depth limit).
+    RlmQuery,
+}
+
+impl SubCallKind {
+    /// The name model code calls it by.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LlmQuery => "llm_query",
+            Self::RlmQuery => "rlm_query",
+        }
+    }
+}
+
+impl std::fmt::Display for SubCallKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -588,9 +638,10 @@ impl Tree {
             Some(left) => match tokio::time::timeout(left, call).await {
                 Ok(r) => r,
                 Err(_) => {
-                    return Err(CallError::Budget(
-                        "the time budget ran out during the call".to_string(),
-                    ));
+                    return Err(CallError::Budget(Spent {
+                        limit: BudgetLimit::Time,
+                        reason: "the time budget ran out during the call".to_string(),
+                    }));
                 }
             },
             None => call.await,
@@ -606,7 +657,6 @@ impl Tree {
     async fn sub_call(
         self: &Arc<Self>,
         caller: &Node,
-        kind: &str,
         model: Arc<dyn ChatModel>,
         prompt: String,
     ) -> Result<String, String> {
@@ -638,15 +688,24 @@ impl Tree {
                 .boxed()
             }
         };
-        self.shared_call(caller, kind, &model_id, hash, prompt_chars, make)
-            .await
+        self.shared_call(
+            caller,
+            SubCallKind::LlmQuery,
+            &model_id,
+            hash,
+            prompt_chars,
+            make,
+        )
+        .await
     }
 
     /// Run `make()` once per request hash; identical calls (also concurrent ones) share it.
+    /// Only answers are kept: a call that failed (a timeout, a refusal, a spent budget) is
+    /// forgotten once it ends, so the same call made again is tried again.
     async fn shared_call(
         self: &Arc<Self>,
         caller: &Node,
-        kind: &str,
+        kind: SubCallKind,
         model_id: &str,
         hash: String,
         prompt_chars: usize,
@@ -656,7 +715,7 @@ impl Tree {
         self.events.emit(Event::SubCallStarted {
             node: caller.clone(),
             id,
-            kind: kind.to_string(),
+            kind,
             model: model_id.to_string(),
             prompt_chars,
         });
@@ -672,11 +731,17 @@ impl Tree {
             }
         };
         let started = Instant::now();
-        let outcome = future.await;
+        let outcome = future.clone().await;
+        if outcome.result.is_err() {
+            let mut map = self.dedupe.lock().unwrap_or_else(PoisonError::into_inner);
+            if map.get(&hash).is_some_and(|f| f.ptr_eq(&future)) {
+                map.remove(&hash);
+            }
+        }
         self.events.emit(Event::SubCallFinished {
             node: caller.clone(),
             id,
-            kind: kind.to_string(),
+            kind,
             model: model_id.to_string(),
             request_hash: hash,
             result: outcome.result.clone(),
@@ -692,8 +757,14 @@ impl Tree {
         outcome.result
     }
 
-    /// A child RLM over `prompt` (its context is the prompt), deduplicated.
-    async fn child_rlm(self: &Arc<Self>, caller: &Node, prompt: String) -> Result<String, String> {
+    /// A child RLM over `prompt` (its context is the prompt) whose root model is `model`,
+    /// deduplicated.
+    async fn child_rlm(
+        self: &Arc<Self>,
+        caller: &Node,
+        model: Arc<dyn ChatModel>,
+        prompt: String,
+    ) -> Result<String, String> {
         let key = format!(
             "{}.{}",
             caller.rlm,
@@ -703,10 +774,8 @@ impl Tree {
             rlm: key,
             depth: caller.depth + 1,
         };
-        let hash = request_hash(
-            &format!("rlm:{}", self.config.root_model.id()),
-            &[Message::user(prompt.clone())],
-        );
+        let rlm_model_id = format!("rlm:{}", model.id());
+        let hash = request_hash(&rlm_model_id, &[Message::user(prompt.clone())]);
         let prompt_chars = prompt.chars().count();
         let make =
             {
@@ -721,7 +790,8 @@ impl Tree {
                          it, carry it out, and give the result as FINAL(...)."
                     );
                     let ctx = Context::text(prompt);
-                    let outcome = match NodeRun::start(tree.clone(), node.clone(), vec![ctx]).await
+                    let outcome = match NodeRun::start(tree.clone(), node.clone(), model, vec![ctx])
+                        .await
                     {
                         Ok(mut child) => {
                             tree.events.emit(Event::RunStarted {
@@ -742,7 +812,7 @@ impl Tree {
                     };
                     let result = match (outcome.answer, outcome.stop) {
                         (Some(a), _) => Ok(a),
-                        (None, StopReason::Budget { reason }) => {
+                        (None, StopReason::Budget { reason, .. }) => {
                             Err(format!("budget exhausted: {reason}"))
                         }
                         (None, StopReason::Error { message }) => Err(message),
@@ -756,8 +826,8 @@ impl Tree {
             };
         self.shared_call(
             caller,
-            "rlm_query",
-            &format!("rlm:{}", self.config.root_model.id()),
+            SubCallKind::RlmQuery,
+            &rlm_model_id,
             hash,
             prompt_chars,
             make,
@@ -782,14 +852,17 @@ impl ModelHost for NodeHost {
             ));
         }
         let model = self.tree.model_named(model.as_deref())?;
-        self.tree
-            .sub_call(&self.node, "llm_query", model, prompt)
-            .await
+        self.tree.sub_call(&self.node, model, prompt).await
     }
 
     async fn rlm_query(&self, prompt: String, model: Option<String>) -> Result<String, String> {
         if self.node.depth + 1 < self.tree.config.max_depth {
-            return self.tree.child_rlm(&self.node, prompt).await;
+            // A child RLM's root is the model named, else the run's root model.
+            let model = match model.as_deref() {
+                None => self.tree.config.root_model.clone(),
+                Some(name) => self.tree.model_named(Some(name))?,
+            };
+            return self.tree.child_rlm(&self.node, model, prompt).await;
         }
         // At the depth limit a sub-RLM is a plain sub-call, as in the paper.
         self.llm_query(prompt, model).await
@@ -807,6 +880,8 @@ pub(crate) struct NodeOutcome {
 pub(crate) struct NodeRun {
     tree: Arc<Tree>,
     node: Node,
+    /// This RLM's root model (the run's, or the one an `rlm_query` named).
+    root_model: Arc<dyn ChatModel>,
     pub(crate) sandbox: Sandbox,
     pub(crate) messages: Vec<Message>,
     shapes: Vec<(String, ContextShape)>,
@@ -816,6 +891,7 @@ impl NodeRun {
     pub(crate) async fn start(
         tree: Arc<Tree>,
         node: Node,
+        root_model: Arc<dyn ChatModel>,
         contexts: Vec<Arc<Context>>,
     ) -> Result<Self, RlmError> {
         let c = &tree.config;
@@ -836,6 +912,7 @@ impl NodeRun {
         let mut run = Self {
             tree,
             node,
+            root_model,
             sandbox,
             messages: Vec::new(),
             shapes,
@@ -906,9 +983,9 @@ impl NodeRun {
             .push(Message::user(prompt::first_user_message(query)));
         let mut last_prose = String::new();
         for iteration in 1..=c.max_iterations {
-            if let Some(reason) = self.tree.budget.exhausted() {
+            if let Some(spent) = self.tree.budget.exhausted() {
                 return self
-                    .stop_for_budget(reason, iteration - 1, &last_prose)
+                    .stop_for_budget(spent, iteration - 1, &last_prose)
                     .await;
             }
             self.tree.events.emit(Event::Iteration {
@@ -918,8 +995,8 @@ impl NodeRun {
             let span = tracing::info_span!("iteration", rlm = %self.node.rlm, n = iteration);
             let reply = match self.ask_root(iteration).instrument(span.clone()).await {
                 Ok(r) => r,
-                Err(CallError::Budget(reason)) => {
-                    return self.stop_for_budget(reason, iteration, &last_prose).await;
+                Err(CallError::Budget(spent)) => {
+                    return self.stop_for_budget(spent, iteration, &last_prose).await;
                 }
                 Err(CallError::Failed(message)) => {
                     return self.stop_for_error(message, iteration, &last_prose).await;
@@ -963,9 +1040,9 @@ impl NodeRun {
             self.messages.push(Message::user(feedback.join("\n\n")));
         }
         // Out of iterations: ask once for the best answer.
-        if let Some(reason) = self.tree.budget.exhausted() {
+        if let Some(spent) = self.tree.budget.exhausted() {
             return self
-                .stop_for_budget(reason, c.max_iterations, &last_prose)
+                .stop_for_budget(spent, c.max_iterations, &last_prose)
                 .await;
         }
         self.messages
@@ -989,7 +1066,7 @@ impl NodeRun {
     }
 
     async fn ask_root(&mut self, iteration: u32) -> Result<String, CallError> {
-        let model = self.tree.config.root_model.clone();
+        let model = self.root_model.clone();
         let model_id = model.id();
         let request_hash = request_hash(&model_id, &self.messages);
         let tag = CallTag {
@@ -1064,16 +1141,20 @@ impl NodeRun {
 
     async fn stop_for_budget(
         &mut self,
-        reason: String,
+        spent: Spent,
         iterations: u32,
         last_prose: &str,
     ) -> NodeOutcome {
         self.tree.events.emit(Event::BudgetExceeded {
             node: self.node.clone(),
-            reason: reason.clone(),
+            reason: spent.reason.clone(),
         });
         let answer = self.partial(last_prose).await;
-        self.finish(answer, StopReason::Budget { reason }, iterations)
+        let stop = StopReason::Budget {
+            limit: Some(spent.limit),
+            reason: spent.reason,
+        };
+        self.finish(answer, stop, iterations)
     }
 
     async fn stop_for_error(

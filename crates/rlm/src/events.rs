@@ -124,7 +124,7 @@ pub enum Event {
         /// Call id (unique in the run).
         id: u64,
         /// `llm_query` or `rlm_query`.
-        kind: String,
+        kind: crate::SubCallKind,
         /// The model.
         model: String,
         /// Characters of the prompt.
@@ -138,7 +138,7 @@ pub enum Event {
         /// Call id.
         id: u64,
         /// `llm_query` or `rlm_query`.
-        kind: String,
+        kind: crate::SubCallKind,
         /// The model.
         model: String,
         /// Hash of the request, to find the answer when replaying.

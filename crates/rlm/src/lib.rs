@@ -67,8 +67,10 @@ mod prompt;
 mod session;
 mod trace;
 
-pub use budget::Budget;
-pub use engine::{ContextInput, Rlm, RlmBuilder, RlmError, RunResult, StopReason, UsageReport};
+pub use budget::{Budget, BudgetError, BudgetLimit, BudgetLimits, MAX_SECONDS, seconds_limit};
+pub use engine::{
+    ContextInput, Rlm, RlmBuilder, RlmError, RunResult, StopReason, SubCallKind, UsageReport,
+};
 pub use events::{ContextRecord, Event, EventSink, Node, RunSettings};
 pub use parse::{ParsedReply, TextFinal, find_final, parse_reply};
 pub use prompt::{

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use rlm_llm::{ChatModel, ChatRequest, ChatResponse, FinishReason, LlmError, Usage};
 use rlm_sandbox::SandboxEngine;
 
-use crate::engine::{ContextInput, Rlm, RlmError, RunResult, request_hash};
+use crate::engine::{ContextInput, Rlm, RlmError, RunResult, SubCallKind, request_hash};
 use crate::events::{Event, EventSink};
 
 /// Errors reading a trace.
@@ -211,7 +211,7 @@ pub async fn replay(
                 cost_usd,
                 deduped: false,
                 ..
-            } if kind == "llm_query" => {
+            } if *kind == SubCallKind::LlmQuery => {
                 answers.insert(
                     request_hash.clone(),
                     Recorded {

@@ -3,7 +3,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use rlm::{Budget, ContextInput, Event, Rlm, StopReason, TraceWriter, read_trace, replay};
+use rlm::{
+    Budget, BudgetLimit, ContextInput, Event, Rlm, StopReason, TraceWriter, read_trace, replay,
+};
 use rlm_llm::{CallRole, LlmClient, ModelConfig, Price, PriceTable, RetryPolicy};
 use rlm_sandbox::{Limits, SandboxEngine};
 use rlm_testkit::{MockProvider, RecordedRequest, Reply};
@@ -19,8 +21,13 @@ fn engine() -> Arc<SandboxEngine> {
 
 /// A model on the mock, priced at $1 / $2 per million tokens.
 fn model(mock: &MockProvider) -> Arc<rlm_llm::Model> {
+    model_named(mock, "compat/scripted")
+}
+
+/// The model `id` on the mock, priced at $1 / $2 per million tokens.
+fn model_named(mock: &MockProvider, id: &str) -> Arc<rlm_llm::Model> {
     let mut prices = PriceTable::empty();
-    prices.set("compat/scripted", Price::new(1.0, 2.0, 1.0));
+    prices.set(id, Price::new(1.0, 2.0, 1.0));
     let client = LlmClient::builder()
         .retry(RetryPolicy::none())
         .prices(prices)
@@ -30,7 +37,7 @@ fn model(mock: &MockProvider) -> Arc<rlm_llm::Model> {
         base_url: Some(mock.openai_base_url()),
         ..ModelConfig::default()
     };
-    Arc::new(client.model_with("compat/scripted", config).unwrap())
+    Arc::new(client.model_with(id, config).unwrap())
 }
 
 fn code(c: &str) -> Reply {
@@ -304,7 +311,13 @@ async fn an_exhausted_budget_returns_the_partial_answer() {
         .unwrap();
     let result = rlm.run("doc", "Label everything").await.unwrap();
     assert!(
-        matches!(&result.stop, StopReason::Budget { reason } if reason.contains("sub-call")),
+        matches!(
+            &result.stop,
+            StopReason::Budget {
+                limit: Some(BudgetLimit::SubCalls),
+                ..
+            }
+        ),
         "{:?}",
         result.stop
     );
@@ -338,7 +351,13 @@ async fn an_exhausted_budget_returns_the_partial_answer() {
         .unwrap();
     let result = rlm.run("doc", "Label everything").await.unwrap();
     assert!(
-        matches!(&result.stop, StopReason::Budget { reason } if reason.contains("token")),
+        matches!(
+            &result.stop,
+            StopReason::Budget {
+                limit: Some(BudgetLimit::Tokens),
+                ..
+            }
+        ),
         "{:?}",
         result.stop
     );
@@ -374,6 +393,103 @@ async fn identical_sub_calls_are_made_once() {
         result.usage.total.calls, 3,
         "two root turns and one sub-call"
     );
+}
+
+/// A failed sub-call is not an answer to keep: the same call made again is tried again (a
+/// timeout or a 500 is often gone a moment later), and gets the new answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_sub_call_is_tried_again_not_served_from_the_dedupe_cache() {
+    let mock = MockProvider::start().await;
+    let subs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = subs.clone();
+    mock.respond_with(move |r| {
+        if !is_root(r) {
+            return match seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => Reply::status(500, "the sub-model is overloaded"),
+                _ => Reply::text("fresh answer"),
+            };
+        }
+        match turn(r) {
+            0 => code("a = llm_query('same prompt')\nb = llm_query('same prompt')\nc = llm_query('same prompt')\nprint(repr(a[:6]), b, c)"),
+            _ => Reply::text("FINAL(done)"),
+        }
+    });
+    let rlm = Rlm::builder(model(&mock)).engine(engine()).build().unwrap();
+    let result = rlm.run("doc", "q").await.unwrap();
+    let output = result
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::CodeExecuted { output, .. } => Some(output.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        output.trim(),
+        "'Error:' fresh answer fresh answer",
+        "{output}"
+    );
+    assert_eq!(
+        subs.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the failure was tried again once; the answer was then shared"
+    );
+    let deduped: Vec<bool> = result
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SubCallFinished { deduped, .. } => Some(*deduped),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deduped, [false, false, true]);
+}
+
+/// `rlm_query(prompt, model=...)` below the depth limit starts a child RLM whose root is the
+/// model named, not the run's root model.
+#[tokio::test(flavor = "multi_thread")]
+async fn rlm_query_with_a_model_gives_the_child_rlm_that_model() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| {
+        let first_user = r
+            .messages()
+            .iter()
+            .find(|(role, _)| role == "user")
+            .map(|m| m.1.clone())
+            .unwrap_or_default();
+        if first_user.contains("The task you are given is in `context`") {
+            return Reply::text(format!("FINAL(child ran on {})", r.model()));
+        }
+        match turn(r) {
+            0 => code("print(rlm_query('What is 6 times 7?', model='compat/helper'))"),
+            _ => Reply::text(format!(
+                "FINAL({})",
+                r.last_user().trim_start_matches("Output:").trim()
+            )),
+        }
+    });
+    let rlm = Rlm::builder(model(&mock))
+        .sub_model(model_named(&mock, "compat/helper"))
+        .engine(engine())
+        .max_depth(2)
+        .build()
+        .unwrap();
+    let result = rlm.run("unused", "Ask a helper.").await.unwrap();
+    assert_eq!(result.answer.as_deref(), Some("child ran on helper"));
+    let child_models: Vec<String> = result
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ModelReply { node, model, .. } if node.depth == 1 => Some(model.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(child_models, ["compat/helper"]);
+    // The same prompt without a model is another call (another root), not a deduped one.
+    assert!(result.events.iter().any(|e| matches!(
+        e,
+        Event::SubCallFinished { kind: rlm::SubCallKind::RlmQuery, model, .. } if model == "rlm:compat/helper"
+    )));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -497,6 +613,35 @@ fn run_blocking_works_without_a_runtime() {
     drop(mock);
 }
 
+/// Called from async code by mistake, the blocking wrapper still answers instead of panicking
+/// ("cannot start a runtime from within a runtime"), on both kinds of runtime.
+#[test]
+fn run_blocking_inside_a_runtime_answers_instead_of_panicking() {
+    for multi_thread in [false, true] {
+        let mut rt = if multi_thread {
+            tokio::runtime::Builder::new_multi_thread()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+        };
+        let rt = rt.enable_all().build().unwrap();
+        // The mock serves from its own runtime: the caller's may be blocked by the call.
+        let server = tokio::runtime::Runtime::new().unwrap();
+        let mock = server.block_on(MockProvider::start());
+        mock.respond_with(|r| match turn(r) {
+            0 => code("n = len(context)"),
+            _ => Reply::text("FINAL_VAR(n)"),
+        });
+        let rlm = Rlm::builder(model(&mock)).engine(engine()).build().unwrap();
+        let result = rt.block_on(async { rlm.run_blocking("twelve chars", "how long?") });
+        assert_eq!(
+            result.unwrap().answer.as_deref(),
+            Some("12"),
+            "{multi_thread}"
+        );
+        drop(mock);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn time_and_cost_budgets_stop_the_run() {
     let mock = MockProvider::start().await;
@@ -524,7 +669,13 @@ async fn time_and_cost_budgets_stop_the_run() {
         started.elapsed()
     );
     assert!(
-        matches!(&result.stop, StopReason::Budget { reason } if reason.contains("time budget")),
+        matches!(
+            &result.stop,
+            StopReason::Budget {
+                limit: Some(BudgetLimit::Time),
+                ..
+            }
+        ),
         "{:?}",
         result.stop
     );
@@ -543,7 +694,13 @@ async fn time_and_cost_budgets_stop_the_run() {
         .unwrap();
     let result = rlm.run("doc", "q").await.unwrap();
     assert!(
-        matches!(&result.stop, StopReason::Budget { reason } if reason.contains("cost budget")),
+        matches!(
+            &result.stop,
+            StopReason::Budget {
+                limit: Some(BudgetLimit::Cost),
+                ..
+            }
+        ),
         "{:?}",
         result.stop
     );
