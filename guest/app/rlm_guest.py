@@ -1078,16 +1078,13 @@ def FINAL_VAR(name):
 
 
 def SUBMIT(*args, **fields):
-    """Finish the run (DSPy's name): SUBMIT(answer), SUBMIT(answer=...), or several named fields
-    (given as a JSON object)."""
+    """Finish the run (DSPy's name): SUBMIT(answer), SUBMIT(answer=...); several values (DSPy's
+    output fields in order) are given as a JSON array, several named fields as a JSON object."""
     if args and fields:
-        raise TypeError("SUBMIT takes either one value or named fields, not both")
+        raise TypeError("SUBMIT takes either values or named fields, not both")
     if len(args) > 1:
-        raise TypeError(
-            f"SUBMIT takes one answer (got {len(args)} values); name them, e.g. "
-            "SUBMIT(answer=..., reason=...)"
-        )
-    if args:
+        value = json.dumps(list(args), default=str, ensure_ascii=False)
+    elif args:
         value = args[0]
     elif not fields:
         raise TypeError("SUBMIT needs the answer, e.g. SUBMIT(answer) or SUBMIT(answer=...)")

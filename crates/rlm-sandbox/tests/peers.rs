@@ -60,6 +60,8 @@ async fn submit_and_show_vars_behave_as_in_dspy_and_the_official_rlm() {
             "SUBMIT(answer='1', sparql='q')",
             r#"{"answer": "1", "sparql": "q"}"#,
         ),
+        // DSPy's positional form for several output fields, in signature order.
+        ("SUBMIT({'a': 1}, 'text', 5)", r#"[{"a": 1}, "text", 5]"#),
         (
             "FINAL({'content': 'from a dict', 'ready': True})",
             "from a dict",
