@@ -451,7 +451,15 @@ pub(crate) fn search_hits(
         let cut = text.byte_of((start + max_match_chars).min(end));
         let matched = text.as_str()[bs..cut.max(bs)].to_string();
         let line = text.line_around(start);
-        bytes += matched.len() + line.len() + 64;
+        // Everything that crosses into the guest counts: the path's keys too.
+        let path_bytes: usize = path
+            .iter()
+            .map(|p| match p {
+                PathStep::Key(k) => k.len() + 16,
+                PathStep::Index(_) => 16,
+            })
+            .sum();
+        bytes += matched.len() + line.len() + path_bytes + 64;
         if bytes > max_bytes {
             return false;
         }

@@ -398,12 +398,20 @@ impl Sandbox {
         };
         match outcome.result {
             Ok((step, calls)) => {
-                result.stdout = join_streams(step.stdout, &out);
-                result.stderr = join_streams(step.stderr, &err);
-                result.stdout_dropped += step.stdout_dropped;
-                result.stderr_dropped += step.stderr_dropped;
-                result.error = step.error;
-                result.final_answer = step.final_answer;
+                // The guest caps its own output, but model code can get around that: the host
+                // enforces every cap on what it receives.
+                let cap =
+                    usize::try_from(self.recipe.limits.max_output_bytes).unwrap_or(usize::MAX);
+                let (stdout, dropped) = cap_text(join_streams(step.stdout, &out), cap);
+                result.stdout = stdout;
+                result.stdout_dropped += step.stdout_dropped + dropped;
+                let (stderr, dropped) = cap_text(join_streams(step.stderr, &err), cap);
+                result.stderr = stderr;
+                result.stderr_dropped += step.stderr_dropped + dropped;
+                result.error = step.error.map(|e| cut_marked(e, cap));
+                let answer_cap =
+                    usize::try_from(self.recipe.limits.max_host_string_bytes).unwrap_or(usize::MAX);
+                result.final_answer = step.final_answer.map(|a| cut_marked(a, answer_cap));
                 self.journal.push(JournalEntry::Step {
                     code: code.to_string(),
                     calls,
@@ -448,6 +456,31 @@ impl Sandbox {
         .instrument(span)
         .await
     }
+}
+
+/// Keep at most `cap` bytes of `text` (on a character boundary); returns what is kept and how
+/// many bytes were dropped.
+fn cap_text(mut text: String, cap: usize) -> (String, u64) {
+    if text.len() <= cap {
+        return (text, 0);
+    }
+    let mut end = cap;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let dropped = (text.len() - end) as u64;
+    text.truncate(end);
+    (text, dropped)
+}
+
+/// Cut `text` to about `cap` bytes, saying so at the end.
+fn cut_marked(text: String, cap: usize) -> String {
+    let total = text.len();
+    let (mut kept, dropped) = cap_text(text, cap);
+    if dropped > 0 {
+        kept.push_str(&format!("\n... [cut: {total} bytes in all, {cap} kept]"));
+    }
+    kept
 }
 
 /// Python-level output first, then whatever went straight to the file descriptor.

@@ -374,6 +374,17 @@ impl wit_ctx::Host for HostState {
     }
 }
 
+/// One refusal for a whole batch: the reason in the first slot, a short pointer to it in the
+/// others (so a refusal costs the same whatever the batch's size).
+fn refuse_all(n: usize, reason: String) -> Vec<Result<String, String>> {
+    let mut out = Vec::with_capacity(n);
+    if n > 0 {
+        out.push(Err(reason));
+    }
+    out.resize(n, Err("refused (see the first answer)".into()));
+    out
+}
+
 /// Error raised (as a trap) when a restored REPL asks for a different model call than the one
 /// the journal recorded: the replay cannot be trusted, so the REPL is reset instead.
 #[derive(Debug, thiserror::Error)]
@@ -484,7 +495,7 @@ impl HostState {
             };
         }
         if let Err(e) = self.charge(prompts.len() as u64) {
-            return Ok(prompts.iter().map(|_| Err(e.clone())).collect());
+            return Ok(refuse_all(prompts.len(), e));
         }
         let name = match kind {
             Single::Llm => "llm_batch",
@@ -521,7 +532,7 @@ impl HostState {
                  once ({} bytes); use smaller batches",
                 self.cap()
             );
-            results = prompts.iter().map(|_| Err(msg.clone())).collect();
+            results = refuse_all(prompts.len(), msg);
         }
         let results_copy = results.clone();
         self.record(match kind {

@@ -263,3 +263,55 @@ async fn limits_are_validated() {
     );
     assert!(Limits::default().validate().is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_caps_what_the_guest_sends_back() {
+    let mut sb = sandbox("doc").await;
+    let cap = Limits::default().max_output_bytes as usize;
+    // Model code that raises the guest's own output cap still gets only the host's.
+    let r = sb
+        .exec("import sys\nsys.stdout._cap = 1 << 30\nprint('x' * 5_000_000)")
+        .await
+        .unwrap();
+    assert!(r.stdout.len() <= cap, "{}", r.stdout.len());
+    assert!(r.stdout_dropped >= 5_000_000 - cap as u64);
+    // A giant exception message is cut on the host, and says so.
+    let r = sb.exec("raise ValueError('e' * 20_000_000)").await.unwrap();
+    let err = r.error.unwrap();
+    assert!(err.len() < cap + 200, "{}", err.len());
+    assert!(
+        err.ends_with(&format!("{cap} kept]")),
+        "{}",
+        &err[err.len() - 80..]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_and_search_paths_count_toward_the_host_string_cap() {
+    // A refused batch carries its reason once, not once per prompt.
+    let l = Limits {
+        max_host_calls_per_step: 10,
+        ..limits()
+    };
+    let mut sb = sandbox_with(Context::text("doc"), l).await;
+    assert_eq!(
+        out(
+            &mut sb,
+            "r = llm_batch(['p'] * 100_000)\nprint(len(r), sum(map(len, r)) < 40 * len(r), 'per-step limit' in r[0])"
+        )
+        .await,
+        "100000 True True"
+    );
+    // Long keys on the way to each match count toward the cap.
+    let key = "k".repeat(100_000);
+    let obj: serde_json::Map<String, serde_json::Value> = (0..600)
+        .map(|i| (format!("{key}{i}"), serde_json::json!("a needle")))
+        .collect();
+    let mut sb = sandbox_with(Context::json(serde_json::Value::Object(obj)), limits()).await;
+    let n: usize = out(&mut sb, "len(search('needle', max=10_000))")
+        .await
+        .parse()
+        .unwrap();
+    let cap = limits().max_host_string_bytes as usize;
+    assert!(n > 0 && n * 100_000 <= cap, "{n} matches with 100 KB paths");
+}
