@@ -56,6 +56,14 @@ pub struct Limits {
     pub read_chunk_chars: u64,
     /// Matches one `search` call may return at most. Default: 10,000.
     pub max_search_results: u32,
+    /// Bytes of step code and model answers the REPL keeps to restore itself after a trap
+    /// (prompts are not kept). Past it, a trap restarts the REPL instead. Default: 64 MiB.
+    #[serde(default = "default_max_journal")]
+    pub max_journal_bytes: u64,
+}
+
+fn default_max_journal() -> u64 {
+    64 << 20
 }
 
 impl Default for Limits {
@@ -71,6 +79,7 @@ impl Default for Limits {
             lazy_threshold_chars: u64::MAX,
             read_chunk_chars: 1 << 20,
             max_search_results: 10_000,
+            max_journal_bytes: default_max_journal(),
         }
     }
 }

@@ -172,6 +172,8 @@ impl SandboxBuilder {
             recipe,
             live,
             journal,
+            journal_bytes: 0,
+            journal_full: false,
             steps: 0,
         })
     }
@@ -232,6 +234,10 @@ pub struct Sandbox {
     recipe: Recipe,
     live: Live,
     journal: Vec<JournalEntry>,
+    /// Bytes of code and model answers the journal's steps hold.
+    journal_bytes: u64,
+    /// A step did not fit the journal's cap: a trap resets instead of restoring.
+    journal_full: bool,
     steps: u64,
 }
 
@@ -412,10 +418,20 @@ impl Sandbox {
                 let answer_cap =
                     usize::try_from(self.recipe.limits.max_host_string_bytes).unwrap_or(usize::MAX);
                 result.final_answer = step.final_answer.map(|a| cut_marked(a, answer_cap));
-                self.journal.push(JournalEntry::Step {
-                    code: code.to_string(),
-                    calls,
-                });
+                let bytes = code.len() + calls.iter().map(ModelCall::answer_bytes).sum::<usize>();
+                self.journal_bytes = self.journal_bytes.saturating_add(bytes as u64);
+                if self.journal_bytes <= self.recipe.limits.max_journal_bytes {
+                    self.journal.push(JournalEntry::Step {
+                        code: code.to_string(),
+                        calls,
+                    });
+                } else if !self.journal_full {
+                    tracing::warn!(
+                        bytes = self.journal_bytes,
+                        "the step journal is full: a later trap will reset the REPL"
+                    );
+                    self.journal_full = true;
+                }
             }
             Err(stop) => {
                 result.stdout = out;
@@ -436,21 +452,26 @@ impl Sandbox {
     async fn recover(&mut self) -> Result<bool, SandboxError> {
         let span = tracing::info_span!("restore", entries = self.journal.len());
         async {
-            match Live::start(&self.recipe, &self.journal).await {
-                Ok(live) => {
-                    self.live = live;
-                    return Ok(true);
+            if !self.journal_full {
+                match Live::start(&self.recipe, &self.journal).await {
+                    Ok(live) => {
+                        self.live = live;
+                        return Ok(true);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "replay failed; resetting the REPL"),
                 }
-                Err(e) => tracing::warn!(error = %e, "replay failed; resetting the REPL"),
             }
-            let attaches: Vec<JournalEntry> = (0..self.recipe.contexts.len())
-                .map(|slot| JournalEntry::Attach {
-                    slot: slot as u32,
-                    name: slot_name(slot),
-                })
+            // Start afresh: the contexts and defined variables, not the steps.
+            let setup: Vec<JournalEntry> = self
+                .journal
+                .iter()
+                .filter(|e| !matches!(e, JournalEntry::Step { .. }))
+                .cloned()
                 .collect();
-            self.live = Live::start(&self.recipe, &attaches).await?;
-            self.journal = attaches;
+            self.live = Live::start(&self.recipe, &setup).await?;
+            self.journal = setup;
+            self.journal_bytes = 0;
+            self.journal_full = false;
             Ok(false)
         }
         .instrument(span)

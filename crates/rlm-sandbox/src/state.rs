@@ -24,33 +24,46 @@ const REGEX_CACHE: usize = 8;
 
 /// One model call made by a step, with its answer: the journal replays these instead of asking
 /// the model again when a REPL is restored.
+///
+/// Prompts are not kept (a restore serves the answers in the order the calls were made, checking
+/// the kind, the model and a batch's size), so the journal holds no copy of what the guest sent,
+/// and a prompt that differs on replay (one holding the current time) still gets its answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ModelCall {
     /// `llm_query`.
     Query {
-        prompt: String,
         model: Option<String>,
         result: Result<String, String>,
     },
     /// `llm_batch`.
     Batch {
-        prompts: Vec<String>,
         model: Option<String>,
         results: Vec<Result<String, String>>,
     },
     /// `rlm_query`.
     Rlm {
-        prompt: String,
         model: Option<String>,
         result: Result<String, String>,
     },
     /// `rlm_batch` (`rlm_query_batched`).
     RlmBatch {
-        prompts: Vec<String>,
         model: Option<String>,
         results: Vec<Result<String, String>>,
     },
+}
+
+impl ModelCall {
+    /// Bytes of answers this call keeps in the journal.
+    pub fn answer_bytes(&self) -> usize {
+        let one = |r: &Result<String, String>| r.as_ref().map_or_else(String::len, String::len);
+        match self {
+            Self::Query { result, .. } | Self::Rlm { result, .. } => one(result),
+            Self::Batch { results, .. } | Self::RlmBatch { results, .. } => {
+                results.iter().map(one).sum()
+            }
+        }
+    }
 }
 
 /// Whether model calls go to the model (and are recorded) or come from a journal.
@@ -409,26 +422,27 @@ impl HostState {
     ) -> wasmtime::Result<Result<String, String>> {
         if self.replaying() {
             return match (kind, self.replay_next()) {
-                (
-                    Single::Llm,
-                    Some(ModelCall::Query {
-                        prompt: p,
-                        model: m,
-                        result,
-                    }),
-                )
-                | (
-                    Single::Rlm,
-                    Some(ModelCall::Rlm {
-                        prompt: p,
-                        model: m,
-                        result,
-                    }),
-                ) if p == prompt && m == model => Ok(result),
+                (Single::Llm, Some(ModelCall::Query { model: m, result }))
+                | (Single::Rlm, Some(ModelCall::Rlm { model: m, result }))
+                    if m == model =>
+                {
+                    Ok(result)
+                }
                 _ => Err(ReplayDiverged.into()),
             };
         }
         if let Err(e) = self.charge(1) {
+            // Refusals are journaled too, so a replay meets the calls in the same order.
+            self.record(match kind {
+                Single::Llm => ModelCall::Query {
+                    model,
+                    result: Err(e.clone()),
+                },
+                Single::Rlm => ModelCall::Rlm {
+                    model,
+                    result: Err(e.clone()),
+                },
+            });
             return Ok(Err(e));
         }
         let host = self.model.clone();
@@ -450,12 +464,10 @@ impl HostState {
         let result_copy = result.clone();
         self.record(match kind {
             Single::Llm => ModelCall::Query {
-                prompt,
                 model,
                 result: result_copy,
             },
             Single::Rlm => ModelCall::Rlm {
-                prompt,
                 model,
                 result: result_copy,
             },
@@ -475,27 +487,28 @@ impl HostState {
     ) -> wasmtime::Result<Vec<Result<String, String>>> {
         if self.replaying() {
             return match (kind, self.replay_next()) {
-                (
-                    Single::Llm,
-                    Some(ModelCall::Batch {
-                        prompts: p,
-                        model: m,
-                        results,
-                    }),
-                )
-                | (
-                    Single::Rlm,
-                    Some(ModelCall::RlmBatch {
-                        prompts: p,
-                        model: m,
-                        results,
-                    }),
-                ) if p == prompts && m == model => Ok(results),
+                (Single::Llm, Some(ModelCall::Batch { model: m, results }))
+                | (Single::Rlm, Some(ModelCall::RlmBatch { model: m, results }))
+                    if m == model && results.len() == prompts.len() =>
+                {
+                    Ok(results)
+                }
                 _ => Err(ReplayDiverged.into()),
             };
         }
         if let Err(e) = self.charge(prompts.len() as u64) {
-            return Ok(refuse_all(prompts.len(), e));
+            let results = refuse_all(prompts.len(), e);
+            self.record(match kind {
+                Single::Llm => ModelCall::Batch {
+                    model,
+                    results: results.clone(),
+                },
+                Single::Rlm => ModelCall::RlmBatch {
+                    model,
+                    results: results.clone(),
+                },
+            });
+            return Ok(results);
         }
         let name = match kind {
             Single::Llm => "llm_batch",
@@ -537,12 +550,10 @@ impl HostState {
         let results_copy = results.clone();
         self.record(match kind {
             Single::Llm => ModelCall::Batch {
-                prompts,
                 model,
                 results: results_copy,
             },
             Single::Rlm => ModelCall::RlmBatch {
-                prompts,
                 model,
                 results: results_copy,
             },

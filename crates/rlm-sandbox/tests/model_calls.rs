@@ -155,3 +155,75 @@ async fn oversized_answers_are_refused_not_crashing() {
     let r = out(&mut sb, "len(llm_batch(['HUGE-ERROR'] * 3)[2]) < 10_000").await;
     assert_eq!(r, "True");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_journal_keeps_answers_not_prompts() {
+    let host = Arc::new(EchoHost {
+        answer_bytes: Some(10),
+        ..EchoHost::default()
+    });
+    let mut sb = with_host(host.clone(), Limits::default()).await;
+    ok(
+        &mut sb,
+        "big = 'p' * (4 << 20)\nfor i in range(40):\n    llm_query(big + str(i))",
+    )
+    .await;
+    let journal = serde_json::to_string(sb.journal()).unwrap();
+    assert!(journal.len() < 10_000, "journal of {} bytes", journal.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_calls_and_prompts_with_the_time_replay_without_a_reset() {
+    let host = Arc::new(EchoHost::default());
+    let l = Limits {
+        max_host_calls_per_step: 3,
+        fuel_per_step: 300_000_000,
+        ..Limits::default()
+    };
+    let mut sb = with_host(host.clone(), l).await;
+    // The fourth call is refused; a replay must meet the same refusal, in the same place.
+    ok(
+        &mut sb,
+        "import time\nr = [llm_query(f'q{i} at {time.time()}') for i in range(4)]\nafter = llm_query('late')",
+    )
+    .await;
+    assert_eq!(host.calls.load(Ordering::SeqCst), 3);
+    let r = sb.exec("while True: pass").await.unwrap();
+    assert!(r.restored && !r.reset, "{r:?}");
+    assert_eq!(
+        out(&mut sb, "r[0].split(' at ')[0], r[3][:20], after[:20]").await,
+        "('echo: q0', 'Error: this step mad', 'Error: this step mad')"
+    );
+    assert_eq!(host.calls.load(Ordering::SeqCst), 3, "no call made twice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_journal_resets_instead_of_growing() {
+    let host = Arc::new(EchoHost {
+        answer_bytes: Some(600 << 10),
+        ..EchoHost::default()
+    });
+    let l = Limits {
+        max_journal_bytes: 1 << 20,
+        fuel_per_step: 300_000_000,
+        ..Limits::default()
+    };
+    let mut sb = Sandbox::builder(engine())
+        .limits(l)
+        .model(host)
+        .context(Context::text("doc"))
+        .build()
+        .await
+        .unwrap();
+    sb.define("query", serde_json::json!("q")).await.unwrap();
+    ok(&mut sb, "a = llm_query('1')").await;
+    ok(&mut sb, "b = llm_query('2')").await;
+    let r = sb.exec("while True: pass").await.unwrap();
+    assert!(r.reset && !r.restored, "{r:?}");
+    assert!(r.error.unwrap().contains("could not be restored"));
+    // The contexts and defined variables come back; the steps' variables do not.
+    assert_eq!(
+        out(&mut sb, "context, query, 'a' in dir()").await,
+        "('doc', 'q', False)"
+    );
+}

@@ -9,8 +9,17 @@ use std::sync::atomic::Ordering;
 use common::*;
 use rlm_sandbox::{Context, Limits, Sandbox};
 
+/// Default limits, but a spin runs out of fuel in a fraction of a second.
+fn quick_traps() -> Limits {
+    Limits {
+        fuel_per_step: 300_000_000,
+        ..Limits::default()
+    }
+}
+
 async fn with_host(host: Arc<EchoHost>, context: Arc<Context>) -> Sandbox {
     Sandbox::builder(engine())
+        .limits(quick_traps())
         .model(host)
         .context(context)
         .build()
@@ -110,7 +119,7 @@ async fn one_bad_step_cannot_break_the_scaffold() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn defined_variables_hold_json_values_and_survive_a_restore() {
-    let mut sb = sandbox("doc").await;
+    let mut sb = sandbox_with(Context::text("doc"), quick_traps()).await;
     sb.define("query", serde_json::json!("Which drug?"))
         .await
         .unwrap();
