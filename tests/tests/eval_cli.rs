@@ -348,6 +348,36 @@ async fn bad_arguments_are_clear() {
     let o = cli(args(&["eval", "run", "--shard", "3/3"])).await;
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected I/N"));
+    // Time limits no duration holds are usage errors, not panics (exit 101).
+    for (flag, value) in [
+        ("--task-timeout", "inf"),
+        ("--task-timeout", "-1"),
+        ("--budget-seconds", "1e300"),
+    ] {
+        let o = cli(args(&[
+            "eval",
+            "run",
+            "--model",
+            "compat/x",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--dataset",
+            "s-niah",
+            "--sizes",
+            "4k",
+            flag,
+            value,
+            "--out",
+            out.to_str().unwrap(),
+        ]))
+        .await;
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(
+            err.contains("time budget must be a positive number"),
+            "{err}"
+        );
+    }
     // A model that is down: the units are recorded as errors, and the run exits 1.
     let o = cli(args(&[
         "eval",

@@ -235,3 +235,55 @@ async fn ordinary_re_code_finds_a_needle_in_a_large_document() {
         "a real str with its lines: {output}"
     );
 }
+
+/// A trace whose run started with these settings (a negative time budget, as a hand-edited or
+/// hostile file may have).
+fn trace_with_time_budget(max_time: &str) -> String {
+    format!(
+        r#"{{"type":"run_started","rlm":"root","depth":0,"query":"q","settings":{{"root_model":"compat/x","sub_model":"compat/x","max_iterations":3,"max_depth":1,"max_output_chars":1000,"budget":{{"max_sub_calls":null,"max_tokens":null,"max_usd":null,"max_time":{max_time}}},"seed":"{}"}},"context":{{"description":"text","chars":3,"hash":"h","inline":"doc"}}}}"#,
+        "0".repeat(64)
+    ) + "\n"
+}
+
+/// Limits and traces come from users and files: numbers no `Duration` holds are usage errors
+/// (exit 2, a sentence), never a panic (exit 101).
+#[tokio::test(flavor = "multi_thread")]
+async fn impossible_time_limits_are_usage_errors_not_panics() {
+    let mock = scripted().await;
+    let dir = tempfile::tempdir().unwrap();
+    let doc = dir.path().join("doc.txt");
+    fs::write(&doc, "Allergy: penicillin\n").unwrap();
+    let d = doc.to_str().unwrap().to_string();
+    for seconds in ["-1", "1e300", "inf", "NaN"] {
+        let out = run_cli(vec![
+            "run".into(),
+            "--context".into(),
+            d.clone(),
+            "--query".into(),
+            "q".into(),
+            "--model".into(),
+            "compat/scripted".into(),
+            "--base-url".into(),
+            mock.openai_base_url(),
+            format!("--budget-seconds={seconds}"),
+        ])
+        .await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{seconds}: {err}");
+        assert!(
+            err.contains("time budget must be a positive number"),
+            "{seconds}: {err}"
+        );
+    }
+    assert!(mock.requests().is_empty(), "no model was asked");
+
+    // A trace with a negative time budget: `rlm replay` says which line is wrong.
+    let trace = dir.path().join("bad.jsonl");
+    for max_time in ["-1", "1e300"] {
+        fs::write(&trace, trace_with_time_budget(max_time)).unwrap();
+        let out = run_cli(vec!["replay".into(), trace.to_str().unwrap().into()]).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{max_time}: {err}");
+        assert!(err.contains("line 1") && err.contains("max_time"), "{err}");
+    }
+}

@@ -260,6 +260,26 @@ async fn page_runs_stream_list_and_traces() {
         let e: Value = r.json().await.unwrap();
         assert!(e["error"]["message"].as_str().unwrap().len() > 10);
     }
+    // A trace file with a negative time budget is a bad trace (400 with the line), not a panic.
+    std::fs::write(
+        s.traces.join("negative-time.jsonl"),
+        format!(
+            r#"{{"type":"run_started","rlm":"root","depth":0,"query":"q","settings":{{"root_model":"m","sub_model":"m","max_iterations":1,"max_depth":1,"max_output_chars":100,"budget":{{"max_time":-1}},"seed":"{}"}}}}"#,
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let r = client()
+        .get(format!("{}/api/traces/negative-time.jsonl", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("max_time"),
+        "{e}"
+    );
 
     // Bad input gets a message a person understands.
     for (body, says) in [
@@ -276,6 +296,15 @@ async fn page_runs_stream_list_and_traces() {
         (
             json!({"context": DOC, "query": Q, "budget_usd": -1}),
             "positive",
+        ),
+        // Numbers no duration holds are refused, not a panic in the handler.
+        (
+            json!({"context": DOC, "query": Q, "budget_seconds": 1e300}),
+            "time budget must be a positive number",
+        ),
+        (
+            json!({"context": DOC, "query": Q, "budget_seconds": -1}),
+            "time budget must be a positive number",
         ),
     ] {
         let r = start(&s.base, body.clone()).await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
-use rlm::{Budget, PromptProfile};
+use rlm::RunSpec;
 use rlm_eval::Family;
 use rlm_eval::method::{Method, MethodKind};
 use rlm_eval::report;
@@ -17,7 +17,7 @@ use rlm_eval::results::{Results, Shard, TaskRecord};
 use rlm_eval::runner::{self, DatasetSpec, Progress, ResolvedMethod, RunOptions};
 use rlm_llm::{ChatModel, LlmClient};
 
-use crate::{EXIT_ANSWERED, EXIT_ERROR, EXIT_EXHAUSTED, ModelFlags, is_local, make_model};
+use crate::{BudgetFlags, EXIT_ANSWERED, EXIT_ERROR, EXIT_EXHAUSTED, ModelFlags, make_model};
 
 /// `rlm eval` subcommands.
 #[derive(Subcommand)]
@@ -71,17 +71,11 @@ pub struct RunArgs {
     /// Context window of the sub-model in tokens (how much one sub-call reads).
     #[arg(long, default_value = "128k", value_parser = parse_size)]
     sub_context_tokens: u64,
-    /// Per-task cost budget in dollars.
-    #[arg(long)]
-    budget_usd: Option<f64>,
-    /// Per-task token budget.
-    #[arg(long)]
-    budget_tokens: Option<u64>,
-    /// Per-task sub-call budget.
-    #[arg(long)]
-    budget_sub_calls: Option<u64>,
-    /// Per-task time limit in seconds.
-    #[arg(long, default_value_t = 600.0)]
+    /// Per-task budget of RLM methods (`--budget-seconds`: default the task timeout).
+    #[command(flatten)]
+    budget: BudgetFlags,
+    /// Per-task time limit in seconds, any method (0: none).
+    #[arg(long, default_value_t = 600.0, allow_negative_numbers = true)]
     task_timeout: f64,
     /// Seed of the generated tasks and of the sandboxes.
     #[arg(long, default_value_t = 0)]
@@ -231,14 +225,21 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         resolved.push(ResolvedMethod {
             root: get(&root_id).await?,
             sub: get(&sub_id).await?,
-            profile: if is_local(&root_id) {
-                PromptProfile::Small
-            } else {
-                PromptProfile::Standard
+            spec: RunSpec {
+                model: Some(root_id),
+                sub_model: Some(sub_id),
+                local_context_tokens: Some(args.models.local_ctx),
+                ..RunSpec::default()
             },
             method: m,
         });
     }
+    // Limits are checked before anything runs: one rule for every budget.
+    let budget = args.budget.limits().to_budget()?;
+    let task_timeout = (args.task_timeout != 0.0)
+        .then(|| rlm::seconds_limit(args.task_timeout))
+        .transpose()
+        .context("--task-timeout")?;
     let judge = match &args.judge {
         Some(j) => Some(get(j).await?),
         None => None,
@@ -255,13 +256,8 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     });
     let options = RunOptions {
         concurrency: args.concurrency.max(1),
-        budget: Budget {
-            max_sub_calls: args.budget_sub_calls,
-            max_tokens: args.budget_tokens,
-            max_usd: args.budget_usd,
-            max_time: None,
-        },
-        task_timeout: (args.task_timeout > 0.0).then(|| Duration::from_secs_f64(args.task_timeout)),
+        budget,
+        task_timeout,
         max_iterations: args.max_iterations,
         sub_context_tokens: args.sub_context_tokens,
         trace_dir,

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use rlm::{Budget, ContextInput, Rlm, StopReason, TraceWriter};
+use rlm::{ContextInput, StopReason, TraceWriter};
 use rlm_llm::{ChatModel, LlmClient, ModelConfig};
 use rlm_sandbox::{Context, ContextFormat, EngineOptions, Limits, Sandbox, SandboxEngine};
 
@@ -90,18 +90,8 @@ struct RunArgs {
     /// Characters of each step's output shown to the root model.
     #[arg(long, default_value_t = 10_000)]
     max_output_chars: usize,
-    /// Stop when the run has cost this many dollars.
-    #[arg(long)]
-    budget_usd: Option<f64>,
-    /// Stop after this many tokens (all calls).
-    #[arg(long)]
-    budget_tokens: Option<u64>,
-    /// Stop after this many sub-calls.
-    #[arg(long)]
-    budget_sub_calls: Option<u64>,
-    /// Stop after this many seconds.
-    #[arg(long)]
-    budget_seconds: Option<f64>,
+    #[command(flatten)]
+    budget: BudgetFlags,
     /// Model requests in flight at once (all levels together).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -111,6 +101,36 @@ struct RunArgs {
     /// Print the whole result as JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// Budget flags shared by `run`, `eval run` and `serve`; checked by
+/// [`rlm::BudgetLimits::to_budget`] like every other budget.
+#[derive(Args)]
+struct BudgetFlags {
+    /// Stop a run when it has cost this many dollars.
+    #[arg(long)]
+    budget_usd: Option<f64>,
+    /// Stop a run after this many tokens (all calls).
+    #[arg(long)]
+    budget_tokens: Option<u64>,
+    /// Stop a run after this many sub-calls.
+    #[arg(long)]
+    budget_sub_calls: Option<u64>,
+    /// Stop a run after this many seconds (`rlm serve`: default 600).
+    #[arg(long, allow_negative_numbers = true)]
+    budget_seconds: Option<f64>,
+}
+
+impl BudgetFlags {
+    /// The limits as given (checked when the run is set up).
+    fn limits(&self) -> rlm::BudgetLimits {
+        rlm::BudgetLimits {
+            usd: self.budget_usd,
+            tokens: self.budget_tokens,
+            sub_calls: self.budget_sub_calls,
+            seconds: self.budget_seconds,
+        }
+    }
 }
 
 /// Model flags shared by `run`, `eval run` and `serve`.
@@ -134,12 +154,31 @@ struct ModelFlags {
 }
 
 impl ModelFlags {
-    /// `--model`, else the model of the key that is set.
+    /// `--model`, else the model of the key that is set ([`rlm::default_model`]).
     fn root_id(&self) -> Result<String> {
-        match &self.model {
-            Some(m) => Ok(m.clone()),
-            None => default_model(),
+        if let Some(m) = &self.model {
+            return Ok(m.clone());
         }
+        let offline = format!("local/{OFFLINE_MODEL}");
+        let (id, is_offline) = rlm::default_model(cfg!(feature = "local").then_some(&*offline))?;
+        if is_offline {
+            eprintln!(
+                "rlm: no API key is set, so this runs offline on {id}, a 0.5B model on the CPU. \
+                 A hosted model answers far better: set OPENAI_API_KEY, ANTHROPIC_API_KEY or \
+                 GOOGLE_API_KEY (or pass --model provider/model)."
+            );
+        }
+        Ok(id)
+    }
+
+    /// The run's models as a [`rlm::RunSpec`] (the root resolved; the rest of the spec default).
+    fn spec(&self) -> Result<rlm::RunSpec> {
+        Ok(rlm::RunSpec {
+            model: Some(self.root_id()?),
+            sub_model: self.sub_model.clone(),
+            local_context_tokens: Some(self.local_ctx),
+            ..rlm::RunSpec::default()
+        })
     }
 
     /// Settings of hosted models.
@@ -334,49 +373,21 @@ impl From<Format> for ContextFormat {
     }
 }
 
-/// The root model when none is named: the provider whose key is set.
-fn default_model() -> Result<String> {
-    let set = |v: &str| std::env::var(v).is_ok_and(|x| !x.trim().is_empty());
-    if set("OPENAI_API_KEY") {
-        return Ok("openai/gpt-5-mini".into());
-    }
-    if set("ANTHROPIC_API_KEY") {
-        return Ok("anthropic/claude-sonnet-4-5".into());
-    }
-    if set("GOOGLE_API_KEY") || set("GEMINI_API_KEY") {
-        return Ok("gemini/gemini-2.5-flash".into());
-    }
-    if set("RLM_BASE_URL") {
-        bail!(
-            "RLM_BASE_URL is set: name the server's model with --model compat/<model> (or RLM_MODEL)"
-        );
-    }
-    if cfg!(feature = "local") {
-        eprintln!(
-            "rlm: no API key is set, so this runs offline on local/{OFFLINE_MODEL}, a 0.5B model on \
-             the CPU. A hosted model answers far better: set OPENAI_API_KEY, ANTHROPIC_API_KEY or \
-             GOOGLE_API_KEY (or pass --model provider/model)."
-        );
-        return Ok(format!("local/{OFFLINE_MODEL}"));
-    }
-    bail!(
-        "no model is configured. Set one of OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY \
-         (or GEMINI_API_KEY), or point RLM_BASE_URL at an OpenAI-compatible server and pass \
-         --model compat/<model>; or name a model with --model provider/model"
-    )
-}
-
 fn engine_blocking() -> Result<Arc<SandboxEngine>> {
     Ok(SandboxEngine::load()?)
 }
 
 async fn run(args: RunArgs) -> Result<ExitCode> {
-    let root_id = args.models.root_id()?;
-    let sub_id = args
-        .models
-        .sub_model
-        .clone()
-        .unwrap_or_else(|| root_id.clone());
+    let spec = rlm::RunSpec {
+        max_iterations: Some(args.max_iterations),
+        max_depth: Some(args.max_depth),
+        max_output_chars: Some(args.max_output_chars),
+        budget: args.budget.limits(),
+        ..args.models.spec()?
+    };
+    // Bad limits fail before any model loads.
+    spec.budget()?;
+    let (root_id, sub_id) = spec.models()?;
     let client = LlmClient::builder().concurrency(args.concurrency).build()?;
     let config = args.models.config();
     let local = args.models.local();
@@ -386,34 +397,16 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     } else {
         make_model(&client, &sub_id, &config, &local).await?
     };
-    let small = is_local(&root_id);
     let input = ContextInput::load(&args.context, args.context_format.into())?;
     let engine = tokio::task::spawn_blocking(engine_blocking)
         .await
         .context("loading the sandbox engine")??;
-    let budget = Budget {
-        max_sub_calls: args.budget_sub_calls,
-        max_tokens: args.budget_tokens,
-        max_usd: args.budget_usd,
-        max_time: args.budget_seconds.map(Duration::from_secs_f64),
-    };
     let progress = Arc::new(progress::Progress::new());
-    let mut builder = Rlm::builder(root)
-        .sub_model(sub)
+    let mut builder = spec
+        .builder(root, sub)?
         .engine(engine)
-        .max_iterations(args.max_iterations)
-        .max_depth(args.max_depth)
-        .max_output_chars(args.max_output_chars)
         .sub_concurrency(args.concurrency)
-        .budget(budget)
         .on_event(progress.clone());
-    if small {
-        // Small local models follow a worked example, see little at a time, and read less per call.
-        builder = builder
-            .prompt_profile(rlm::PromptProfile::Small)
-            .max_output_chars(args.max_output_chars.min(1_500))
-            .sub_model_context_tokens(u64::from(args.models.local_ctx) / 2);
-    }
     if let Some(path) = &args.trace {
         let writer = TraceWriter::create(path)
             .with_context(|| format!("creating the trace {}", path.display()))?;
@@ -509,10 +502,6 @@ async fn replay(args: ReplayArgs) -> Result<ExitCode> {
 /// The offline default model.
 const OFFLINE_MODEL: &str = "qwen2.5-coder-0.5b";
 
-fn is_local(id: &str) -> bool {
-    id.starts_with("local/")
-}
-
 /// How local models are loaded.
 struct LocalSettings {
     /// Context window in tokens.
@@ -528,7 +517,7 @@ async fn make_model(
     config: &ModelConfig,
     local: &LocalSettings,
 ) -> Result<Arc<dyn ChatModel>> {
-    if is_local(id) {
+    if rlm::is_local_model(id) {
         #[cfg(feature = "local")]
         {
             let mut options = rlm_local::LocalOptions {

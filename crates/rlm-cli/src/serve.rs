@@ -11,12 +11,12 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use futures::FutureExt;
-use rlm::Budget;
+use rlm::{BudgetLimits, RunSpec};
 use rlm_llm::{ChatModel, LlmClient, ModelConfig};
 use rlm_server::runs::Retention;
-use rlm_server::{ModelFactory, RunDefaults, ServeConfig, Server};
+use rlm_server::{ModelFactory, ServeConfig, Server};
 
-use crate::{LocalSettings, ModelFlags, make_model};
+use crate::{BudgetFlags, LocalSettings, ModelFlags, make_model};
 
 /// The sample document the page offers.
 const SAMPLE: &str = include_str!("../../../data/synthetic_patient_data.md");
@@ -39,18 +39,9 @@ pub struct ServeArgs {
     /// Default recursion depth.
     #[arg(long, default_value_t = 1)]
     max_depth: u32,
-    /// Default per-run cost budget in dollars.
-    #[arg(long)]
-    budget_usd: Option<f64>,
-    /// Default per-run token budget.
-    #[arg(long)]
-    budget_tokens: Option<u64>,
-    /// Default per-run sub-call budget.
-    #[arg(long)]
-    budget_sub_calls: Option<u64>,
-    /// Default per-run time limit in seconds.
-    #[arg(long, default_value_t = 600.0)]
-    budget_seconds: f64,
+    /// Default per-run budget (`--budget-seconds` defaults to 600).
+    #[command(flatten)]
+    budget: BudgetFlags,
     /// Require `Authorization: Bearer KEY` on the API (the page asks for it).
     #[arg(long, env = "RLM_SERVE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -146,13 +137,25 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             );
         }
     }
-    let max_time = (args.budget_seconds > 0.0)
-        .then(|| seconds(args.budget_seconds, "--budget-seconds"))
-        .transpose()?;
-    let (model, no_model_reason) = match args.models.root_id() {
-        Ok(m) => (Some(m), None),
-        Err(e) => (None, Some(format!("{e:#}"))),
+    let (mut defaults, no_model_reason) = match args.models.spec() {
+        Ok(spec) => (spec, None),
+        Err(e) => (
+            RunSpec {
+                sub_model: args.models.sub_model.clone(),
+                local_context_tokens: Some(args.models.local_ctx),
+                ..RunSpec::default()
+            },
+            Some(format!("{e:#}")),
+        ),
     };
+    defaults.max_iterations = Some(args.max_iterations);
+    defaults.max_depth = Some(args.max_depth);
+    defaults.budget = args.budget.limits().or(BudgetLimits {
+        seconds: Some(600.0),
+        ..BudgetLimits::default()
+    });
+    // The defaults' limits are checked once, here, like a request's are.
+    defaults.budget()?;
     let client = LlmClient::builder().concurrency(args.concurrency).build()?;
     let config = args.models.config();
     let local = args.models.local();
@@ -163,18 +166,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&trace_dir)
         .with_context(|| format!("creating the trace directory {}", trace_dir.display()))?;
     let serve_config = ServeConfig {
-        defaults: RunDefaults {
-            model,
-            sub_model: args.models.sub_model.clone(),
-            max_iterations: args.max_iterations,
-            max_depth: args.max_depth,
-            budget: Budget {
-                max_sub_calls: args.budget_sub_calls,
-                max_tokens: args.budget_tokens,
-                max_usd: args.budget_usd,
-                max_time,
-            },
-        },
+        defaults,
         no_model_reason,
         models: factory(client, config, local),
         engine,
@@ -218,7 +210,7 @@ pub async fn view(args: ViewArgs) -> Result<ExitCode> {
         .file_name()
         .map_or("trace".into(), |n| n.to_string_lossy().to_string());
     let config = ServeConfig {
-        defaults: RunDefaults::default(),
+        defaults: RunSpec::default(),
         no_model_reason: Some(
             "rlm view only shows traces; start `rlm serve` to run questions".into(),
         ),

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rlm::{
-    Budget, BudgetLimit, ContextInput, Event, EventSink, Node, PromptProfile, Rlm, StopReason,
-    TraceWriter,
+    Budget, BudgetLimit, ContextInput, Event, EventSink, Node, RunSpec, StopReason, TraceWriter,
 };
 use rlm_llm::{ChatModel, ChatRequest, Message};
 use rlm_sandbox::SandboxEngine;
@@ -122,8 +121,10 @@ pub struct ResolvedMethod {
     pub root: Arc<dyn ChatModel>,
     /// Its sub-model.
     pub sub: Arc<dyn ChatModel>,
-    /// The system-prompt profile (small local models get [`PromptProfile::Small`]).
-    pub profile: PromptProfile,
+    /// Its setup as the front end resolved it: the root and sub-model ids (a local root gets
+    /// the small-model setup, see [`RunSpec::builder`]) and a local model's window. The run's
+    /// options give its iterations, sub-model window and budget.
+    pub spec: RunSpec,
 }
 
 /// Settings of a run that apply to every unit.
@@ -553,22 +554,28 @@ async fn rlm_method(
     if budget.max_time.is_none() {
         budget.max_time = options.task_timeout;
     }
-    let mut builder = Rlm::builder(method.root.clone())
-        .sub_model(method.sub.clone())
-        .engine(engine)
-        .max_depth(max_depth)
-        .max_iterations(options.max_iterations)
-        .budget(budget)
-        .sub_model_context_tokens(options.sub_context_tokens)
-        .prompt_profile(method.profile)
-        .seed(unit_seed(options.seed, &task.id, &method.method.name));
-    if method.profile == PromptProfile::Small {
-        builder = builder.max_output_chars(1_500);
-    }
-    if let Some(t) = trace {
-        builder = builder.on_event(t);
-    }
-    let rlm = match builder.build() {
+    let spec = RunSpec {
+        max_depth: Some(max_depth),
+        max_iterations: Some(options.max_iterations),
+        sub_model_context_tokens: Some(options.sub_context_tokens),
+        ..method.spec.clone()
+    };
+    let built = spec
+        .builder(method.root.clone(), method.sub.clone())
+        .map_err(rlm::RlmError::from)
+        .and_then(|b| {
+            let b = b.budget(budget).engine(engine).seed(unit_seed(
+                options.seed,
+                &task.id,
+                &method.method.name,
+            ));
+            match trace {
+                Some(t) => b.on_event(t),
+                None => b,
+            }
+            .build()
+        });
+    let rlm = match built {
         Ok(r) => r,
         Err(e) => {
             record.stop = UnitStop::Error;

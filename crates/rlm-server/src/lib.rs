@@ -30,49 +30,19 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::future::BoxFuture;
-use rlm::Budget;
+use rlm::RunSpec;
 use rlm_llm::ChatModel;
 use rlm_sandbox::SandboxEngine;
-use serde::{Deserialize, Serialize};
 
 /// Makes a model from its id (`provider/model`, `local/...`); the error is shown to the user.
 pub type ModelFactory =
     Arc<dyn Fn(String) -> BoxFuture<'static, Result<Arc<dyn ChatModel>, String>> + Send + Sync>;
 
-/// Run settings a request may override; the server's flags give the defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunDefaults {
-    /// Root model id.
-    pub model: Option<String>,
-    /// Sub-model id (default: the root model).
-    pub sub_model: Option<String>,
-    /// Root iterations.
-    pub max_iterations: u32,
-    /// Recursion depth.
-    pub max_depth: u32,
-    /// Per-run budget.
-    pub budget: Budget,
-}
-
-impl Default for RunDefaults {
-    fn default() -> Self {
-        Self {
-            model: None,
-            sub_model: None,
-            max_iterations: 20,
-            max_depth: 1,
-            budget: Budget {
-                max_time: Some(Duration::from_secs(600)),
-                ..Budget::default()
-            },
-        }
-    }
-}
-
 /// How the server is set up.
 pub struct ServeConfig {
-    /// Defaults of every run.
-    pub defaults: RunDefaults,
+    /// Defaults of every run (a request's own settings win, within the server's caps); its
+    /// budget is checked when the server starts.
+    pub defaults: RunSpec,
     /// Why there is no default model, when there is none (shown when a run names none).
     pub no_model_reason: Option<String>,
     /// Makes models by id.

@@ -18,10 +18,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use rlm::{Budget, ContextInput, Event};
+use rlm::{ContextInput, Event, RunSpec};
 use serde::Deserialize;
 
-use crate::runs::{Launch, Msg, RunEntry, Summary};
+use crate::runs::{Launch, Msg, RunEntry, RunStatus, Summary};
 use crate::{ApiError, AppState};
 
 /// A chat message as clients send it (content as a string or a list of parts).
@@ -117,7 +117,7 @@ fn usage_json(sum: &Summary) -> serde_json::Value {
 }
 
 fn finish_reason(sum: &Summary) -> &'static str {
-    if sum.status == "answered" {
+    if sum.status == RunStatus::Answered {
         "stop"
     } else {
         "length"
@@ -184,11 +184,10 @@ pub async fn chat_completions(
             Launch {
                 context: ContextInput::Text(context),
                 query,
-                model: root,
-                sub_model: None,
-                max_iterations: None,
-                max_depth: None,
-                budget: Budget::default(),
+                spec: RunSpec {
+                    model: root,
+                    ..RunSpec::default()
+                },
                 source: "api",
                 cancel_on_disconnect: false,
             },
@@ -261,7 +260,12 @@ pub async fn chat_completions(
                         // Phase 2 sends the finish chunk; keep the summary in a fresh follow-up.
                         return Some((
                             Ok(ev),
-                            (follow, guard, 2 + u8::from(sum.status != "answered"), chunk),
+                            (
+                                follow,
+                                guard,
+                                2 + u8::from(sum.status != RunStatus::Answered),
+                                chunk,
+                            ),
                         ));
                     }
                     None => return None,

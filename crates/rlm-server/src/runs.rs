@@ -19,7 +19,8 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use rlm::{
-    Budget, ContextInput, Event, EventSink, Rlm, RunResult, StopReason, TraceWriter, UsageReport,
+    BudgetLimits, ContextInput, Event, EventSink, RlmError, RunResult, RunSpec, StopReason,
+    TraceWriter, UsageReport,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -103,11 +104,40 @@ fn capped<T: Serialize + DeserializeOwned + Clone>(x: &T, max: usize) -> (T, usi
     }
 }
 
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// The model gave its final answer.
+    Answered,
+    /// The budget or the iterations ran out (the answer is partial).
+    Exhausted,
+    /// The run failed.
+    Error,
+    /// The run was cancelled.
+    Cancelled,
+    /// A trace opened for viewing.
+    Trace,
+}
+
+impl RunStatus {
+    /// The name the API and the page use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Answered => "answered",
+            Self::Exhausted => "exhausted",
+            Self::Error => "error",
+            Self::Cancelled => "cancelled",
+            Self::Trace => "trace",
+        }
+    }
+}
+
 /// How a run ended, in words a person understands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// `answered`, `exhausted` (budget or iterations; partial answer), `error` or `cancelled`.
-    pub status: String,
+    pub status: RunStatus,
     /// The answer (partial when exhausted).
     pub answer: Option<String>,
     /// What happened, for people.
@@ -125,27 +155,30 @@ pub struct Summary {
 impl Summary {
     fn of(result: &RunResult) -> Self {
         let (status, message) = match &result.stop {
-            StopReason::Final => ("answered", "The model gave its final answer.".to_string()),
+            StopReason::Final => (
+                RunStatus::Answered,
+                "The model gave its final answer.".to_string(),
+            ),
             StopReason::MaxIterations => (
-                "exhausted",
+                RunStatus::Exhausted,
                 format!(
                     "The iteration limit ({}) was reached; this is the model's best answer so far.",
                     result.iterations
                 ),
             ),
             StopReason::Budget { reason, .. } => (
-                "exhausted",
+                RunStatus::Exhausted,
                 format!(
                     "Stopped because {reason}. The answer so far is shown; raise the budget to go further."
                 ),
             ),
             StopReason::Error { message } => (
-                "error",
+                RunStatus::Error,
                 format!("A model call failed after its retries: {message}"),
             ),
         };
         Self {
-            status: status.into(),
+            status,
             answer: result.answer.clone(),
             message,
             stop: Some(result.stop.clone()),
@@ -167,7 +200,7 @@ impl Summary {
     }
 
     /// What a trace says of how its run ended.
-    fn of_trace(events: &[Event], status: Option<&str>, message: String) -> Self {
+    fn of_trace(events: &[Event], status: Option<RunStatus>, message: String) -> Self {
         let last = events.iter().rev().find_map(|e| match e {
             Event::FinalAnswer { node, answer, stop } if node.depth == 0 => {
                 Some((answer.clone(), stop.clone()))
@@ -175,13 +208,13 @@ impl Summary {
             _ => None,
         });
         let derived = match last.as_ref().map(|l| &l.1) {
-            Some(StopReason::Final) => "answered",
-            Some(StopReason::MaxIterations | StopReason::Budget { .. }) => "exhausted",
-            Some(StopReason::Error { .. }) => "error",
-            None => "cancelled",
+            Some(StopReason::Final) => RunStatus::Answered,
+            Some(StopReason::MaxIterations | StopReason::Budget { .. }) => RunStatus::Exhausted,
+            Some(StopReason::Error { .. }) => RunStatus::Error,
+            None => RunStatus::Cancelled,
         };
         Self {
-            status: status.unwrap_or(derived).into(),
+            status: status.unwrap_or(derived),
             answer: last.as_ref().and_then(|a| a.0.clone()),
             message,
             stop: last.map(|a| a.1),
@@ -198,9 +231,9 @@ impl Summary {
         }
     }
 
-    fn failed(status: &str, message: String, elapsed: Duration) -> Self {
+    fn failed(status: RunStatus, message: String, elapsed: Duration) -> Self {
         Self {
-            status: status.into(),
+            status,
             answer: None,
             message,
             stop: None,
@@ -362,7 +395,7 @@ impl RunEntry {
             }
             if rx.changed().await.is_err() {
                 return Arc::new(Summary::failed(
-                    "error",
+                    RunStatus::Error,
                     "the run vanished".into(),
                     self.started.elapsed(),
                 ));
@@ -388,7 +421,7 @@ impl RunEntry {
         self.release_slot();
         if running {
             self.finish(Summary::failed(
-                "cancelled",
+                RunStatus::Cancelled,
                 "The run was cancelled.".into(),
                 self.started.elapsed(),
             ));
@@ -523,7 +556,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.entry.release_slot();
         self.entry.finish(Summary::failed(
-            "cancelled",
+            RunStatus::Cancelled,
             "The run was cancelled.".into(),
             self.entry.started.elapsed(),
         ));
@@ -536,16 +569,9 @@ pub struct Launch {
     pub context: ContextInput,
     /// The question.
     pub query: String,
-    /// Root model id (else the server's default).
-    pub model: Option<String>,
-    /// Sub-model id.
-    pub sub_model: Option<String>,
-    /// Iterations.
-    pub max_iterations: Option<u32>,
-    /// Depth.
-    pub max_depth: Option<u32>,
-    /// Budget (fields left `None` take the server's).
-    pub budget: Budget,
+    /// Models, limits and budget the request gave (what it leaves unset takes the server's
+    /// defaults).
+    pub spec: RunSpec,
     /// `page` or `api`.
     pub source: &'static str,
     /// Cancel when the last follower leaves.
@@ -592,7 +618,7 @@ impl Registry {
         &self,
         id: String,
         events: &[Event],
-        status: Option<&str>,
+        status: Option<RunStatus>,
         message: String,
     ) -> Arc<RunEntry> {
         let (query, root_model) = events
@@ -625,7 +651,7 @@ impl Registry {
         let entry = self.from_trace(
             self.new_id(),
             &events,
-            Some("trace"),
+            Some(RunStatus::Trace),
             format!("Opened from the trace {name}."),
         );
         let id = entry.id.clone();
@@ -672,24 +698,17 @@ impl Registry {
         l: Launch,
     ) -> Result<Arc<RunEntry>, ApiError> {
         let c = &state.config;
-        let root_id = l
-            .model
-            .clone()
-            .filter(|m| !m.trim().is_empty())
-            .or_else(|| c.defaults.model.clone())
-            .ok_or_else(|| {
-                ApiError::bad(
-                    c.no_model_reason
-                        .clone()
-                        .unwrap_or_else(|| "no model given: pick one (provider/model)".into()),
-                )
-            })?;
-        let sub_id = l
-            .sub_model
-            .clone()
-            .filter(|m| !m.trim().is_empty())
-            .or_else(|| c.defaults.sub_model.clone())
-            .unwrap_or_else(|| root_id.clone());
+        let mut spec = l.spec.or(&c.defaults);
+        if spec.model.is_none()
+            && let Some(reason) = &c.no_model_reason
+        {
+            return Err(ApiError::bad(reason.clone()));
+        }
+        let (root_id, sub_id) = spec.models().map_err(|e| ApiError::bad(e.to_string()))?;
+        // A request's settings are capped by the server's.
+        spec.max_iterations = Some(spec.max_iterations.unwrap_or(20).clamp(1, 200));
+        spec.max_depth = Some(spec.max_depth.unwrap_or(1).min(8));
+        spec.budget().map_err(|e| ApiError::bad(e.to_string()))?;
         for id in [&root_id, &sub_id] {
             if !c.allows_model(id) {
                 let list = c.model_list();
@@ -766,24 +785,17 @@ impl Registry {
             trace.as_ref().and(trace_path),
             self.retention,
         );
-        let d = &c.defaults;
-        let budget = Budget {
-            max_sub_calls: l.budget.max_sub_calls.or(d.budget.max_sub_calls),
-            max_tokens: l.budget.max_tokens.or(d.budget.max_tokens),
-            max_usd: l.budget.max_usd.or(d.budget.max_usd),
-            max_time: l.budget.max_time.or(d.budget.max_time),
-        };
-        let built = Rlm::builder(root)
-            .sub_model(sub)
-            .engine(c.engine.clone())
-            .max_iterations(l.max_iterations.unwrap_or(d.max_iterations).clamp(1, 200))
-            .max_depth(l.max_depth.unwrap_or(d.max_depth).min(8))
-            .budget(budget)
-            .on_event(Arc::new(Sink {
-                entry: entry.clone(),
-                trace,
-            }))
-            .build();
+        let built = spec
+            .builder(root, sub)
+            .map_err(RlmError::from)
+            .and_then(|b| {
+                b.engine(c.engine.clone())
+                    .on_event(Arc::new(Sink {
+                        entry: entry.clone(),
+                        trace,
+                    }))
+                    .build()
+            });
         let rlm = match built {
             Ok(r) => r,
             Err(e) => {
@@ -803,7 +815,7 @@ impl Registry {
             let summary = match rlm.run(context, &query).await {
                 Ok(result) => Summary::of(&result),
                 Err(e) => Summary::failed(
-                    "error",
+                    RunStatus::Error,
                     format!("The run could not start: {e}"),
                     run_entry.started.elapsed(),
                 ),
@@ -886,19 +898,18 @@ pub async fn start(
             ContextInput::Text(text)
         }
     };
-    let positive = |x: Option<f64>, what: &str| -> Result<Option<f64>, ApiError> {
-        match x {
-            Some(v) if !(v > 0.0 && v.is_finite()) => {
-                Err(ApiError::bad(format!("{what} must be a positive number")))
-            }
-            other => Ok(other),
-        }
-    };
-    let budget = Budget {
-        max_sub_calls: b.budget_sub_calls,
-        max_tokens: b.budget_tokens,
-        max_usd: positive(b.budget_usd, "the cost budget")?,
-        max_time: positive(b.budget_seconds, "the time budget")?.map(Duration::from_secs_f64),
+    let spec = RunSpec {
+        model: b.model,
+        sub_model: b.sub_model,
+        max_iterations: b.max_iterations,
+        max_depth: b.max_depth,
+        budget: BudgetLimits {
+            usd: b.budget_usd,
+            tokens: b.budget_tokens,
+            sub_calls: b.budget_sub_calls,
+            seconds: b.budget_seconds,
+        },
+        ..RunSpec::default()
     };
     let entry = s
         .runs
@@ -907,11 +918,7 @@ pub async fn start(
             Launch {
                 context,
                 query: b.query,
-                model: b.model,
-                sub_model: b.sub_model,
-                max_iterations: b.max_iterations,
-                max_depth: b.max_depth,
-                budget,
+                spec,
                 source: "page",
                 cancel_on_disconnect: b.cancel_on_disconnect,
             },
@@ -1110,7 +1117,7 @@ mod tests {
 
     fn done(answer: &str) -> Summary {
         Summary {
-            status: "answered".into(),
+            status: RunStatus::Answered,
             answer: Some(answer.into()),
             message: "M".repeat(10_000),
             stop: Some(StopReason::Error {
@@ -1221,6 +1228,94 @@ mod tests {
             "{bytes}"
         );
         assert_eq!(kept[0].id, "r49");
+    }
+
+    /// A stand-in for an in-process local model: it answers at once.
+    struct TinyLocal;
+
+    #[async_trait::async_trait]
+    impl rlm_llm::ChatModel for TinyLocal {
+        fn id(&self) -> String {
+            "local/tiny".into()
+        }
+
+        async fn chat(
+            &self,
+            _request: rlm_llm::ChatRequest,
+        ) -> Result<rlm_llm::ChatResponse, rlm_llm::LlmError> {
+            Ok(rlm_llm::ChatResponse {
+                text: "FINAL(ok)".into(),
+                usage: rlm_llm::Usage::default(),
+                model: self.id(),
+                finish_reason: rlm_llm::FinishReason::Stop,
+                latency: Duration::ZERO,
+                attempts: 1,
+                cost_usd: None,
+            })
+        }
+    }
+
+    /// The server sets runs up as the CLI and eval do ([`RunSpec::builder`]): a local root model
+    /// gets the small-model prompt and output size.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_local_model_gets_the_small_model_setup_on_the_server_too() {
+        let engine = rlm_sandbox::SandboxEngine::load().expect("guest (just guest)");
+        let config = crate::ServeConfig {
+            defaults: RunSpec {
+                model: Some("local/tiny".into()),
+                max_iterations: Some(3),
+                ..RunSpec::default()
+            },
+            no_model_reason: None,
+            models: Arc::new(|_id| {
+                Box::pin(async { Ok(Arc::new(TinyLocal) as Arc<dyn rlm_llm::ChatModel>) })
+            }),
+            engine,
+            api_key: None,
+            max_body_bytes: 1 << 20,
+            max_runs: 1,
+            trace_dir: None,
+            sample: None,
+            allow_hosts: Vec::new(),
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 4,
+            retention: Retention::default(),
+            allowed_models: Vec::new(),
+        };
+        let state = Arc::new(AppState {
+            config,
+            runs: Registry::new(1, Retention::default()),
+            hosts: crate::guard::HostCheck::new([127, 0, 0, 1].into(), &[]),
+        });
+        let entry = state
+            .runs
+            .launch(
+                &state,
+                Launch {
+                    context: ContextInput::Text("doc".into()),
+                    query: "q".into(),
+                    spec: RunSpec::default(),
+                    source: "api",
+                    cancel_on_disconnect: false,
+                },
+            )
+            .await
+            .unwrap();
+        let summary = entry.wait().await;
+        assert_eq!(summary.status, RunStatus::Answered, "{summary:?}");
+        let settings = entry
+            .events()
+            .iter()
+            .find_map(|e| match &**e {
+                Event::RunStarted {
+                    settings: Some(s), ..
+                } => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(settings.profile, rlm::PromptProfile::Small);
+        assert!(settings.max_output_chars <= rlm::SMALL_MODEL_OUTPUT_CHARS);
+        assert_eq!(settings.max_iterations, 3);
     }
 
     #[test]

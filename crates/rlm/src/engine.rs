@@ -33,6 +33,9 @@ pub enum RlmError {
     /// A setting is unusable.
     #[error("invalid RLM configuration: {0}")]
     Config(String),
+    /// The run's setup (models, budget) is unusable.
+    #[error(transparent)]
+    Setup(#[from] crate::setup::SetupError),
 }
 
 /// Why a run stopped.

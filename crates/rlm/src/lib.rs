@@ -65,6 +65,7 @@ mod events;
 mod parse;
 mod prompt;
 mod session;
+mod setup;
 mod trace;
 
 pub use budget::{Budget, BudgetError, BudgetLimit, BudgetLimits, MAX_SECONDS, seconds_limit};
@@ -78,4 +79,8 @@ pub use prompt::{
     system_prompt_for, truncate_middle,
 };
 pub use session::Session;
+pub use setup::{
+    DEFAULT_LOCAL_CONTEXT_TOKENS, RunSpec, SMALL_MODEL_OUTPUT_CHARS, SetupError, default_model,
+    default_model_from, is_local_model,
+};
 pub use trace::{Replay, TraceError, TraceWriter, read_trace, replay};

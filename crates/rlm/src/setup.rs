@@ -1,0 +1,270 @@
+//! Run setup that every front end shares — the CLI (`rlm run`), the server (`rlm serve`) and
+//! the evaluation harness (`rlm eval`): which root and sub-model a run uses, how a small local
+//! model is prompted, and the budget from the limits people give. Each front end describes a
+//! run as a [`RunSpec`] and builds its [`Rlm`](crate::Rlm) with [`RunSpec::builder`], so the
+//! rules live here once.
+//!
+//! ```
+//! use rlm::{BudgetLimits, PromptProfile, RunSpec};
+//!
+//! let spec = RunSpec {
+//!     model: Some("local/qwen2.5-coder-0.5b".into()),
+//!     budget: BudgetLimits { seconds: Some(60.0), ..BudgetLimits::default() },
+//!     ..RunSpec::default()
+//! };
+//! assert_eq!(spec.models().unwrap().1, "local/qwen2.5-coder-0.5b"); // sub-model: the root
+//! assert_eq!(spec.profile(), PromptProfile::Small);                  // local: small prompt
+//! assert!(RunSpec { budget: BudgetLimits { seconds: Some(-1.0), ..BudgetLimits::default() },
+//!                   ..spec }.budget().is_err());
+//! ```
+
+use std::sync::Arc;
+
+use rlm_llm::ChatModel;
+use serde::{Deserialize, Serialize};
+
+use crate::budget::{Budget, BudgetError, BudgetLimits};
+use crate::engine::{Rlm, RlmBuilder};
+use crate::prompt::PromptProfile;
+
+/// The context window of a local model when none is given, in tokens.
+pub const DEFAULT_LOCAL_CONTEXT_TOKENS: u32 = 16_384;
+
+/// Characters of each step's output a small local model is shown at most.
+pub const SMALL_MODEL_OUTPUT_CHARS: usize = 1_500;
+
+/// Why a run cannot be set up.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SetupError {
+    /// No root model was named and none is configured.
+    #[error("{0}")]
+    NoModel(String),
+    /// A budget limit is unusable.
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
+}
+
+/// Whether `id` names an in-process local model (`local/NAME` or `local/PATH.gguf`); such
+/// models are small and get the [`PromptProfile::Small`] setup.
+pub fn is_local_model(id: &str) -> bool {
+    id.starts_with("local/")
+}
+
+/// The root model when none is named, from the keys set in the environment: OpenAI, then
+/// Anthropic, then Gemini; else `offline` (a local model, when the build has them).
+///
+/// Returns the id and whether it is the offline fallback (front ends say so to the user).
+pub fn default_model(offline: Option<&str>) -> Result<(String, bool), SetupError> {
+    default_model_from(|v| std::env::var(v).ok(), offline)
+}
+
+/// [`default_model`] over any environment.
+pub fn default_model_from(
+    env: impl Fn(&str) -> Option<String>,
+    offline: Option<&str>,
+) -> Result<(String, bool), SetupError> {
+    let set = |v: &str| env(v).is_some_and(|x| !x.trim().is_empty());
+    if set("OPENAI_API_KEY") {
+        return Ok(("openai/gpt-5-mini".into(), false));
+    }
+    if set("ANTHROPIC_API_KEY") {
+        return Ok(("anthropic/claude-sonnet-4-5".into(), false));
+    }
+    if set("GOOGLE_API_KEY") || set("GEMINI_API_KEY") {
+        return Ok(("gemini/gemini-2.5-flash".into(), false));
+    }
+    if set("RLM_BASE_URL") {
+        return Err(SetupError::NoModel(
+            "RLM_BASE_URL is set: name the server's model with --model compat/<model> (or RLM_MODEL)"
+                .into(),
+        ));
+    }
+    if let Some(local) = offline {
+        return Ok((local.to_string(), true));
+    }
+    Err(SetupError::NoModel(
+        "no model is configured. Set one of OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY \
+         (or GEMINI_API_KEY), or point RLM_BASE_URL at an OpenAI-compatible server and pass \
+         --model compat/<model>; or name a model with --model provider/model"
+            .into(),
+    ))
+}
+
+/// A run as a front end describes it: what its user gave, `None` for "the default".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Root model id (`provider/model`).
+    pub model: Option<String>,
+    /// Sub-call model id (default: the root model).
+    pub sub_model: Option<String>,
+    /// Root-model replies per RLM.
+    pub max_iterations: Option<u32>,
+    /// Recursion depth.
+    pub max_depth: Option<u32>,
+    /// Characters of each step's output shown to the root model.
+    pub max_output_chars: Option<usize>,
+    /// The sub-model's context window in tokens (what the prompt says one sub-call reads).
+    pub sub_model_context_tokens: Option<u64>,
+    /// The context window of a local root model in tokens (its sub-calls read at most half).
+    pub local_context_tokens: Option<u32>,
+    /// The run's budget limits.
+    pub budget: BudgetLimits,
+}
+
+impl RunSpec {
+    /// This spec with every field it leaves unset taken from `defaults`.
+    pub fn or(self, defaults: &RunSpec) -> RunSpec {
+        let d = defaults.clone();
+        let named = |m: Option<String>| m.filter(|m| !m.trim().is_empty());
+        RunSpec {
+            model: named(self.model).or(d.model),
+            sub_model: named(self.sub_model).or(d.sub_model),
+            max_iterations: self.max_iterations.or(d.max_iterations),
+            max_depth: self.max_depth.or(d.max_depth),
+            max_output_chars: self.max_output_chars.or(d.max_output_chars),
+            sub_model_context_tokens: self.sub_model_context_tokens.or(d.sub_model_context_tokens),
+            local_context_tokens: self.local_context_tokens.or(d.local_context_tokens),
+            budget: self.budget.or(d.budget),
+        }
+    }
+
+    /// The root and sub-model ids: the root must be named (see [`default_model`] for the
+    /// usual default), the sub-model defaults to it.
+    pub fn models(&self) -> Result<(String, String), SetupError> {
+        let root = self
+            .model
+            .clone()
+            .filter(|m| !m.trim().is_empty())
+            .ok_or_else(|| {
+                SetupError::NoModel("no model given: name one (provider/model)".into())
+            })?;
+        let sub = self
+            .sub_model
+            .clone()
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or_else(|| root.clone());
+        Ok((root, sub))
+    }
+
+    /// The system-prompt profile: [`PromptProfile::Small`] for a local root model.
+    pub fn profile(&self) -> PromptProfile {
+        match &self.model {
+            Some(m) if is_local_model(m) => PromptProfile::Small,
+            _ => PromptProfile::Standard,
+        }
+    }
+
+    /// The budget, its limits checked ([`BudgetLimits::to_budget`]).
+    pub fn budget(&self) -> Result<Budget, SetupError> {
+        Ok(self.budget.to_budget()?)
+    }
+
+    /// An [`Rlm`] builder for this run over the resolved `root` and `sub` models, with every
+    /// setting of the spec and the small-model setup for a local root (the small prompt, at most
+    /// [`SMALL_MODEL_OUTPUT_CHARS`] of output per step, sub-calls that read at most half its
+    /// window). Add the engine, sinks and seed, then build.
+    pub fn builder(
+        &self,
+        root: Arc<dyn ChatModel>,
+        sub: Arc<dyn ChatModel>,
+    ) -> Result<RlmBuilder, SetupError> {
+        let mut b = Rlm::builder(root)
+            .sub_model(sub)
+            .budget(self.budget()?)
+            .prompt_profile(self.profile());
+        if let Some(n) = self.max_iterations {
+            b = b.max_iterations(n);
+        }
+        if let Some(d) = self.max_depth {
+            b = b.max_depth(d);
+        }
+        let mut output = self.max_output_chars;
+        let mut sub_tokens = self.sub_model_context_tokens;
+        if self.profile() == PromptProfile::Small {
+            // Small local models follow a worked example, see little at a time, and read less
+            // per call.
+            output = Some(output.map_or(SMALL_MODEL_OUTPUT_CHARS, |o| {
+                o.min(SMALL_MODEL_OUTPUT_CHARS)
+            }));
+            let half = u64::from(
+                self.local_context_tokens
+                    .unwrap_or(DEFAULT_LOCAL_CONTEXT_TOKENS),
+            ) / 2;
+            sub_tokens = Some(sub_tokens.map_or(half, |t| t.min(half)));
+        }
+        if let Some(o) = output {
+            b = b.max_output_chars(o);
+        }
+        if let Some(t) = sub_tokens {
+            b = b.sub_model_context_tokens(t);
+        }
+        Ok(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_model_follows_the_keys_set() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |v: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == v)
+                    .map(|(_, x)| x.to_string())
+            }
+        };
+        assert_eq!(
+            default_model_from(
+                env(&[("ANTHROPIC_API_KEY", "k"), ("GEMINI_API_KEY", "k")]),
+                None
+            ),
+            Ok(("anthropic/claude-sonnet-4-5".into(), false))
+        );
+        assert_eq!(
+            default_model_from(env(&[("OPENAI_API_KEY", " ")]), Some("local/x")),
+            Ok(("local/x".into(), true)),
+            "a blank key is no key"
+        );
+        assert!(matches!(
+            default_model_from(env(&[("RLM_BASE_URL", "http://h/v1")]), Some("local/x")),
+            Err(SetupError::NoModel(m)) if m.contains("compat/<model>")
+        ));
+        assert!(default_model_from(env(&[]), None).is_err());
+    }
+
+    #[test]
+    fn request_fields_fall_back_to_the_defaults() {
+        let defaults = RunSpec {
+            model: Some("compat/a".into()),
+            max_iterations: Some(20),
+            budget: BudgetLimits {
+                seconds: Some(600.0),
+                usd: Some(1.0),
+                ..BudgetLimits::default()
+            },
+            ..RunSpec::default()
+        };
+        let spec = RunSpec {
+            model: Some(" ".into()),
+            sub_model: Some("compat/b".into()),
+            budget: BudgetLimits {
+                seconds: Some(5.0),
+                ..BudgetLimits::default()
+            },
+            ..RunSpec::default()
+        }
+        .or(&defaults);
+        assert_eq!(
+            spec.models().unwrap(),
+            ("compat/a".to_string(), "compat/b".to_string())
+        );
+        assert_eq!(spec.max_iterations, Some(20));
+        assert_eq!(
+            (spec.budget.seconds, spec.budget.usd),
+            (Some(5.0), Some(1.0))
+        );
+        assert!(RunSpec::default().models().is_err());
+    }
+}
