@@ -1182,9 +1182,13 @@ def _install_names():
     g.update(_SCAFFOLD)
     g["__builtins__"] = builtins
     b = vars(builtins)
-    for k, v in _BUILTINS.items():
-        if b.get(k) is not v:
-            b[k] = v
+    if b != _BUILTINS:
+        # Rare (model code patched a builtin): put back each one, drop what was added.
+        for k, v in _BUILTINS.items():
+            if b.get(k) is not v:
+                b[k] = v
+        for k in [k for k in b if k not in _BUILTINS]:
+            del b[k]
     if g.get("print", print) is not print:
         del g["print"]
     if "answer" not in g:
