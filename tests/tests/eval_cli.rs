@@ -11,7 +11,7 @@ use rlm_testkit::{MockProvider, Reply};
 
 async fn scripted() -> MockProvider {
     let mock = MockProvider::start().await;
-    mock.respond_with(|r| Reply::text(rlm_eval::scripted::respond(&r.messages())));
+    mock.respond_with(|r| Reply::text(rlm_testkit::scripted::respond(&r.messages())));
     mock
 }
 
@@ -413,7 +413,7 @@ async fn per_task_budgets_and_timeouts_are_recorded() {
     mock.respond_with(|r| {
         Reply::delayed(
             Duration::from_millis(700),
-            Reply::text(rlm_eval::scripted::respond(&r.messages())),
+            Reply::text(rlm_testkit::scripted::respond(&r.messages())),
         )
     });
     let url = mock.openai_base_url();

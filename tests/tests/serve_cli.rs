@@ -18,7 +18,7 @@ const Q: &str = "What is the access code for project Falcon-12?";
 async fn scripted(delay_ms: u64) -> MockProvider {
     let mock = MockProvider::start().await;
     mock.respond_with(move |r| {
-        let reply = Reply::text(rlm_eval::scripted::respond(&r.messages()));
+        let reply = Reply::text(rlm_testkit::scripted::respond(&r.messages()));
         Reply::delayed(Duration::from_millis(delay_ms), reply)
     });
     mock

@@ -267,7 +267,9 @@ fn sniah(rng: &mut StdRng, chars: usize, depth: f64) -> Generated {
     )
 }
 
-const CATEGORIES: &[(&str, &[&str])] = &[
+/// The kinds of problem the ticket families' tickets describe, each with the phrases the
+/// generator writes for it (a ticket's kind is implied by its phrase, never labelled).
+pub const TICKET_KINDS: &[(&str, &[&str])] = &[
     (
         "billing",
         &[
@@ -314,16 +316,6 @@ const CATEGORIES: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// The kind of problem a ticket's text describes (`billing`, `technical`, `shipping`,
-/// `account` or `warranty`), as the generator wrote it; `None` for other text. This is the
-/// reading a capable model does; the scripted test model uses it to answer sub-calls.
-pub fn ticket_kind(text: &str) -> Option<&'static str> {
-    CATEGORIES
-        .iter()
-        .find(|(_, phrases)| phrases.iter().any(|p| text.contains(p)))
-        .map(|(kind, _)| *kind)
-}
-
 const OPENERS: &[&str] = &[
     "Hello,",
     "Hi team,",
@@ -361,7 +353,7 @@ fn tickets(rng: &mut StdRng, chars: usize, weights: &[u32]) -> (String, Vec<(usi
         let user = rng.random_range(1..=users);
         let month = rng.random_range(1..=12u32);
         let day = rng.random_range(1..=28);
-        let phrase = CATEGORIES[cat].1.choose(rng).copied().unwrap_or("");
+        let phrase = TICKET_KINDS[cat].1.choose(rng).copied().unwrap_or("");
         let opener = OPENERS.choose(rng).copied().unwrap_or("");
         let closer = CLOSERS.choose(rng).copied().unwrap_or("");
         text.push_str(&format!("Ticket {id} | user u{user} | 2024-{month:02}-{day:02} | {opener} {phrase}. {closer}\n").replace("|  ", "| "));
@@ -375,7 +367,7 @@ fn oolong(rng: &mut StdRng, chars: usize) -> Generated {
     let (text, meta) = tickets(rng, chars, &[30, 30, 25, 15, 0]);
     let cat = rng.random_range(0..4);
     let count = meta.iter().filter(|m| m.0 == cat).count();
-    let name = CATEGORIES[cat].0;
+    let name = TICKET_KINDS[cat].0;
     let question = format!(
         "Each ticket describes one kind of problem: billing, technical, shipping or account (the \
          kind is not written; it must be read from the text). How many tickets are about a {name} \
@@ -576,7 +568,7 @@ mod tests {
             .iter()
             .position(|c| t.question.contains(&format!("about a {c} problem")))
             .unwrap();
-        let phrases = CATEGORIES[cat].1;
+        let phrases = TICKET_KINDS[cat].1;
         let count = text_of(&t)
             .lines()
             .filter(|l| phrases.iter().any(|p| l.contains(p)))
@@ -645,7 +637,7 @@ mod tests {
     fn pairs_answers_match_the_records() {
         let t = generate(Family::OolongPairs, 40_000, 9);
         let month = t.question.split("month 2024-").nth(1).unwrap()[..2].to_string();
-        let phrases = CATEGORIES[4].1;
+        let phrases = TICKET_KINDS[4].1;
         let users: BTreeSet<String> = text_of(&t)
             .lines()
             .filter(|l| {

@@ -9,9 +9,9 @@
 //! and appends to a [`results`] file, and splits a run into shards that [`results::merge`]
 //! joins; [`report`] turns results into Markdown, JSON and an SVG plot.
 //!
-//! [`scripted`] is a deterministic model that writes the Python a competent model would for
-//! each family and answers sub-calls by reading the text it is given; served over HTTP by
-//! `rlm-mock`, it lets the whole harness run (and score 100%) without a hosted model.
+//! The product has no model of its own: a scripted test model that runs the whole harness
+//! without a hosted one lives with the test helpers (`rlm_testkit::scripted`, served by the
+//! dev-only `rlm-mock`).
 
 pub mod datasets;
 pub mod method;
@@ -19,7 +19,6 @@ pub mod report;
 pub mod results;
 pub mod runner;
 mod score;
-pub mod scripted;
 
 use std::io::BufRead;
 use std::path::Path;

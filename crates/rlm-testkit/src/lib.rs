@@ -8,6 +8,11 @@
 //! with `Retry-After`, delays, dropped connections, truncated JSON or a wrong content type. It
 //! records every request and counts requests in flight and requests abandoned by the client.
 //!
+//! With the `scripted` feature (on by default), [`scripted`] is a deterministic model that
+//! writes the Python a competent model would for each eval family and answers sub-calls by
+//! reading the text it is given; the `rlm-mock` binary serves it, so `rlm eval`, `rlm run` and
+//! `rlm serve` run end to end without a hosted model. Being here, it is in no product binary.
+//!
 //! ```no_run
 //! # async fn demo() {
 //! use rlm_testkit::{MockProvider, Reply};
@@ -31,6 +36,9 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;
 use axum::routing::post;
 use serde_json::{Value, json};
+
+#[cfg(feature = "scripted")]
+pub mod scripted;
 
 /// Which wire format a request used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

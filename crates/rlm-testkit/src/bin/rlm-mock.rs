@@ -1,5 +1,5 @@
 //! `rlm-mock`: the mock provider as a standalone server, answering with the scripted eval model
-//! (see `rlm_eval::scripted`). It lets `rlm eval`, `rlm run` and `rlm serve` run end to end
+//! (see `rlm_testkit::scripted`). It lets `rlm eval`, `rlm run` and `rlm serve` run end to end
 //! with no hosted model: point them at `--base-url http://127.0.0.1:PORT/v1` with
 //! `--model compat/scripted`.
 //!
@@ -38,7 +38,7 @@ async fn main() {
     mock.set_recording(false);
     mock.respond_with(move |request| {
         let messages = request.messages();
-        let text = rlm_eval::scripted::respond(&messages);
+        let text = rlm_testkit::scripted::respond(&messages);
         let input: usize = messages.iter().map(|(_, t)| t.chars().count()).sum();
         let reply = Reply::TextWithUsage {
             input: (input / 4).max(1) as u64,

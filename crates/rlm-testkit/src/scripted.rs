@@ -12,9 +12,19 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::datasets::ticket_kind;
-use crate::method::{DIRECT_SYSTEM, JUDGE_PREFIX};
-use crate::score::normalize;
+use rlm_eval::datasets::TICKET_KINDS;
+use rlm_eval::method::{DIRECT_SYSTEM, JUDGE_PREFIX};
+use rlm_eval::normalize;
+
+/// The kind of problem a ticket's text describes (`billing`, `technical`, `shipping`,
+/// `account` or `warranty`), by the generator's phrases; `None` for other text. This is the
+/// reading a capable model does when a sub-call asks it to classify a ticket.
+pub fn ticket_kind(text: &str) -> Option<&'static str> {
+    TICKET_KINDS
+        .iter()
+        .find(|(_, phrases)| phrases.iter().any(|p| text.contains(p)))
+        .map(|(kind, _)| *kind)
+}
 
 /// The reply of the scripted model to a conversation of `(role, text)` pairs.
 pub fn respond(messages: &[(String, String)]) -> String {
@@ -382,7 +392,7 @@ fn judge(rest: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datasets::{Family, generate};
+    use rlm_eval::datasets::{Family, generate};
 
     fn conv(system: &str, user: &str) -> Vec<(String, String)> {
         vec![
@@ -395,11 +405,7 @@ mod tests {
     fn reads_every_family_from_full_text() {
         for f in Family::ALL {
             let t = generate(f, 4_000, 11);
-            let text = match &t.context {
-                rlm::ContextInput::Text(s) => s.clone(),
-                rlm::ContextInput::Documents(d) => d.join("\n"),
-                rlm::ContextInput::Json(v) => v.to_string(),
-            };
+            let text = rlm_eval::method::context_text(&t.context);
             let answer = read(&t.question, &text).unwrap();
             assert_eq!(
                 t.scorer.score(&answer, &t.answer),
