@@ -210,6 +210,66 @@ mod tests {
         assert_eq!(find_final("FINAL( unclosed"), None);
     }
 
+    /// Replies are whatever a model writes: any text parses without a panic, blocks are pieces
+    /// of the reply, and a FINAL found is in the reply.
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Text made of the pieces that matter to the parser, in any order.
+        fn replyish() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("```".to_string()),
+                Just("~~~".to_string()),
+                Just("```repl\n".to_string()),
+                Just("```python\n".to_string()),
+                Just("FINAL(".to_string()),
+                Just("FINAL_VAR(".to_string()),
+                Just(")".to_string()),
+                Just("(".to_string()),
+                Just("\"".to_string()),
+                Just("'".to_string()),
+                Just("\\".to_string()),
+                Just("\n".to_string()),
+                "\\PC{0,12}",
+            ];
+            proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #[test]
+            fn any_reply_parses(reply in replyish()) {
+                let p = parse_reply(&reply);
+                for block in &p.code_blocks {
+                    prop_assert!(reply.contains(block.as_str()));
+                }
+                match p.final_answer {
+                    Some(TextFinal::Answer(a) | TextFinal::Var(a)) => {
+                        prop_assert!(reply.contains(a.as_str()));
+                    }
+                    None => {}
+                }
+            }
+
+            #[test]
+            fn any_text_finds_final_or_nothing(text in "\\PC{0,200}") {
+                let _ = find_final(&text);
+                let _ = parse_reply(&text);
+            }
+
+            /// A FINAL with balanced, quote-free text is found whole, wherever it stands.
+            #[test]
+            fn a_plain_final_is_found(
+                before in "[a-z .,\n]{0,40}",
+                answer in "[A-Za-z0-9 ,.-]{1,40}",
+            ) {
+                let found = find_final(&format!("{before}\nFINAL({answer})\nthanks"));
+                prop_assert_eq!(found, Some(TextFinal::Answer(answer.trim().to_string())));
+            }
+        }
+    }
+
     #[test]
     fn final_inside_code_is_not_a_text_final() {
         let p = parse_reply("```repl\nFINAL(x)\n```");

@@ -274,3 +274,67 @@ fn parse_seed(hex: &str) -> Option<[u8; 32]> {
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A trace file may come from anywhere: any lines read as events or give an error that names
+    /// the line, never a panic.
+    fn read_lines(lines: &[String]) -> Result<Vec<Event>, TraceError> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        for l in lines {
+            writeln!(file, "{l}").unwrap();
+        }
+        read_trace(file.path())
+    }
+
+    fn budget_json() -> impl Strategy<Value = String> {
+        let num = prop_oneof![
+            Just("null".to_string()),
+            proptest::num::f64::ANY.prop_map(|f| if f.is_finite() {
+                f.to_string()
+            } else {
+                "1e999".to_string()
+            }),
+            proptest::num::i64::ANY.prop_map(|i| i.to_string()),
+        ];
+        (num.clone(), num.clone(), num.clone(), num).prop_map(|(a, b, c, d)| {
+            format!(r#"{{"max_sub_calls":{a},"max_tokens":{b},"max_usd":{c},"max_time":{d}}}"#)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_lines_read_without_panic(lines in proptest::collection::vec("\\PC{0,80}", 0..6)) {
+            if let Err(TraceError::Parse { line, .. }) = read_lines(&lines) {
+                prop_assert!(line >= 1 && line <= lines.len());
+            }
+        }
+
+        /// A run_started line with any numbers in its budget: an event or a parse error.
+        #[test]
+        fn any_recorded_budget_reads_without_panic(budget in budget_json(), depth in any::<i64>()) {
+            let line = format!(
+                r#"{{"type":"run_started","rlm":"root","depth":{depth},"query":"q","settings":{{"root_model":"m","sub_model":"m","max_iterations":1,"max_depth":1,"max_output_chars":10,"budget":{budget},"seed":"00"}}}}"#
+            );
+            let _ = read_lines(&[line]);
+        }
+    }
+
+    #[test]
+    fn a_negative_time_budget_is_a_parse_error_naming_the_line() {
+        let good = r#"{"type":"iteration","rlm":"root","depth":0,"n":1}"#.to_string();
+        let bad = r#"{"type":"run_started","rlm":"root","depth":0,"query":"q","settings":{"root_model":"m","sub_model":"m","max_iterations":1,"max_depth":1,"max_output_chars":10,"budget":{"max_time":-1},"seed":"00"}}"#.to_string();
+        match read_lines(&[good, bad]) {
+            Err(TraceError::Parse {
+                line: 2, message, ..
+            }) => {
+                assert!(message.contains("max_time"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
