@@ -481,3 +481,28 @@ async fn a_retry_after_longer_than_allowed_ends_the_retries() {
     );
     assert_eq!(mock.requests().len(), 1);
 }
+
+/// A provider's `Retry-After` of `inf` or `1e20` (no `Duration` holds them) ends the retries
+/// like any delay too long to honour; the client does not panic.
+#[tokio::test]
+async fn an_endless_retry_after_ends_the_retries_without_a_panic() {
+    for value in ["inf", "1e20", "NaN"] {
+        let mock = MockProvider::start().await;
+        mock.push(Reply::Status {
+            status: 429,
+            message: "slow down".into(),
+            retry_after: Some(value.into()),
+        });
+        mock.push(Reply::text("after the wait"));
+        let model = model_on(&client(fast_retry(5)), &mock, "openai/gpt-5-mini");
+        let result = model.chat(request()).await;
+        match value {
+            // NaN is no delay at all: an ordinary retry, which then answers.
+            "NaN" => assert_eq!(result.unwrap().text, "after the wait"),
+            _ => assert!(
+                matches!(&result, Err(LlmError::GaveUp { attempts: 1, .. })),
+                "{value}: {result:?}"
+            ),
+        }
+    }
+}
