@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rlm_sandbox::{Context, LimitHit, ModelHost, Sandbox, SandboxEngine};
+use rlm_sandbox::{Context, LimitHit, Limits, ModelHost, Sandbox, SandboxEngine};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
@@ -660,7 +660,15 @@ async fn run_ours(
     t: &Trajectory,
 ) -> (Vec<Ours>, Option<String>) {
     let mut results = Vec::new();
+    // The default limits, except the wall-clock deadline: fuel (CPU work, the same on every
+    // machine) is the limit under test, and a busy test machine must not turn a slow block into
+    // a limit hit.
+    let limits = Limits {
+        step_timeout: Duration::from_secs(600),
+        ..Limits::default()
+    };
     let built = Sandbox::builder(engine)
+        .limits(limits)
         .model(Arc::new(StubHost))
         .context(context)
         .build()
@@ -740,10 +748,22 @@ async fn run_trajectory(
         None
     };
     let mut blocks = Vec::new();
+    let mut after_limit = false;
     for (index, o) in ours.iter().enumerate() {
         let theirs = reference.as_ref().and_then(|r| r.blocks.get(index));
         // Without a reference result a raising block cannot be cleared: `classify` says repl.
-        let class = classify(o, theirs, &stdlib);
+        let mut class = classify(o, theirs, &stdlib);
+        // A block stopped by a limit is rolled back (the reference keeps its variables): a later
+        // NameError is that limit's knock-on, not our REPL's fault.
+        if class == Class::Repl
+            && after_limit
+            && o.error
+                .as_deref()
+                .is_some_and(|e| exception_type(exception_line(e)) == "NameError")
+        {
+            class = Class::Limit;
+        }
+        after_limit |= o.limit.is_some();
         let reference_line = match (&reference, theirs) {
             (_, Some(r)) => r.error.clone(),
             (None, None) => None,

@@ -229,7 +229,7 @@ struct ExecArgs {
     /// Files of Python code, each run as one step (`-` for stdin).
     #[arg(required = true)]
     steps: Vec<PathBuf>,
-    /// Fuel per step (default: about 30 CPU-seconds, 2.1 × 10^11 units).
+    /// Fuel per step (default: 4.2 × 10^11 units, 30–60 CPU-seconds).
     #[arg(long)]
     fuel: Option<u64>,
     /// Memory of the REPL in MiB before its context (a context that loads whole as a real str

@@ -17,17 +17,19 @@ const DEFAULT_PIECE_CHARS: u64 = 64 << 20;
 /// fuel.
 pub const FUEL_PER_CPU_SECOND: u64 = 7_000_000_000;
 
-/// CPU-seconds of fuel a step gets by default. Chosen so that the whole-document sweeps real
-/// model code makes finish on large texts: over 32 MB, `re.findall` and a line-by-line
-/// `re.search` loop take under 1 s, but a real model's `re.findall(r'.{0,200}(a|b).{0,200}',
-/// context, re.I)` takes about 3.5 s per MB in the guest (1.3 s natively), so 30 s covers it up to
-/// 8 MB. A runaway loop is still stopped after 30 CPU-seconds, within the 60 s step deadline.
-pub const DEFAULT_STEP_CPU_SECONDS: u64 = 30;
+/// CPU-seconds of fuel a step gets by default (at [`FUEL_PER_CPU_SECOND`]; CPU-heavy code
+/// burns fuel up to twice as fast, so this is 30 to 60 s of real CPU). Chosen so that the
+/// whole-document sweeps real model code makes finish: over 32 MB, `re.findall` and a
+/// line-by-line `re.search` loop take under 1 s, and the slowest sweep of the compatibility corpus,
+/// a real model's `re.findall(r'.{0,200}(grew up|born|...).{0,200}', context, re.I)` over 8.4 M
+/// characters, needs about 3.7 × 10^11 units (28 s). A runaway loop is still stopped after at most
+/// 60 CPU-seconds, within the 120 s step deadline.
+pub const DEFAULT_STEP_CPU_SECONDS: u64 = 60;
 
 /// Every limit a sandbox enforces. Each has a safe default; see [`Limits::default`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
-    /// Fuel (roughly, wasm instructions) one step may burn. Default: about 30 CPU-seconds
+    /// Fuel (roughly, wasm instructions) one step may burn. Default: about 60 CPU-seconds
     /// ([`DEFAULT_STEP_CPU_SECONDS`]).
     pub fuel_per_step: u64,
     /// Bytes of linear memory one REPL may grow to, before its contexts: each context that
@@ -38,7 +40,7 @@ pub struct Limits {
     /// REPL past it stay lazy. Default: 4 GiB, the wasm32 ceiling.
     #[serde(default = "default_max_memory")]
     pub max_memory_bytes: u64,
-    /// Wall-clock time of one step, including time spent waiting on host calls. Default: 60 s.
+    /// Wall-clock time of one step, including time spent waiting on host calls. Default: 120 s.
     pub step_timeout: Duration,
     /// Bytes kept of each of stdout and stderr per step (the rest is counted, not kept).
     /// Default: 256 KiB.
@@ -71,7 +73,7 @@ impl Default for Limits {
         Self {
             fuel_per_step: DEFAULT_STEP_CPU_SECONDS * FUEL_PER_CPU_SECOND,
             memory_bytes: 512 << 20,
-            step_timeout: Duration::from_secs(60),
+            step_timeout: Duration::from_secs(120),
             max_output_bytes: 256 << 10,
             max_host_string_bytes: 16 << 20,
             max_host_calls_per_step: 100_000,
