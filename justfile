@@ -135,6 +135,8 @@ serve-test: build browser-deps
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    # The README's build without local models must keep compiling.
+    cargo clippy -p rlm-cli --no-default-features -- -D warnings
 
 # Benchmarks (release build; prints figures, asserts nothing).
 bench: guest

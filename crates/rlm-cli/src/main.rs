@@ -503,6 +503,7 @@ async fn replay(args: ReplayArgs) -> Result<ExitCode> {
 const OFFLINE_MODEL: &str = "qwen2.5-coder-0.5b";
 
 /// How local models are loaded.
+#[cfg_attr(not(feature = "local"), allow(dead_code))]
 struct LocalSettings {
     /// Context window in tokens.
     ctx: u32,
@@ -537,7 +538,7 @@ async fn make_model(
         #[cfg(not(feature = "local"))]
         {
             let _ = local;
-            bail!(
+            anyhow::bail!(
                 "{id}: this rlm was built without the `local` feature (cargo build -p rlm-cli --features local)"
             );
         }
