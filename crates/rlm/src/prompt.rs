@@ -242,6 +242,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_prompt_says_whether_the_context_is_a_real_str_or_lazy() {
+        let mut f = PromptFacts {
+            shape: ContextShape::Text { chars: 9_000_000 },
+            extra_contexts: Vec::new(),
+            lazy_contexts: Vec::new(),
+            sub_model_chars: 100_000,
+            sub_calls: true,
+            recursive: false,
+            max_output_chars: 10_000,
+            max_iterations: 20,
+        };
+        let real = system_prompt(&f);
+        assert!(
+            real.contains("`context` is a str of 9000000 characters"),
+            "{real}"
+        );
+        assert!(real.contains("It is a real Python object"), "{real}");
+        assert!(!real.contains("lazy"), "{real}");
+        f.lazy_contexts = vec!["context".into()];
+        let lazy = system_prompt(&f);
+        assert!(
+            lazy.contains("`context` is a text of 9000000 characters"),
+            "{lazy}"
+        );
+        assert!(
+            lazy.contains("`context` is too large for the REPL's memory"),
+            "{lazy}"
+        );
+        assert!(
+            lazy.contains("re.search/findall/finditer work on it"),
+            "{lazy}"
+        );
+    }
+
+    #[test]
     fn lists_are_abbreviated() {
         let shape = ContextShape::List {
             item_chars: (1..=20).collect(),
