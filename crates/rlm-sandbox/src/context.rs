@@ -8,6 +8,7 @@
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use regex::RegexBuilder;
 use serde_json::Value;
@@ -407,8 +408,10 @@ pub struct SearchHit {
 pub(crate) fn build_regex(pattern: &str, ignore_case: bool) -> Result<regex::Regex, String> {
     RegexBuilder::new(pattern)
         .case_insensitive(ignore_case)
-        .size_limit(32 * 1024 * 1024)
-        .dfa_size_limit(64 * 1024 * 1024)
+        // Explicit bounds on what one pattern may cost: its compiled program and the lazy DFA
+        // cache (each REPL keeps a few compiled patterns).
+        .size_limit(8 << 20)
+        .dfa_size_limit(8 << 20)
         .build()
         .map_err(|e| {
             format!(
@@ -426,6 +429,7 @@ pub(crate) fn search_hits(
     max_results: usize,
     max_match_chars: u64,
     max_bytes: usize,
+    cancel: &AtomicBool,
 ) -> Vec<SearchHit> {
     let mut hits = Vec::new();
     let mut bytes = 0usize;
@@ -433,7 +437,7 @@ pub(crate) fn search_hits(
     // Matches come in order within one text: convert byte offsets incrementally.
     let mut cursor: Option<(usize, usize, u64)> = None;
     ctx.search(id, re, &mut path, &mut |path, text, bs, be| {
-        if hits.len() >= max_results {
+        if hits.len() >= max_results || cancel.load(Ordering::Relaxed) {
             return false;
         }
         let key = text as *const TextDoc as usize;
@@ -746,7 +750,7 @@ mod tests {
     fn search_reports_char_offsets_and_paths() {
         let ctx = Context::documents(["ünïcode needle", "plain needle\nnext"]);
         let re = build_regex("needle", false).unwrap();
-        let hits = search_hits(&ctx, 0, &re, 10, 100, 1 << 20);
+        let hits = search_hits(&ctx, 0, &re, 10, 100, 1 << 20, &AtomicBool::new(false));
         assert_eq!(hits.len(), 2);
         assert_eq!((hits[0].start, hits[0].end), (8, 14));
         assert_eq!(hits[0].path, vec![PathStep::Index(0)]);

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -87,6 +88,8 @@ pub(crate) struct HostState {
     /// When the current step must end.
     pub(crate) deadline: Instant,
     pub(crate) log: CallLog,
+    /// Held by the search running on a blocking thread (at most one per REPL).
+    search_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl HostState {
@@ -125,6 +128,7 @@ impl HostState {
             calls: 0,
             deadline: Instant::now(),
             log: CallLog::Record(Vec::new()),
+            search_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -353,7 +357,7 @@ impl wit_ctx::Host for HostState {
         Ok(self.text(node)?.count(&needle, start, end))
     }
 
-    fn search(
+    async fn search(
         &mut self,
         node: u64,
         pattern: String,
@@ -363,10 +367,38 @@ impl wit_ctx::Host for HostState {
         let re = self.regex(&pattern, options.ignore_case)?;
         let max = options.max_results.min(self.limits.max_search_results) as usize;
         let cap = self.cap();
-        let (ctx, local) = self.resolve(node)?;
+        self.resolve(node)?;
+        let ctx = self.contexts[(node >> 32) as usize].clone();
+        let local = (node & 0xFFFF_FFFF) as LocalId;
         // A character is at most 4 bytes: keep any one match well inside the string cap.
         let max_chars = u64::from(options.max_match_chars).min(cap as u64 / 8);
-        let hits = search_hits(ctx, local, &re, max, max_chars, cap);
+        // The search runs on a blocking thread, so the async workers (and the epoch that stops
+        // the guest) go on, and it gets only the step's remaining time. One search per REPL at
+        // a time: a search given up on must finish (or see its cancel flag) before the next.
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let lock = self.search_lock.clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = cancel.clone();
+        let work = async move {
+            let guard = lock.lock_owned().await;
+            tokio::task::spawn_blocking(move || {
+                let _one_at_a_time = guard;
+                search_hits(&ctx, local, &re, max, max_chars, cap, &flag)
+            })
+            .await
+        };
+        let hits = match tokio::time::timeout(remaining, work).await {
+            Ok(Ok(hits)) => hits,
+            Ok(Err(e)) => return Err(format!("the search failed on the host: {e}")),
+            Err(_) => {
+                cancel.store(true, Ordering::Relaxed);
+                return Err(format!(
+                    "search() did not finish within the step's time limit ({:.1} s); search \
+                     a smaller part of the context or use a simpler pattern",
+                    self.limits.step_timeout.as_secs_f64()
+                ));
+            }
+        };
         Ok(hits
             .into_iter()
             .map(|h| wit_ctx::SearchMatch {

@@ -315,3 +315,42 @@ async fn refusals_and_search_paths_count_toward_the_host_string_cap() {
     let cap = limits().max_host_string_bytes as usize;
     assert!(n > 0 && n * 100_000 <= cap, "{n} matches with 100 KB paths");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_host_search_ends_with_the_step() {
+    // 128 MB that a class-only pattern must scan whole (no literal to skip ahead with).
+    let text = Context::text("ab1 cd2 ef3 gh4 ".repeat(8 << 20));
+    let search = "import time\nt = time.time()\ntry:\n    n = len(search(r'\\d[a-f]{3}\\d'))\n\
+                  except RuntimeError as e:\n    n = str(e)\nprint(n)";
+    let roomy = Limits {
+        lazy_threshold_chars: 1000,
+        ..limits()
+    };
+    let mut sb = sandbox_with(text.clone(), roomy.clone()).await;
+    let full = ok(&mut sb, search).await;
+    assert_eq!(full.stdout.trim(), "0");
+    // With a deadline far below what the scan takes, the step ends at its deadline, not when
+    // the host is done (a search used to run to its end, blocking the async worker).
+    let tight = Limits {
+        step_timeout: full.elapsed / 8,
+        ..roomy
+    };
+    let mut sb = sandbox_with(text, tight.clone()).await;
+    let r = sb.exec(search).await.unwrap();
+    assert!(
+        r.elapsed < full.elapsed / 2,
+        "stopped after {:?}; the whole search takes {:?}",
+        r.elapsed,
+        full.elapsed
+    );
+    assert!(
+        r.limit == Some(LimitHit::Deadline) || r.stdout.contains("did not finish"),
+        "{r:?}"
+    );
+    // The REPL goes on; the next search waits for the abandoned one, within its own time.
+    let r = sb.exec("print(len(search('ab1', max=3)))").await.unwrap();
+    assert!(
+        r.error.is_none() || r.error.as_deref().unwrap_or("").contains("did not finish"),
+        "{r:?}"
+    );
+}
