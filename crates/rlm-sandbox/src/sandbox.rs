@@ -72,6 +72,9 @@ pub struct StepResult {
     /// The step was stopped and the REPL could not be restored: it starts afresh (contexts
     /// loaded, variables gone).
     pub reset: bool,
+    /// Time spent rebuilding the REPL after the step was stopped (not in `elapsed`).
+    #[serde(default)]
+    pub recovery: Duration,
 }
 
 impl StepResult {
@@ -379,6 +382,7 @@ impl Sandbox {
                 host_calls: 0,
                 restored: false,
                 reset: false,
+                recovery: Duration::ZERO,
             });
         }
         let outcome = self
@@ -401,6 +405,7 @@ impl Sandbox {
             host_calls: outcome.calls,
             restored: false,
             reset: false,
+            recovery: Duration::ZERO,
         };
         match outcome.result {
             Ok((step, calls)) => {
@@ -438,7 +443,9 @@ impl Sandbox {
                 result.stderr = err;
                 result.limit = Some(stop.hit);
                 tracing::info!(limit = ?stop.hit, detail = %stop.detail, "step stopped by a limit");
+                let recovering = Instant::now();
                 let restored = self.recover().await?;
+                result.recovery = recovering.elapsed();
                 result.restored = restored;
                 result.reset = !restored;
                 result.error = Some(stop.message(&self.recipe.limits, restored));

@@ -354,3 +354,16 @@ async fn a_slow_host_search_ends_with_the_step() {
         "{r:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_time_is_reported_apart_from_the_step() {
+    let l = Limits {
+        fuel_per_step: 200_000_000,
+        ..limits()
+    };
+    let mut sb = sandbox_with(Context::text("doc"), l).await;
+    let r = ok(&mut sb, "x = 1").await;
+    assert_eq!(r.recovery, Duration::ZERO);
+    let r = sb.exec("while True:\n    pass").await.unwrap();
+    assert!(r.restored && r.recovery > Duration::ZERO, "{r:?}");
+}
