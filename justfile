@@ -57,6 +57,7 @@ test: guest system-deps
     cargo test --workspace --doc
     just eval-smoke
     just serve-test
+    just mcp-test
 
 # Run the evaluation harness: `just eval run --dataset all --sizes 8k,128k ...`, `just eval report
 # eval/results.jsonl` (see the README's "Evaluation" section).
@@ -130,6 +131,28 @@ serve-test: build browser-deps
     "$venv/bin/python" tests/serve/openai_client.py "$base" "$key"
     trace=$(ls "$out"/traces/*.jsonl | head -1)
     "$venv/bin/python" tests/serve/browser.py "$base" "$key" "$trace" "$out"
+
+# `rlm mcp` driven by the official MCP Python SDK (pinned in tests/mcp/requirements.txt) over
+# stdio with the scripted model: tool listing, a call with progress notifications, the trace
+# tools, a cancelled call (on a mock slowed by --delay-ms) and refused paths. No key needed.
+mcp-test: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    out="{{target_dir}}/mcp-test"
+    rm -rf "$out" && mkdir -p "$out"
+    venv="{{target_dir}}/mcp-test-venv"
+    if ! cmp -s tests/mcp/requirements.txt "$venv/requirements.txt" 2>/dev/null; then
+        rm -rf "$venv" && python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check -r tests/mcp/requirements.txt
+        cp tests/mcp/requirements.txt "$venv/requirements.txt"
+    fi
+    "{{target_dir}}/debug/rlm-mock" --url-file "$out/fast-url" > /dev/null &
+    pids=($!)
+    trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+    "{{target_dir}}/debug/rlm-mock" --url-file "$out/slow-url" --delay-ms 1500 > /dev/null &
+    pids+=($!)
+    for _ in $(seq 200); do [ -s "$out/fast-url" ] && [ -s "$out/slow-url" ] && break; sleep 0.05; done
+    "$venv/bin/python" tests/mcp/client.py "{{rlm}}" "$(cat "$out/fast-url")" "$(cat "$out/slow-url")" "$out"
 
 # Formatting and lints, as CI wants them.
 lint:

@@ -18,6 +18,7 @@ use rlm_llm::{ChatModel, LlmClient, ModelConfig};
 use rlm_sandbox::{Context, ContextFormat, EngineOptions, Limits, Sandbox, SandboxEngine};
 
 mod eval;
+mod mcp;
 mod progress;
 mod serve;
 
@@ -54,6 +55,9 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Open a trace in the web page's viewer.
     View(serve::ViewArgs),
+    /// Serve the Model Context Protocol on stdio, so coding agents can ask questions about
+    /// files, directories and texts under the given roots.
+    Mcp(Box<mcp::McpArgs>),
     /// Evaluate methods on benchmark datasets: run, merge shards, report.
     Eval {
         #[command(subcommand)]
@@ -274,6 +278,7 @@ fn main() -> ExitCode {
         Command::Eval { command } => runtime.block_on(eval::eval(command)),
         Command::Serve(args) => runtime.block_on(serve::serve(*args)),
         Command::View(args) => runtime.block_on(serve::view(args)),
+        Command::Mcp(args) => runtime.block_on(mcp::mcp(*args)),
         #[cfg(feature = "local")]
         Command::FetchModel { name } => fetch_model(&name),
     };

@@ -84,11 +84,15 @@ pub struct ViewArgs {
     port: u16,
 }
 
-fn default_trace_dir() -> PathBuf {
+pub(crate) fn default_trace_dir() -> PathBuf {
     rlm_sandbox::default_cache_dir().join("traces")
 }
 
-fn factory(client: LlmClient, config: ModelConfig, local: LocalSettings) -> ModelFactory {
+pub(crate) fn factory(
+    client: LlmClient,
+    config: ModelConfig,
+    local: LocalSettings,
+) -> ModelFactory {
     let cache: Arc<Mutex<HashMap<String, Arc<dyn ChatModel>>>> = Arc::default();
     let shared = Arc::new((client, config, local));
     Arc::new(move |id: String| {

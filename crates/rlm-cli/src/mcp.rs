@@ -1,0 +1,107 @@
+//! `rlm mcp`: the MCP server over stdio (argument parsing only; the server is `rlm-mcp`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use rlm::RunSpec;
+use rlm_llm::LlmClient;
+use rlm_mcp::{McpConfig, Roots};
+
+use crate::{BudgetFlags, ModelFlags};
+
+/// `rlm mcp`.
+#[derive(Args)]
+pub struct McpArgs {
+    /// A directory clients may read (repeat for several). Paths are canonicalised, so `..` and
+    /// symlinks cannot leave it; anything outside every root is refused.
+    #[arg(long = "root", value_name = "DIR")]
+    roots: Vec<PathBuf>,
+    /// The default models (`--model`, `--sub-model`, ...); a request may name another.
+    #[command(flatten)]
+    models: ModelFlags,
+    /// A model requests may name besides `--model` and `--sub-model` (repeat for several):
+    /// an exact id, or `provider/*` for every model of a hosted provider.
+    #[arg(long = "allow-model", value_name = "ID")]
+    allow_models: Vec<String>,
+    /// Default root iterations per run.
+    #[arg(long, default_value_t = 20)]
+    max_iterations: u32,
+    /// Default recursion depth.
+    #[arg(long, default_value_t = 1)]
+    max_depth: u32,
+    /// Default per-run budget.
+    #[command(flatten)]
+    budget: BudgetFlags,
+    /// Model requests in flight at once, all runs together.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Where runs' traces are written (and `list_traces` reads). Default: ~/.cache/rlm/traces.
+    #[arg(long, env = "RLM_TRACE_DIR")]
+    trace_dir: Option<PathBuf>,
+    /// Largest context a request may read (a file, or a directory's files together), in MiB.
+    #[arg(long, default_value_t = 256)]
+    max_context_mb: u64,
+    /// Most files `ask_directory` reads.
+    #[arg(long, default_value_t = 10_000)]
+    max_files: usize,
+}
+
+/// Serve MCP on stdin/stdout until the client disconnects. Nothing but protocol goes to stdout.
+pub async fn mcp(args: McpArgs) -> Result<ExitCode> {
+    let roots = Roots::new(&args.roots)?;
+    if roots.dirs().is_empty() {
+        eprintln!("rlm mcp: no --root given, so only ask_text and the trace tools can be used");
+    }
+    let (mut defaults, no_model_reason) = match args.models.spec() {
+        Ok(spec) => (spec, None),
+        Err(e) => (
+            RunSpec {
+                sub_model: args.models.sub_model.clone(),
+                local_context_tokens: Some(args.models.local_ctx),
+                ..RunSpec::default()
+            },
+            Some(format!("{e:#}")),
+        ),
+    };
+    defaults.max_iterations = Some(args.max_iterations);
+    defaults.max_depth = Some(args.max_depth);
+    defaults.budget = args.budget.limits();
+    defaults.budget()?;
+    let client = LlmClient::builder().concurrency(args.concurrency).build()?;
+    let engine = tokio::task::spawn_blocking(crate::engine_blocking)
+        .await
+        .context("loading the sandbox engine")??;
+    let trace_dir = args
+        .trace_dir
+        .clone()
+        .unwrap_or_else(crate::serve::default_trace_dir);
+    std::fs::create_dir_all(&trace_dir)
+        .with_context(|| format!("creating the trace directory {}", trace_dir.display()))?;
+    let config = McpConfig {
+        roots,
+        defaults,
+        no_model_reason,
+        models: crate::serve::factory(client, args.models.config(), args.models.local()),
+        allowed_models: args.allow_models.clone(),
+        engine,
+        trace_dir: Some(trace_dir.clone()),
+        sub_concurrency: args.concurrency,
+        max_context_bytes: args.max_context_mb.max(1) << 20,
+        max_files: args.max_files.max(1),
+    };
+    eprintln!(
+        "rlm mcp: serving MCP on stdio (roots: {}; traces in {})",
+        config
+            .roots
+            .dirs()
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        trace_dir.display()
+    );
+    rlm_mcp::serve_stdio(config).await?;
+    Ok(ExitCode::SUCCESS)
+}
