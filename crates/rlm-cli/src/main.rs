@@ -357,6 +357,7 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
             "fuel": step.fuel,
             "ms": step.elapsed.as_secs_f64() * 1000.0,
             "restored": step.restored,
+            "restore_ms": step.recovery.as_secs_f64() * 1000.0,
             "reset": step.reset,
             "limit": step.limit,
             "truncated": step.truncated(),
