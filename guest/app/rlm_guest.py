@@ -920,12 +920,16 @@ def _model_arg(model):
     return None if model is None else _clean(model)
 
 
+def _reply(r):
+    """A sub-call's `reply` as the model sees it: the answer, or "Error: ..."."""
+    if isinstance(r, _llm.Reply_Answer):
+        return _Reply(r.value)
+    return _Reply(f"Error: {r.value}")
+
+
 def llm_query(prompt, model=None):
     """Ask a sub-LLM `prompt`; returns its answer as a str, or a str starting "Error:"."""
-    try:
-        return _Reply(_llm.llm_query(_clean(prompt), _model_arg(model)))
-    except Err as e:
-        return _Reply(f"Error: {e.value}")
+    return _reply(_llm.llm_query(_clean(prompt), _model_arg(model)))
 
 
 def llm_batch(prompts, model=None):
@@ -945,10 +949,7 @@ def llm_batch(prompts, model=None):
 def rlm_query(prompt, model=None):
     """Ask a recursive sub-RLM (with a REPL of its own) `prompt`; returns its answer as a str, or
     a str starting "Error:"."""
-    try:
-        return _Reply(_llm.rlm_query(_clean(prompt), _model_arg(model)))
-    except Err as e:
-        return _Reply(f"Error: {e.value}")
+    return _reply(_llm.rlm_query(_clean(prompt), _model_arg(model)))
 
 
 def rlm_batch(prompts, model=None):

@@ -419,6 +419,14 @@ impl wit_ctx::Host for HostState {
     }
 }
 
+/// A single call's outcome as the guest takes it.
+fn reply(r: Result<String, String>) -> wit_llm::Reply {
+    match r {
+        Ok(a) => wit_llm::Reply::Answer(a),
+        Err(e) => wit_llm::Reply::Failure(e),
+    }
+}
+
 /// One refusal for a whole batch: the reason in the first slot, a short pointer to it in the
 /// others (so a refusal costs the same whatever the batch's size).
 fn refuse_all(n: usize, reason: String) -> Vec<Result<String, String>> {
@@ -599,8 +607,8 @@ impl wit_llm::Host for HostState {
         &mut self,
         prompt: String,
         model: Option<String>,
-    ) -> wasmtime::Result<Result<String, String>> {
-        self.single_call(Single::Llm, prompt, model).await
+    ) -> wasmtime::Result<wit_llm::Reply> {
+        Ok(reply(self.single_call(Single::Llm, prompt, model).await?))
     }
 
     async fn llm_batch(
@@ -623,7 +631,7 @@ impl wit_llm::Host for HostState {
         &mut self,
         prompt: String,
         model: Option<String>,
-    ) -> wasmtime::Result<Result<String, String>> {
-        self.single_call(Single::Rlm, prompt, model).await
+    ) -> wasmtime::Result<wit_llm::Reply> {
+        Ok(reply(self.single_call(Single::Rlm, prompt, model).await?))
     }
 }

@@ -227,3 +227,23 @@ async fn a_full_journal_resets_instead_of_growing() {
         "('doc', 'q', False)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_sub_calls_do_not_leak_their_prompts() {
+    let host = Arc::new(EchoHost::default());
+    let mut sb = with_host(host.clone(), Limits::default()).await;
+    // Forty failed calls with a 16 MiB prompt each: 640 MiB if every prompt stayed behind,
+    // more than the REPL's 512 MiB.
+    let r = ok(
+        &mut sb,
+        "big = 'p' * (16 << 20)\nfor i in range(40):\n    r = llm_query(big + 'FAIL' + str(i))\n\
+         q = rlm_query('FAIL')\nprint(r[:24], q[:6])",
+    )
+    .await;
+    assert_eq!(r.stdout.trim(), "Error: the model refused sub-rl");
+    assert!(
+        sb.memory_held() < 256 << 20,
+        "{} MiB held",
+        sb.memory_held() >> 20
+    );
+}
