@@ -185,6 +185,22 @@ impl ModelFlags {
         })
     }
 
+    /// A server's default run: the resolved models, or, when none resolves (no key set), an
+    /// empty spec and the reason, which requests that name no model are told.
+    fn served_defaults(&self) -> (rlm::RunSpec, Option<String>) {
+        match self.spec() {
+            Ok(spec) => (spec, None),
+            Err(e) => (
+                rlm::RunSpec {
+                    sub_model: self.sub_model.clone(),
+                    local_context_tokens: Some(self.local_ctx),
+                    ..rlm::RunSpec::default()
+                },
+                Some(format!("{e:#}")),
+            ),
+        }
+    }
+
     /// Settings of hosted models.
     fn config(&self) -> ModelConfig {
         ModelConfig {

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use rlm::RunSpec;
 use rlm_llm::LlmClient;
 use rlm_mcp::{McpConfig, Roots};
 
@@ -54,17 +53,7 @@ pub async fn mcp(args: McpArgs) -> Result<ExitCode> {
     if roots.dirs().is_empty() {
         eprintln!("rlm mcp: no --root given, so only ask_text and the trace tools can be used");
     }
-    let (mut defaults, no_model_reason) = match args.models.spec() {
-        Ok(spec) => (spec, None),
-        Err(e) => (
-            RunSpec {
-                sub_model: args.models.sub_model.clone(),
-                local_context_tokens: Some(args.models.local_ctx),
-                ..RunSpec::default()
-            },
-            Some(format!("{e:#}")),
-        ),
-    };
+    let (mut defaults, no_model_reason) = args.models.served_defaults();
     defaults.max_iterations = Some(args.max_iterations);
     defaults.max_depth = Some(args.max_depth);
     defaults.budget = args.budget.limits();

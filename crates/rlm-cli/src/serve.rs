@@ -141,17 +141,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             );
         }
     }
-    let (mut defaults, no_model_reason) = match args.models.spec() {
-        Ok(spec) => (spec, None),
-        Err(e) => (
-            RunSpec {
-                sub_model: args.models.sub_model.clone(),
-                local_context_tokens: Some(args.models.local_ctx),
-                ..RunSpec::default()
-            },
-            Some(format!("{e:#}")),
-        ),
-    };
+    let (mut defaults, no_model_reason) = args.models.served_defaults();
     defaults.max_iterations = Some(args.max_iterations);
     defaults.max_depth = Some(args.max_depth);
     defaults.budget = args.budget.limits().or(BudgetLimits {

@@ -480,22 +480,9 @@ impl RlmMcp {
     }
 
     fn model_allowed(&self, id: &str) -> bool {
-        let d = &self.config.defaults;
-        if d.model.as_deref() == Some(id) || d.sub_model.as_deref() == Some(id) {
-            return true;
-        }
         self.config
-            .allowed_models
-            .iter()
-            .any(|a| match a.strip_suffix("/*") {
-                Some(provider) => {
-                    provider != "local"
-                        && id
-                            .strip_prefix(provider)
-                            .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
-                }
-                None => a == id,
-            })
+            .defaults
+            .allows_model(id, &self.config.allowed_models)
     }
 
     fn allowed_list(&self) -> String {

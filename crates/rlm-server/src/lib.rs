@@ -77,22 +77,7 @@ impl ServeConfig {
     /// Whether a request may use model `id`: the server's default root and sub-model, and the
     /// ids the operator allowed. Nothing else is looked up, opened or downloaded.
     pub fn allows_model(&self, id: &str) -> bool {
-        let d = &self.defaults;
-        d.model.as_deref() == Some(id)
-            || d.sub_model.as_deref() == Some(id)
-            || self
-                .allowed_models
-                .iter()
-                .any(|a| match a.strip_suffix("/*") {
-                    Some(provider) => {
-                        provider != "local"
-                            && id
-                                .strip_prefix(provider)
-                                .and_then(|rest| rest.strip_prefix('/'))
-                                .is_some_and(|m| !m.is_empty())
-                    }
-                    None => a == id,
-                })
+        self.defaults.allows_model(id, &self.allowed_models)
     }
 
     /// The models a request may name, defaults first (wildcards as given).

@@ -112,6 +112,27 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
+    /// Whether a request may use model `id`: this spec's own root or sub-model, or one the
+    /// operator allowed (`provider/*` for any model of a hosted provider; local models only by
+    /// name). Servers (`rlm serve`, `rlm mcp`) ask this before anything is looked up, opened or
+    /// downloaded.
+    pub fn allows_model(&self, id: &str, allowed: &[String]) -> bool {
+        self.model.as_deref() == Some(id)
+            || self.sub_model.as_deref() == Some(id)
+            || allowed.iter().any(|a| match a.strip_suffix("/*") {
+                Some(provider) => {
+                    provider != "local"
+                        && id
+                            .strip_prefix(provider)
+                            .and_then(|rest| rest.strip_prefix('/'))
+                            .is_some_and(|m| !m.is_empty())
+                }
+                None => a == id,
+            })
+    }
+}
+
+impl RunSpec {
     /// This spec with every field it leaves unset taken from `defaults`.
     pub fn or(self, defaults: &RunSpec) -> RunSpec {
         let d = defaults.clone();
