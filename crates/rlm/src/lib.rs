@@ -60,19 +60,28 @@
 //! ```
 
 mod budget;
+mod builder;
 mod engine;
+mod error;
 mod events;
+mod host;
+mod input;
+mod node;
+mod outcome;
 mod parse;
 mod prompt;
 mod session;
 mod setup;
 mod trace;
+mod tree;
 
 pub use budget::{Budget, BudgetError, BudgetLimit, BudgetLimits, MAX_SECONDS, seconds_limit};
-pub use engine::{
-    ContextInput, Rlm, RlmBuilder, RlmError, RunResult, StopReason, SubCallKind, UsageReport,
-};
+pub use builder::RlmBuilder;
+pub use engine::Rlm;
+pub use error::RlmError;
 pub use events::{ContextRecord, Event, EventSink, Node, RunSettings};
+pub use input::ContextInput;
+pub use outcome::{RunResult, StopReason, UsageReport};
 pub use parse::{ParsedReply, TextFinal, find_final, parse_reply};
 pub use prompt::{
     PromptFacts, PromptProfile, describe_shape, small_system_prompt, system_prompt,
@@ -84,3 +93,4 @@ pub use setup::{
     default_model_from, is_local_model,
 };
 pub use trace::{Replay, TraceError, TraceWriter, read_trace, replay};
+pub use tree::SubCallKind;

@@ -3,8 +3,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::engine::{ContextInput, NodeRun, RlmError, RunResult, Tree, UsageReport};
+use crate::error::RlmError;
 use crate::events::Event;
+use crate::input::ContextInput;
+use crate::node::NodeRun;
+use crate::outcome::{RunResult, UsageReport};
+use crate::tree::Tree;
 
 /// A conversation with an RLM over a context. The REPL persists across questions (variables
 /// stay defined), later contexts are added as `context_1`, `context_2`, ..., and earlier answers

@@ -24,7 +24,8 @@ use rlm_llm::ChatModel;
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{Budget, BudgetError, BudgetLimits};
-use crate::engine::{Rlm, RlmBuilder};
+use crate::builder::RlmBuilder;
+use crate::engine::Rlm;
 use crate::prompt::PromptProfile;
 
 /// The context window of a local model when none is given, in tokens.

@@ -9,8 +9,12 @@ use async_trait::async_trait;
 use rlm_llm::{ChatModel, ChatRequest, ChatResponse, FinishReason, LlmError, Usage};
 use rlm_sandbox::SandboxEngine;
 
-use crate::engine::{ContextInput, Rlm, RlmError, RunResult, SubCallKind, request_hash};
+use crate::engine::Rlm;
+use crate::error::RlmError;
 use crate::events::{Event, EventSink};
+use crate::input::ContextInput;
+use crate::outcome::RunResult;
+use crate::tree::{SubCallKind, request_hash};
 
 /// Errors reading a trace.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,179 @@
+//! Settings of an RLM and the builder that makes one.
+
+use std::sync::Arc;
+
+use rlm_llm::ChatModel;
+use rlm_sandbox::{Limits, SandboxEngine};
+
+use crate::budget::Budget;
+use crate::engine::Rlm;
+use crate::error::RlmError;
+use crate::events::EventSink;
+use crate::prompt;
+
+/// Settings of an RLM. Build with [`Rlm::builder`].
+pub(crate) struct Config {
+    pub root_model: Arc<dyn ChatModel>,
+    pub sub_model: Arc<dyn ChatModel>,
+    pub engine: Arc<SandboxEngine>,
+    pub limits: Limits,
+    pub max_iterations: u32,
+    pub max_depth: u32,
+    pub max_output_chars: usize,
+    pub budget: Budget,
+    pub sub_concurrency: usize,
+    pub sub_model_context_tokens: u64,
+    pub inline_context_chars: u64,
+    pub sinks: Vec<Arc<dyn EventSink>>,
+    pub seed: Option<[u8; 32]>,
+    pub profile: prompt::PromptProfile,
+}
+
+/// Configures an [`Rlm`].
+pub struct RlmBuilder {
+    root_model: Arc<dyn ChatModel>,
+    sub_model: Option<Arc<dyn ChatModel>>,
+    engine: Option<Arc<SandboxEngine>>,
+    limits: Limits,
+    max_iterations: u32,
+    max_depth: u32,
+    max_output_chars: usize,
+    budget: Budget,
+    sub_concurrency: usize,
+    sub_model_context_tokens: u64,
+    inline_context_chars: u64,
+    sinks: Vec<Arc<dyn EventSink>>,
+    seed: Option<[u8; 32]>,
+    profile: prompt::PromptProfile,
+}
+
+impl RlmBuilder {
+    /// A builder with the default settings (see [`Rlm::builder`](crate::Rlm::builder)).
+    pub(crate) fn new(root_model: Arc<dyn ChatModel>) -> Self {
+        Self {
+            root_model,
+            sub_model: None,
+            engine: None,
+            limits: Limits::default(),
+            max_iterations: 20,
+            max_depth: 1,
+            max_output_chars: 10_000,
+            budget: Budget::default(),
+            sub_concurrency: 16,
+            sub_model_context_tokens: 128_000,
+            inline_context_chars: 8 << 20,
+            sinks: Vec::new(),
+            seed: None,
+            profile: prompt::PromptProfile::Standard,
+        }
+    }
+
+    /// The system-prompt profile: [`PromptProfile::Small`](crate::PromptProfile::Small) for small
+    /// local models, `Standard` (the default) otherwise.
+    pub fn prompt_profile(mut self, profile: prompt::PromptProfile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// The model for sub-calls (default: the root model).
+    pub fn sub_model(mut self, model: Arc<dyn ChatModel>) -> Self {
+        self.sub_model = Some(model);
+        self
+    }
+
+    /// The sandbox engine (default: [`SandboxEngine::load`]).
+    pub fn engine(mut self, engine: Arc<SandboxEngine>) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// Sandbox limits of every REPL in the tree.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Root-model replies per RLM before it is asked for its best answer. Default 20.
+    pub fn max_iterations(mut self, n: u32) -> Self {
+        self.max_iterations = n.max(1);
+        self
+    }
+
+    /// Recursion depth. 0: no sub-calls; 1 (default, as in the paper): `llm_query` is a plain
+    /// call and `rlm_query` falls back to it; 2+: `rlm_query` starts a child RLM.
+    pub fn max_depth(mut self, depth: u32) -> Self {
+        self.max_depth = depth;
+        self
+    }
+
+    /// Characters of each step's output the root model sees. Default 10,000.
+    pub fn max_output_chars(mut self, n: usize) -> Self {
+        self.max_output_chars = n.max(200);
+        self
+    }
+
+    /// A budget for the whole tree.
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Sub-calls in flight at once across the whole tree. Default 16.
+    pub fn sub_concurrency(mut self, n: usize) -> Self {
+        self.sub_concurrency = n.max(1);
+        self
+    }
+
+    /// The sub-model's context window in tokens, for the system prompt. Default 128,000.
+    pub fn sub_model_context_tokens(mut self, n: u64) -> Self {
+        self.sub_model_context_tokens = n;
+        self
+    }
+
+    /// Contexts up to this many characters are stored in traces (so replays need no file).
+    /// Default 8 Mi.
+    pub fn inline_context_chars(mut self, n: u64) -> Self {
+        self.inline_context_chars = n;
+        self
+    }
+
+    /// Receive every event.
+    pub fn on_event(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// Seed of the sandboxes' randomness (default: random; recorded in the trace).
+    pub fn seed(mut self, seed: [u8; 32]) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Finish.
+    pub fn build(self) -> Result<Rlm, RlmError> {
+        let engine = match self.engine {
+            Some(e) => e,
+            None => SandboxEngine::load()?,
+        };
+        self.limits.validate()?;
+        let sub_model = self.sub_model.unwrap_or_else(|| self.root_model.clone());
+        Ok(Rlm {
+            config: Arc::new(Config {
+                root_model: self.root_model,
+                sub_model,
+                engine,
+                limits: self.limits,
+                max_iterations: self.max_iterations,
+                max_depth: self.max_depth,
+                max_output_chars: self.max_output_chars,
+                budget: self.budget,
+                sub_concurrency: self.sub_concurrency,
+                sub_model_context_tokens: self.sub_model_context_tokens,
+                inline_context_chars: self.inline_context_chars,
+                sinks: self.sinks,
+                seed: self.seed,
+                profile: self.profile,
+            }),
+        })
+    }
+}

@@ -1,0 +1,369 @@
+//! One RLM's loop: its sandbox, its conversation with its root model, and each step.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rlm_llm::{CallRole, CallTag, ChatModel, ChatRequest, Message};
+use rlm_sandbox::{Context, ContextShape, Sandbox, StepResult};
+use tracing::Instrument;
+
+use crate::budget::Spent;
+use crate::error::RlmError;
+use crate::events::{Event, Node};
+use crate::host::NodeHost;
+use crate::outcome::StopReason;
+use crate::parse::{TextFinal, parse_reply};
+use crate::prompt::{self, PromptFacts};
+use crate::tree::{CallError, Tree, request_hash};
+
+/// How one RLM's loop ended.
+pub(crate) struct NodeOutcome {
+    pub answer: Option<String>,
+    pub stop: StopReason,
+    pub iterations: u32,
+}
+
+/// One RLM: its sandbox and its conversation with its root model.
+pub(crate) struct NodeRun {
+    tree: Arc<Tree>,
+    node: Node,
+    /// This RLM's root model (the run's, or the one an `rlm_query` named).
+    root_model: Arc<dyn ChatModel>,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) messages: Vec<Message>,
+    shapes: Vec<(String, ContextShape)>,
+}
+
+impl NodeRun {
+    pub(crate) async fn start(
+        tree: Arc<Tree>,
+        node: Node,
+        root_model: Arc<dyn ChatModel>,
+        contexts: Vec<Arc<Context>>,
+    ) -> Result<Self, RlmError> {
+        let c = &tree.config;
+        let host = Arc::new(NodeHost {
+            tree: tree.clone(),
+            node: node.clone(),
+        });
+        let mut builder = Sandbox::builder(c.engine.clone())
+            .limits(c.limits.clone())
+            .model(host)
+            .seed(tree.node_seed(&node.rlm));
+        let mut shapes = Vec::new();
+        for (i, ctx) in contexts.into_iter().enumerate() {
+            shapes.push((rlm_sandbox::slot_name(i), ctx.shape()));
+            builder = builder.context(ctx);
+        }
+        let sandbox = builder.build().await?;
+        let mut run = Self {
+            tree,
+            node,
+            root_model,
+            sandbox,
+            messages: Vec::new(),
+            shapes,
+        };
+        let system = run.system_prompt();
+        run.messages.push(Message::system(system));
+        Ok(run)
+    }
+
+    fn system_prompt(&self) -> String {
+        let c = &self.tree.config;
+        let facts = PromptFacts {
+            shape: self
+                .shapes
+                .first()
+                .map_or(ContextShape::Text { chars: 0 }, |s| s.1.clone()),
+            extra_contexts: self.shapes.iter().skip(1).cloned().collect(),
+            lazy_contexts: (0..self.shapes.len())
+                .filter(|&i| !self.sandbox.loaded_whole(i))
+                .map(rlm_sandbox::slot_name)
+                .collect(),
+            sub_model_chars: c.sub_model_context_tokens.saturating_mul(3),
+            sub_calls: self.node.depth < c.max_depth,
+            recursive: self.node.depth + 1 < c.max_depth,
+            max_output_chars: c.max_output_chars,
+            max_iterations: c.max_iterations,
+        };
+        prompt::system_prompt_for(c.profile, &facts)
+    }
+
+    pub(crate) fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Bind another context (`context_1`, ...) and tell the model about it.
+    pub(crate) async fn add_context(&mut self, ctx: Arc<Context>) -> Result<String, RlmError> {
+        let shape = ctx.shape();
+        let name = self.sandbox.add_context(ctx).await?;
+        let lazy = if self.sandbox.loaded_whole(self.shapes.len()) {
+            ""
+        } else {
+            " It is too large for the REPL's memory: a lazy object (slice it, search it, iterate \
+             its lines), not a str."
+        };
+        self.messages.push(Message::user(format!(
+            "A new document was loaded as `{name}`: {}.{lazy}",
+            prompt::describe_shape(&shape)
+        )));
+        self.shapes.push((name.clone(), shape));
+        Ok(name)
+    }
+
+    /// The loop: ask the root model, run its code, feed back the output, until a final answer,
+    /// the iteration limit or the budget.
+    pub(crate) async fn answer(&mut self, query: &str) -> NodeOutcome {
+        let c = self.tree.config.clone();
+        // The question as a variable too, as DSPy gives its inputs (`query`, `question`).
+        for name in ["query", "question"] {
+            if let Err(e) = self
+                .sandbox
+                .define(name, serde_json::Value::String(query.to_string()))
+                .await
+            {
+                tracing::warn!(error = %e, "could not bind the question as `{name}`");
+            }
+        }
+        self.messages
+            .push(Message::user(prompt::first_user_message(query)));
+        let mut last_prose = String::new();
+        for iteration in 1..=c.max_iterations {
+            if let Some(spent) = self.tree.budget.exhausted() {
+                return self
+                    .stop_for_budget(spent, iteration - 1, &last_prose)
+                    .await;
+            }
+            self.tree.events.emit(Event::Iteration {
+                node: self.node.clone(),
+                n: iteration,
+            });
+            let span = tracing::info_span!("iteration", rlm = %self.node.rlm, n = iteration);
+            let reply = match self.ask_root(iteration).instrument(span.clone()).await {
+                Ok(r) => r,
+                Err(CallError::Budget(spent)) => {
+                    return self.stop_for_budget(spent, iteration, &last_prose).await;
+                }
+                Err(CallError::Failed(message)) => {
+                    return self.stop_for_error(message, iteration, &last_prose).await;
+                }
+            };
+            let parsed = parse_reply(&reply);
+            last_prose = parsed.prose.clone();
+            self.messages.push(Message::assistant(reply));
+
+            let mut feedback = Vec::new();
+            let blocks = parsed.code_blocks.len();
+            for (i, code) in parsed.code_blocks.iter().enumerate() {
+                let (step, shown) = match self.exec(code, iteration).instrument(span.clone()).await
+                {
+                    Ok(s) => s,
+                    Err(message) => {
+                        return self.stop_for_error(message, iteration, &last_prose).await;
+                    }
+                };
+                feedback.push(if blocks == 1 {
+                    format!("Output:\n{shown}")
+                } else {
+                    format!("Output of block {}:\n{shown}", i + 1)
+                });
+                if let Some(answer) = step.final_answer {
+                    return self.finish(Some(answer), StopReason::Final, iteration);
+                }
+            }
+            if blocks == 0 {
+                match parsed.final_answer {
+                    Some(TextFinal::Answer(a)) => {
+                        return self.finish(Some(a), StopReason::Final, iteration);
+                    }
+                    Some(TextFinal::Var(name)) => match self.final_var(&name, iteration).await {
+                        Ok(a) => return self.finish(Some(a), StopReason::Final, iteration),
+                        Err(why) => feedback.push(why),
+                    },
+                    None => feedback.push(prompt::NUDGE.to_string()),
+                }
+            }
+            self.messages.push(Message::user(feedback.join("\n\n")));
+        }
+        // Out of iterations: ask once for the best answer.
+        if let Some(spent) = self.tree.budget.exhausted() {
+            return self
+                .stop_for_budget(spent, c.max_iterations, &last_prose)
+                .await;
+        }
+        self.messages
+            .push(Message::user(prompt::last_call(c.max_iterations)));
+        let answer = match self.ask_root(c.max_iterations + 1).await {
+            Ok(reply) => {
+                let parsed = parse_reply(&reply);
+                let prose = parsed.prose;
+                self.messages.push(Message::assistant(reply));
+                match parsed.final_answer {
+                    Some(TextFinal::Answer(a)) => Some(a),
+                    Some(TextFinal::Var(name)) => {
+                        self.final_var(&name, c.max_iterations).await.ok()
+                    }
+                    None => (!prose.is_empty()).then_some(prose),
+                }
+            }
+            Err(_) => self.partial(&last_prose).await,
+        };
+        self.finish(answer, StopReason::MaxIterations, c.max_iterations)
+    }
+
+    async fn ask_root(&mut self, iteration: u32) -> Result<String, CallError> {
+        let model = self.root_model.clone();
+        let model_id = model.id();
+        let request_hash = request_hash(&model_id, &self.messages);
+        let tag = CallTag {
+            role: CallRole::Root,
+            depth: self.node.depth,
+        };
+        let request = ChatRequest::new(self.messages.clone()).tagged(tag);
+        let started = Instant::now();
+        let response = self.tree.call_model(&model, request).await?;
+        self.tree.events.emit(Event::ModelReply {
+            node: self.node.clone(),
+            iteration,
+            text: response.text.clone(),
+            model: model_id,
+            request_hash,
+            usage: response.usage,
+            cost_usd: response.cost_usd,
+            ms: started.elapsed().as_secs_f64() * 1e3,
+        });
+        Ok(response.text)
+    }
+
+    /// Run one block; returns the step and its output as the model sees it (also in the event).
+    async fn exec(&mut self, code: &str, iteration: u32) -> Result<(StepResult, String), String> {
+        let step = self
+            .sandbox
+            .exec(code)
+            .await
+            .map_err(|e| format!("the sandbox failed: {e}"))?;
+        let c = &self.tree.config;
+        let shown = format_step(&step, c.max_output_chars, c.profile);
+        self.tree.events.emit(Event::CodeExecuted {
+            node: self.node.clone(),
+            iteration,
+            code: code.to_string(),
+            output: shown.clone(),
+            error: step.error.clone(),
+            final_answer: step.final_answer.clone(),
+            fuel: step.fuel,
+            ms: step.elapsed.as_secs_f64() * 1e3,
+            restored: step.restored,
+            reset: step.reset,
+        });
+        Ok((step, shown))
+    }
+
+    /// `FINAL_VAR(name)` written in the reply text: read the variable from the REPL.
+    async fn final_var(&mut self, name: &str, iteration: u32) -> Result<String, String> {
+        let code = format!("FINAL_VAR({})", serde_json::Value::String(name.to_string()));
+        let (step, _) = self.exec(&code, iteration).await?;
+        step.final_answer.ok_or_else(|| {
+            format!(
+                "FINAL_VAR({name}) failed: {}",
+                step.error.unwrap_or_else(|| "no such variable".into())
+            )
+        })
+    }
+
+    /// The best partial answer: the REPL's `answer["content"]` if set, else the last reply's
+    /// prose.
+    async fn partial(&mut self, last_prose: &str) -> Option<String> {
+        let code =
+            "print(str(answer.get('content') or '') if isinstance(answer, dict) else '', end='')";
+        if let Ok(step) = self.sandbox.exec(code).await
+            && step.error.is_none()
+            && !step.stdout.trim().is_empty()
+        {
+            return Some(step.stdout);
+        }
+        (!last_prose.trim().is_empty()).then(|| last_prose.trim().to_string())
+    }
+
+    async fn stop_for_budget(
+        &mut self,
+        spent: Spent,
+        iterations: u32,
+        last_prose: &str,
+    ) -> NodeOutcome {
+        self.tree.events.emit(Event::BudgetExceeded {
+            node: self.node.clone(),
+            reason: spent.reason.clone(),
+        });
+        let answer = self.partial(last_prose).await;
+        let stop = StopReason::Budget {
+            limit: Some(spent.limit),
+            reason: spent.reason,
+        };
+        self.finish(answer, stop, iterations)
+    }
+
+    async fn stop_for_error(
+        &mut self,
+        message: String,
+        iterations: u32,
+        last_prose: &str,
+    ) -> NodeOutcome {
+        self.tree.events.emit(Event::Error {
+            node: self.node.clone(),
+            message: message.clone(),
+        });
+        let answer = self.partial(last_prose).await;
+        self.finish(answer, StopReason::Error { message }, iterations)
+    }
+
+    fn finish(&mut self, answer: Option<String>, stop: StopReason, iterations: u32) -> NodeOutcome {
+        self.tree.events.emit(Event::FinalAnswer {
+            node: self.node.clone(),
+            answer: answer.clone(),
+            stop: stop.clone(),
+        });
+        NodeOutcome {
+            answer,
+            stop,
+            iterations,
+        }
+    }
+}
+
+/// A step's output as the model sees it.
+pub(crate) fn format_step(
+    step: &StepResult,
+    max_chars: usize,
+    profile: prompt::PromptProfile,
+) -> String {
+    let mut s = String::new();
+    if !step.stdout.is_empty() {
+        s.push_str(&step.stdout);
+    }
+    if !step.stderr.is_empty() {
+        if !s.is_empty() && !s.ends_with('\n') {
+            s.push('\n');
+        }
+        s.push_str("[stderr]\n");
+        s.push_str(&step.stderr);
+    }
+    if let Some(e) = &step.error {
+        if !s.is_empty() && !s.ends_with('\n') {
+            s.push('\n');
+        }
+        s.push_str("[error]\n");
+        s.push_str(e);
+    }
+    if step.truncated() {
+        s.push_str(&format!(
+            "\n[the sandbox kept only part of the output: {} bytes were dropped]",
+            step.stdout_dropped + step.stderr_dropped
+        ));
+    }
+    if s.trim().is_empty() {
+        s = prompt::no_output(profile).to_string();
+    }
+    prompt::truncate_middle(s.trim_end(), max_chars)
+}
