@@ -22,6 +22,11 @@ FINAL_VAR(name)            finish with the value of the variable called `name`.
 answer                     a dict {"content": ..., "ready": False}; set "ready" to True to finish
                            with "content".
 SHOW_VARS()                list the variables defined so far.
+<tool>(*args, **kwargs)    each custom tool the host registered: arguments map onto its parameters
+                           (positional ones in order), cross as JSON, and the JSON result comes
+                           back as Python values; a failure raises ToolError. Evaluating a tool's
+                           name shows its parameters and description.
+ToolError                  the exception a failed tool call raises (a RuntimeError).
 
 Only the standard-library modules imported below (PREIMPORTED) exist inside the sandbox: the
 component has no files at run time, so a module must be imported while it is built.
@@ -59,6 +64,7 @@ from wit_world import exports  # noqa: E402
 from wit_world.exports import repl as _repl  # noqa: E402
 from wit_world.imports import context as _ctx  # noqa: E402
 from wit_world.imports import llm as _llm  # noqa: E402
+from wit_world.imports import tools as _tools  # noqa: E402
 
 _STEP_PREFIX = "<step "
 
@@ -1030,6 +1036,88 @@ def search(pattern, max=100, ignore_case=False, within="context", max_match_char
     return out
 
 
+class ToolError(RuntimeError):
+    """A custom tool call failed: the tool's own error, an unknown tool, arguments that do not fit
+    its parameters, or a result too large for the sandbox. The message says which."""
+
+
+def _tool_json(value):
+    """JSON for values `json` does not know: lazy text loads as a str."""
+    if isinstance(value, LazyText):
+        return str(value)
+    raise TypeError(
+        f"{type(value).__name__} is not a JSON value (use str, int, float, bool, None, list, dict)"
+    )
+
+
+class _Tool:
+    """A custom tool registered by the host, called like a function."""
+
+    def __init__(self, name, description, params, required):
+        self.__name__ = name
+        self.__qualname__ = name
+        self._params = tuple(params)
+        self._required = frozenset(required)
+        self.__doc__ = description
+
+    def _signature(self):
+        parts = [p if p in self._required else f"{p}=None" for p in self._params]
+        return f"{self.__name__}({', '.join(parts)})"
+
+    def __repr__(self):
+        doc = (self.__doc__ or "").strip()
+        return f"<tool {self._signature()}{': ' + doc if doc else ''}>"
+
+    def __call__(self, *args, **kwargs):
+        name = self.__name__
+        if len(args) > len(self._params):
+            raise TypeError(
+                f"{name}() takes at most {len(self._params)} positional arguments "
+                f"({len(args)} given); its parameters: {self._signature()}"
+            )
+        call = dict(zip(self._params, args))
+        for k, v in kwargs.items():
+            if k in call:
+                raise TypeError(f"{name}() got multiple values for argument {k!r}")
+            call[k] = v
+        missing = [p for p in self._params if p in self._required and p not in call]
+        if missing:
+            raise TypeError(
+                f"{name}() is missing required argument(s) {', '.join(map(repr, missing))}; "
+                f"its parameters: {self._signature()}"
+            )
+        try:
+            args_json = json.dumps(call, ensure_ascii=False, default=_tool_json)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name}(): arguments cross to the host as JSON: {e}") from None
+        r = _tools.call_tool(name, _clean(args_json))
+        if isinstance(r, _llm.Reply_Answer):
+            try:
+                return json.loads(r.value)
+            except ValueError as e:
+                raise ToolError(f"{name}: the tool's result is not JSON ({e})") from None
+        raise ToolError(f"{name}: {r.value}")
+
+
+def _bind_tools(specs):
+    """Make one function per tool and add it to the REPL's fixed names."""
+    for spec in specs:
+        name = spec.name
+        import keyword
+
+        if (
+            not name.isidentifier()
+            or name.startswith("_")
+            or keyword.iskeyword(name)
+            or keyword.issoftkeyword(name)
+            or name in _SCAFFOLD
+            or name in _BUILTINS
+            or name in _globals
+        ):
+            raise Err(f"cannot bind the tool {name!r}: not a free Python name")
+        _SCAFFOLD[name] = _Tool(name, spec.description, spec.params, spec.required)
+
+
 class _Finish:
     value = None
 
@@ -1167,6 +1255,7 @@ _SCAFFOLD = {
     "LazyList": LazyList,
     "LazyDict": LazyDict,
     "LazyPieces": LazyPieces,
+    "ToolError": ToolError,
 }
 # Builtins as the REPL set them up; restored after every step (model code may patch them).
 _BUILTINS = dict(vars(builtins))
@@ -1361,6 +1450,9 @@ class Repl(exports.Repl):
         _settings.lazy_threshold = int(options.lazy_threshold_chars)
         _settings.max_output_bytes = int(options.max_output_bytes)
         _settings.read_chunk = max(1, int(options.read_chunk_chars))
+        if options.tools:
+            _bind_tools(options.tools)
+            _install_names()
 
     def attach_context(self, slot, name, whole):
         try:
