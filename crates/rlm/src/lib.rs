@@ -87,6 +87,7 @@ pub use prompt::{
     PromptFacts, PromptProfile, describe_shape, small_system_prompt, system_prompt,
     system_prompt_for, truncate_middle,
 };
+pub use rlm_sandbox::{Tool, ToolError, ToolFuture};
 pub use session::Session;
 pub use setup::{
     DEFAULT_LOCAL_CONTEXT_TOKENS, RunSpec, SMALL_MODEL_OUTPUT_CHARS, SetupError, default_model,

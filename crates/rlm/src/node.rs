@@ -49,6 +49,7 @@ impl NodeRun {
         let mut builder = Sandbox::builder(c.engine.clone())
             .limits(c.limits.clone())
             .model(host)
+            .tools(tree.node_tools(&node))
             .seed(tree.node_seed(&node.rlm));
         let mut shapes = Vec::new();
         for (i, ctx) in contexts.into_iter().enumerate() {
@@ -86,6 +87,7 @@ impl NodeRun {
             recursive: self.node.depth + 1 < c.max_depth,
             max_output_chars: c.max_output_chars,
             max_iterations: c.max_iterations,
+            tools: c.tools.clone(),
         };
         prompt::system_prompt_for(c.profile, &facts)
     }

@@ -1,6 +1,6 @@
 //! What the root model is told: the system prompt, the first user turn, nudges.
 
-use rlm_sandbox::ContextShape;
+use rlm_sandbox::{ContextShape, Tool};
 
 /// Which system prompt to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -33,6 +33,8 @@ pub struct PromptFacts {
     pub max_output_chars: usize,
     /// Iterations allowed.
     pub max_iterations: u32,
+    /// The custom tools model code can call.
+    pub tools: Vec<Tool>,
 }
 
 /// Describe a context's shape in one line, abbreviating long lists.
@@ -90,7 +92,69 @@ pub fn small_system_prompt(f: &PromptFacts) -> String {
          keep answers short; you have at most {} replies.",
         describe_shape(&f.shape),
         f.max_iterations
-    )
+    ) + &small_tools(&f.tools)
+}
+
+/// The custom tools for the small profile: one line each.
+fn small_tools(tools: &[Tool]) -> String {
+    if tools.is_empty() {
+        return String::new();
+    }
+    let mut p = String::from("\n\nYou can also call these Python functions in your code:\n");
+    for t in tools {
+        p.push_str(&format!(
+            "{}: {}\n",
+            t.signature(),
+            one_line(t.description())
+        ));
+    }
+    p
+}
+
+/// The custom tools for the standard profile: signature, description and each parameter.
+fn tools_section(tools: &[Tool]) -> String {
+    if tools.is_empty() {
+        return String::new();
+    }
+    let mut p = String::from(
+        "Custom tools (call them like Python functions, with positional or keyword arguments; \
+         arguments and results are JSON values such as str, int, float, bool, None, list and \
+         dict; a failed call raises ToolError):\n",
+    );
+    for t in tools {
+        p.push_str(&format!(
+            "- {}: {}\n",
+            t.signature(),
+            one_line(t.description())
+        ));
+        let props = t.parameters().get("properties");
+        for name in t.params() {
+            let spec = props.and_then(|ps| ps.get(name));
+            let ty = spec.and_then(|s| s.get("type")).map(|ty| match ty {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            let doc = spec
+                .and_then(|s| s.get("description"))
+                .and_then(|d| d.as_str())
+                .map(one_line);
+            let mut line = format!("    {name}");
+            if let Some(ty) = ty {
+                line.push_str(&format!(" ({ty})"));
+            }
+            if let Some(doc) = doc {
+                line.push_str(&format!(": {doc}"));
+            }
+            p.push_str(&line);
+            p.push('\n');
+        }
+    }
+    p
+}
+
+/// Text on one line (newlines and runs of spaces folded).
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The system prompt for the root model (the normal profile, for capable models).
@@ -170,8 +234,10 @@ pub fn system_prompt(f: &PromptFacts) -> String {
     p.push_str(
         "- SHOW_VARS(): returns a listing of the variables you have defined (print it).\n\
          The standard library is there (re, json, collections, math, statistics, datetime, ...); \
-         files, network and other packages are not.\n\n",
+         files, network and other packages are not.\n",
     );
+    p.push_str(&tools_section(&f.tools));
+    p.push('\n');
     p.push_str(&format!(
         "How to work:\n\
          1. Put code in fenced blocks tagged repl:\n```repl\nhits = search(r\"keyword\")\nprint(len(hits), hits[:3])\n```\n\
@@ -252,6 +318,7 @@ mod tests {
             recursive: false,
             max_output_chars: 10_000,
             max_iterations: 20,
+            tools: Vec::new(),
         };
         let real = system_prompt(&f);
         assert!(
