@@ -70,6 +70,7 @@ mod node;
 mod outcome;
 mod parse;
 mod prompt;
+mod repeat;
 mod session;
 mod setup;
 mod trace;

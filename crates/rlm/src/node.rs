@@ -13,7 +13,8 @@ use crate::events::{Event, Node};
 use crate::host::NodeHost;
 use crate::outcome::StopReason;
 use crate::parse::{TextFinal, parse_reply};
-use crate::prompt::{self, PromptFacts};
+use crate::prompt::{self, PromptFacts, PromptProfile};
+use crate::repeat::Repeats;
 use crate::tree::{CallError, Tree, request_hash};
 
 /// How one RLM's loop ended.
@@ -32,7 +33,18 @@ pub(crate) struct NodeRun {
     pub(crate) sandbox: Sandbox,
     pub(crate) messages: Vec<Message>,
     shapes: Vec<(String, ContextShape)>,
+    /// What this RLM has run and replied, to notice repetition.
+    repeats: Repeats,
+    /// Ask the next root call for a sampled reply (the last one repeated an earlier one).
+    sample_next: bool,
+    /// The output of the latest step that printed something without an error.
+    evidence: Option<String>,
 }
+
+/// The temperature of a root call after the model repeated itself, for small models (which
+/// decode greedily otherwise and would give the same reply again). Hosted models keep their own
+/// sampling: some refuse a temperature.
+const REPEAT_TEMPERATURE: f32 = 0.7;
 
 impl NodeRun {
     pub(crate) async fn start(
@@ -63,6 +75,9 @@ impl NodeRun {
             sandbox,
             messages: Vec::new(),
             shapes,
+            repeats: Repeats::default(),
+            sample_next: false,
+            evidence: None,
         };
         let system = run.system_prompt();
         run.messages.push(Message::system(system));
@@ -151,9 +166,12 @@ impl NodeRun {
             };
             let parsed = parse_reply(&reply);
             last_prose = parsed.prose.clone();
+            let repeated_reply = self.repeats.reply(&reply, iteration);
             self.messages.push(Message::assistant(reply));
 
             let mut feedback = Vec::new();
+            let mut repeated_step = None;
+            let mut printed = false;
             let blocks = parsed.code_blocks.len();
             for (i, code) in parsed.code_blocks.iter().enumerate() {
                 let (step, shown) = match self.exec(code, iteration).instrument(span.clone()).await
@@ -171,6 +189,13 @@ impl NodeRun {
                 if let Some(answer) = step.final_answer {
                     return self.finish(Some(answer), StopReason::Final, iteration);
                 }
+                if let Some(r) = self.repeats.step(code, &shown, iteration) {
+                    repeated_step = Some(r);
+                }
+                if step.error.is_none() && !step.stdout.trim().is_empty() {
+                    printed = true;
+                    self.evidence = Some(shown);
+                }
             }
             if blocks == 0 {
                 match parsed.final_answer {
@@ -184,6 +209,15 @@ impl NodeRun {
                     None => feedback.push(prompt::NUDGE.to_string()),
                 }
             }
+            if let Some(r) = repeated_step {
+                feedback.push(prompt::repeated_step(r.first_iteration, r.times, query));
+                self.sample_next = true;
+            } else if let Some(first) = repeated_reply {
+                feedback.push(prompt::repeated_reply(first));
+                self.sample_next = true;
+            } else if printed {
+                feedback.push(prompt::FINISH_HINT.to_string());
+            }
             self.messages.push(Message::user(feedback.join("\n\n")));
         }
         // Out of iterations: ask once for the best answer.
@@ -192,8 +226,11 @@ impl NodeRun {
                 .stop_for_budget(spent, c.max_iterations, &last_prose)
                 .await;
         }
-        self.messages
-            .push(Message::user(prompt::last_call(c.max_iterations)));
+        self.messages.push(Message::user(prompt::last_call(
+            c.max_iterations,
+            query,
+            self.evidence.as_deref(),
+        )));
         let answer = match self.ask_root(c.max_iterations + 1).await {
             Ok(reply) => {
                 let parsed = parse_reply(&reply);
@@ -220,7 +257,11 @@ impl NodeRun {
             role: CallRole::Root,
             depth: self.node.depth,
         };
-        let request = ChatRequest::new(self.messages.clone()).tagged(tag);
+        let mut request = ChatRequest::new(self.messages.clone()).tagged(tag);
+        if std::mem::take(&mut self.sample_next) && self.tree.config.profile == PromptProfile::Small
+        {
+            request.params.temperature = Some(REPEAT_TEMPERATURE);
+        }
         let started = Instant::now();
         let response = self.tree.call_model(&model, request).await?;
         self.tree.events.emit(Event::ModelReply {

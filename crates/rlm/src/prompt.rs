@@ -212,11 +212,44 @@ pub fn no_output(profile: PromptProfile) -> &'static str {
 pub const NUDGE: &str = "Your reply had no ```repl code block and no FINAL(...). Either run code \
 in a ```repl block to keep working on the question, or give your answer as FINAL(answer).";
 
-/// Sent once when the iterations are used up.
-pub fn last_call(iterations: u32) -> String {
-    format!(
+/// Sent once when the iterations are used up: the question again and the most recent output
+/// that printed something, so the answer is taken from that evidence rather than guessed.
+pub fn last_call(iterations: u32, query: &str, evidence: Option<&str>) -> String {
+    let mut s = format!(
         "You have used all {iterations} replies. Give your best final answer now from what you have \
-         found, as FINAL(answer). Do not write more code."
+         found, as FINAL(answer). Do not write more code.\n\nThe question: {query}"
+    );
+    if let Some(e) = evidence {
+        s.push_str("\n\nThe last output that printed something:\n");
+        s.push_str(&truncate_middle(e, LAST_CALL_EVIDENCE_CHARS));
+        s.push_str("\n\nAnswer with what this output says, in the form the question asks for.");
+    }
+    s
+}
+
+/// Most characters of evidence repeated in the last call.
+const LAST_CALL_EVIDENCE_CHARS: usize = 2_000;
+
+/// One line after a step that printed something: how to finish.
+pub const FINISH_HINT: &str =
+    "If this answers the question, reply with FINAL(your answer) now; otherwise keep going.";
+
+/// Sent when a block ran the same code as an earlier one and printed the same output.
+pub fn repeated_step(first_iteration: u32, times: u32, query: &str) -> String {
+    format!(
+        "Note: this block is the same code as in reply {first_iteration} and printed the same \
+         output ({times} times now). Running it again will not change anything. Use what it \
+         printed: if it answers the question, reply FINAL(your answer) now. Otherwise do something \
+         different: another pattern or word, another part of the context, or llm_query on the \
+         text found.\nThe question: {query}"
+    )
+}
+
+/// Sent when a whole reply repeats an earlier one word for word.
+pub fn repeated_reply(first_iteration: u32) -> String {
+    format!(
+        "Note: this reply is word for word the same as your reply {first_iteration}, so it can only \
+         lead to the same result. Write something different, or give FINAL(your answer)."
     )
 }
 

@@ -464,7 +464,12 @@ async fn rlm_query_with_a_model_gives_the_child_rlm_that_model() {
             0 => code("print(rlm_query('What is 6 times 7?', model='compat/helper'))"),
             _ => Reply::text(format!(
                 "FINAL({})",
-                r.last_user().trim_start_matches("Output:").trim()
+                r.last_user()
+                    .trim_start_matches("Output:")
+                    .split("\n\n")
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
             )),
         }
     });
@@ -745,5 +750,92 @@ async fn depth_zero_disables_sub_calls_and_unknown_models_are_refused() {
     assert_eq!(
         rlm.run("doc", "q").await.unwrap().answer.as_deref(),
         Some("true")
+    );
+}
+
+/// A model that re-sends the same block is told so (with the question again) and, with the
+/// small profile, sampled rather than decoded greedily on its next reply; the note is about
+/// repetition only, whatever the question.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_step_is_pointed_out_and_the_next_reply_is_sampled() {
+    for profile in [rlm::PromptProfile::Small, rlm::PromptProfile::Standard] {
+        let mock = MockProvider::start().await;
+        mock.respond_with(|r| {
+            if r.last_user().contains("same code as in reply 1") {
+                Reply::text("FINAL(4217)")
+            } else {
+                code("print([l for l in context.splitlines() if 'secret' in l])")
+            }
+        });
+        let rlm = Rlm::builder(model(&mock))
+            .engine(engine())
+            .prompt_profile(profile)
+            .max_iterations(6)
+            .build()
+            .unwrap();
+        let result = rlm
+            .run(haystack_with_needle(), "What is the secret code?")
+            .await
+            .unwrap();
+        assert_eq!(
+            (result.answer.as_deref(), result.stop.clone()),
+            (Some("4217"), StopReason::Final),
+            "{profile:?}"
+        );
+        let roots: Vec<_> = mock.requests().into_iter().filter(is_root).collect();
+        assert_eq!(roots.len(), 3, "{profile:?}");
+        // After the first step: how to finish. After the repeat: the note and the question.
+        assert!(roots[1].last_user().contains("FINAL(your answer) now"));
+        assert!(!roots[1].last_user().contains("same code"));
+        let note = roots[2].last_user();
+        assert!(
+            note.contains("same code as in reply 1") && note.contains("What is the secret code?"),
+            "{note}"
+        );
+        let temperatures: Vec<_> = roots
+            .iter()
+            .map(|r| r.body.get("temperature").and_then(|t| t.as_f64()))
+            .collect();
+        let sampled = match profile {
+            rlm::PromptProfile::Small => Some(0.7f32 as f64),
+            _ => None,
+        };
+        assert_eq!(temperatures, vec![None, None, sampled], "{profile:?}");
+    }
+}
+
+/// The answer forced at the iteration limit is asked for with the question and the last output
+/// that printed something, so it is read from that evidence.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_call_repeats_the_question_and_the_evidence() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| {
+        let last = r.last_user();
+        if last.contains("You have used all") {
+            let evidence =
+                last.contains("The secret code is 4217") && last.contains("secret code?");
+            Reply::text(if evidence {
+                "FINAL(4217)"
+            } else {
+                "FINAL(guess)"
+            })
+        } else if turn(r) == 0 {
+            code("print([l for l in context.splitlines() if 'secret' in l])")
+        } else {
+            code("x = 1")
+        }
+    });
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .max_iterations(3)
+        .build()
+        .unwrap();
+    let result = rlm
+        .run(haystack_with_needle(), "What is the secret code?")
+        .await
+        .unwrap();
+    assert_eq!(
+        (result.answer.as_deref(), result.stop),
+        (Some("4217"), StopReason::MaxIterations)
     );
 }
