@@ -139,9 +139,10 @@ pub fn system_prompt(f: &PromptFacts) -> String {
     }
     p.push_str("Available in the REPL:\n");
     p.push_str(
-        "- search(pattern, max=100, ignore_case=False): a fast regular-expression search over the \
-         whole context, run outside Python. Returns dicts with 'start', 'end', 'text', 'line' and \
-         'path' (index of the document in a list). Use it first to find where things are.\n",
+        "- search(pattern, max=100, ignore_case=None): a fast regular-expression search over the \
+         whole context, run outside Python; it ignores case unless the pattern has a capital \
+         letter. Returns dicts with 'start', 'end', 'text', 'line' and 'path' (index of the \
+         document in a list). Use it first to find where things are.\n",
     );
     if f.sub_calls {
         p.push_str(&format!(
