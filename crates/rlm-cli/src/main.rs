@@ -155,6 +155,10 @@ struct ModelFlags {
     /// CPU threads of a local model (default: cores, at most 4).
     #[arg(long)]
     local_threads: Option<u32>,
+    /// System-prompt profile: `auto` (small for local models and models under 10B parameters
+    /// by their name, on any provider), `standard` or `small`.
+    #[arg(long, env = "RLM_PROMPT_PROFILE", default_value = "auto")]
+    prompt_profile: rlm::PromptProfile,
 }
 
 impl ModelFlags {
@@ -181,6 +185,7 @@ impl ModelFlags {
             model: Some(self.root_id()?),
             sub_model: self.sub_model.clone(),
             local_context_tokens: Some(self.local_ctx),
+            prompt_profile: Some(self.prompt_profile),
             ..rlm::RunSpec::default()
         })
     }
@@ -194,6 +199,7 @@ impl ModelFlags {
                 rlm::RunSpec {
                     sub_model: self.sub_model.clone(),
                     local_context_tokens: Some(self.local_ctx),
+                    prompt_profile: Some(self.prompt_profile),
                     ..rlm::RunSpec::default()
                 },
                 Some(format!("{e:#}")),

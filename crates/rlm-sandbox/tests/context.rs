@@ -311,7 +311,11 @@ async fn search_is_smart_about_case() {
         assert_eq!(out(&mut sb, "len(search(r'\\w+ drug allergy'))").await, "3");
         assert_eq!(out(&mut sb, "len(search('New drug allergy'))").await, "1");
         assert_eq!(
-            out(&mut sb, "len(search('new drug allergy', ignore_case=False))").await,
+            out(
+                &mut sb,
+                "len(search('new drug allergy', ignore_case=False))"
+            )
+            .await,
             "1"
         );
         let r = sb.exec("print(search('New Drug Allergy'))").await.unwrap();

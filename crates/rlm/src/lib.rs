@@ -85,7 +85,7 @@ pub use input::ContextInput;
 pub use outcome::{RunResult, StopReason, UsageReport};
 pub use parse::{ParsedReply, TextFinal, find_final, parse_reply};
 pub use prompt::{
-    PromptFacts, PromptProfile, describe_shape, small_system_prompt, system_prompt,
+    PromptFacts, PromptProfile, UnknownProfile, describe_shape, small_system_prompt, system_prompt,
     system_prompt_for, truncate_middle,
 };
 pub use session::Session;

@@ -11,6 +11,85 @@ pub enum PromptProfile {
     Standard,
     /// For small local models: short, strict, with a worked example to imitate.
     Small,
+    /// Chosen by the root model: see [`PromptProfile::for_model`]. The default of
+    /// [`Rlm::builder`](crate::Rlm::builder); a run records the profile it chose.
+    Auto,
+}
+
+impl PromptProfile {
+    /// The profile [`PromptProfile::Auto`] chooses for a root model id, on any provider:
+    /// `Small` for local models (`local/...`) and for ids that name a size under 10 billion
+    /// parameters (`compat/qwen2.5-coder-1.5b`, `compat/llama3.1:8b`,
+    /// `compat/Qwen/Qwen2.5-7B-Instruct`), `Standard` for every other model.
+    ///
+    /// ```
+    /// use rlm::PromptProfile;
+    /// assert_eq!(PromptProfile::for_model("compat/qwen2.5-coder-1.5b"), PromptProfile::Small);
+    /// assert_eq!(PromptProfile::for_model("compat/llama-3.3-70b"), PromptProfile::Standard);
+    /// assert_eq!(PromptProfile::for_model("openai/gpt-5-mini"), PromptProfile::Standard);
+    /// ```
+    pub fn for_model(id: &str) -> Self {
+        static SIZE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+        let size = SIZE.get_or_init(|| {
+            regex::Regex::new(r"(?i)(?:^|[^a-z0-9.])(\d+(?:\.\d+)?)b(?:$|[^a-z0-9])")
+                .expect("model size pattern is valid")
+        });
+        if id.starts_with("local/") {
+            return Self::Small;
+        }
+        let billions = size
+            .captures_iter(id)
+            .filter_map(|c| c[1].parse::<f64>().ok())
+            .next();
+        match billions {
+            Some(b) if b < SMALL_MODEL_BILLIONS => Self::Small,
+            _ => Self::Standard,
+        }
+    }
+
+    /// This profile for a run whose root model is `model_id` (`Auto` chosen, the others as
+    /// they are).
+    pub fn resolve(self, model_id: &str) -> Self {
+        match self {
+            Self::Auto => Self::for_model(model_id),
+            other => other,
+        }
+    }
+
+    /// Its name, as `--prompt-profile` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Small => "small",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+/// Models with fewer parameters than this many billions get the small profile by default.
+const SMALL_MODEL_BILLIONS: f64 = 10.0;
+
+impl std::fmt::Display for PromptProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A prompt profile name that is not `auto`, `standard` or `small`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown prompt profile {0:?}: use auto, standard or small")]
+pub struct UnknownProfile(pub String);
+
+impl std::str::FromStr for PromptProfile {
+    type Err = UnknownProfile;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "standard" => Ok(Self::Standard),
+            "small" => Ok(Self::Small),
+            _ => Err(UnknownProfile(s.to_string())),
+        }
+    }
 }
 
 /// Facts the system prompt states about the run.
@@ -67,7 +146,7 @@ pub fn describe_shape(shape: &ContextShape) -> String {
 /// The system prompt of a profile.
 pub fn system_prompt_for(profile: PromptProfile, f: &PromptFacts) -> String {
     match profile {
-        PromptProfile::Standard => system_prompt(f),
+        PromptProfile::Standard | PromptProfile::Auto => system_prompt(f),
         PromptProfile::Small => small_system_prompt(f),
     }
 }
@@ -201,7 +280,7 @@ pub fn first_user_message(query: &str) -> String {
 /// otherwise tend to answer "no output" after a search that found nothing.
 pub fn no_output(profile: PromptProfile) -> &'static str {
     match profile {
-        PromptProfile::Standard => "(no output)",
+        PromptProfile::Standard | PromptProfile::Auto => "(no output)",
         PromptProfile::Small => {
             "(no output)\nNothing was printed. If a search found nothing, search again for a \
              shorter or different word from the question."
@@ -274,6 +353,41 @@ pub fn truncate_middle(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_profile_follows_the_model_size_on_any_provider() {
+        for (id, want) in [
+            ("local/qwen2.5-coder-0.5b", PromptProfile::Small),
+            ("local//models/custom.gguf", PromptProfile::Small),
+            ("compat/qwen2.5-coder-1.5b", PromptProfile::Small),
+            (
+                "compat/qwen2.5-coder:1.5b-instruct-q4_K_M",
+                PromptProfile::Small,
+            ),
+            ("compat/llama3.1:8b", PromptProfile::Small),
+            ("compat/Qwen/Qwen2.5-7B-Instruct", PromptProfile::Small),
+            ("openai/gpt-oss-20b", PromptProfile::Standard),
+            ("compat/llama-3.3-70b-instruct", PromptProfile::Standard),
+            ("compat/qwen3-30b-a3b", PromptProfile::Standard),
+            ("openai/gpt-5-mini", PromptProfile::Standard),
+            ("anthropic/claude-sonnet-4-5", PromptProfile::Standard),
+            ("gemini/gemini-2.5-flash", PromptProfile::Standard),
+            ("compat/scripted", PromptProfile::Standard),
+        ] {
+            assert_eq!(PromptProfile::for_model(id), want, "{id}");
+            assert_eq!(PromptProfile::Auto.resolve(id), want, "{id}");
+            assert_eq!(PromptProfile::Standard.resolve(id), PromptProfile::Standard);
+            assert_eq!(PromptProfile::Small.resolve(id), PromptProfile::Small);
+        }
+        for p in [
+            PromptProfile::Auto,
+            PromptProfile::Standard,
+            PromptProfile::Small,
+        ] {
+            assert_eq!(p.to_string().parse::<PromptProfile>(), Ok(p));
+        }
+        assert!("tiny".parse::<PromptProfile>().is_err());
+    }
 
     #[test]
     fn the_prompt_says_whether_the_context_is_a_real_str_or_lazy() {

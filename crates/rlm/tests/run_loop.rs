@@ -839,3 +839,37 @@ async fn the_last_call_repeats_the_question_and_the_evidence() {
         (Some("4217"), StopReason::MaxIterations)
     );
 }
+
+/// The prompt profile follows the root model, not its provider: a 1.5B model served over an
+/// OpenAI-compatible endpoint gets the small prompt by default, a named profile wins, and the
+/// run records the profile it used.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_prompt_profile_follows_the_model() {
+    for (id, chosen, want) in [
+        ("compat/qwen2.5-coder-1.5b", None, rlm::PromptProfile::Small),
+        ("compat/scripted", None, rlm::PromptProfile::Standard),
+        (
+            "compat/qwen2.5-coder-1.5b",
+            Some(rlm::PromptProfile::Standard),
+            rlm::PromptProfile::Standard,
+        ),
+    ] {
+        let mock = MockProvider::start().await;
+        mock.push(Reply::text("FINAL(done)"));
+        let mut builder = Rlm::builder(model_named(&mock, id)).engine(engine());
+        if let Some(p) = chosen {
+            builder = builder.prompt_profile(p);
+        }
+        let result = builder.build().unwrap().run("doc", "q").await.unwrap();
+        let system = mock.requests()[0].messages()[0].1.clone();
+        let small = system.contains("reply with exactly ONE code block");
+        assert_eq!(small, want == rlm::PromptProfile::Small, "{id}: {system}");
+        let recorded = result.events.iter().find_map(|e| match e {
+            Event::RunStarted {
+                settings: Some(s), ..
+            } => Some(s.profile),
+            _ => None,
+        });
+        assert_eq!(recorded, Some(want), "{id}");
+    }
+}
