@@ -159,6 +159,14 @@ struct ModelFlags {
     /// by their name, on any provider), `standard` or `small`.
     #[arg(long, env = "RLM_PROMPT_PROFILE", default_value = "auto")]
     prompt_profile: rlm::PromptProfile,
+    /// Most tokens of one reply of a hosted or compat/ model (default: the provider's; 4096 for
+    /// compat/ servers, so a runaway reply ends there and not at the request timeout).
+    #[arg(long, env = "RLM_MAX_TOKENS")]
+    max_tokens: Option<u32>,
+    /// Sampling temperature of a hosted or compat/ model (default: the provider's; 0 for
+    /// compat/ servers).
+    #[arg(long, env = "RLM_TEMPERATURE")]
+    temperature: Option<f32>,
 }
 
 impl ModelFlags {
@@ -211,6 +219,11 @@ impl ModelFlags {
     fn config(&self) -> ModelConfig {
         ModelConfig {
             base_url: self.base_url.clone(),
+            params: rlm_llm::SamplingParams {
+                max_output_tokens: self.max_tokens,
+                temperature: self.temperature,
+                ..rlm_llm::SamplingParams::default()
+            },
             ..ModelConfig::default()
         }
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use rlm_llm::{CallRole, CallTag, ChatModel, ChatRequest, Message};
+use rlm_llm::{CallRole, CallTag, ChatModel, ChatRequest, FinishReason, Message};
 use rlm_sandbox::{Context, ContextShape, Sandbox, StepResult};
 use tracing::Instrument;
 
@@ -39,6 +39,24 @@ pub(crate) struct NodeRun {
     sample_next: bool,
     /// The output of the latest step that printed something without an error.
     evidence: Option<String>,
+}
+
+/// Where a root reply from an OpenAI-compatible server stops: at the fence that closes its first
+/// code block (the server leaves the stop sequence out; [`close_cut_fence`] puts it back).
+const CODE_BLOCK_STOP: &str = "\n```\n";
+
+/// Close a code block that a stop sequence cut before its closing fence.
+fn close_cut_fence(text: &mut String) {
+    let fences = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("```"))
+        .count();
+    if fences % 2 == 1 {
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str("```");
+    }
 }
 
 /// The temperature of a root call after the model repeated itself, for small models (which
@@ -258,12 +276,25 @@ impl NodeRun {
             depth: self.node.depth,
         };
         let mut request = ChatRequest::new(self.messages.clone()).tagged(tag);
-        if std::mem::take(&mut self.sample_next) && self.tree.config.profile == PromptProfile::Small
+        // OpenAI-compatible servers (open models) are asked to stop after the first closed code
+        // block, as local models are: what a model writes after its code (invented outputs, more
+        // turns) is never useful.
+        let open_model = model_id.starts_with("compat/");
+        if open_model {
+            request.params.stop = vec![CODE_BLOCK_STOP.to_string()];
+        }
+        if std::mem::take(&mut self.sample_next)
+            && (self.tree.config.profile == PromptProfile::Small
+                || open_model
+                || model_id.starts_with("local/"))
         {
             request.params.temperature = Some(REPEAT_TEMPERATURE);
         }
         let started = Instant::now();
-        let response = self.tree.call_model(&model, request).await?;
+        let mut response = self.tree.call_model(&model, request).await?;
+        if open_model && response.finish_reason == FinishReason::Stop {
+            close_cut_fence(&mut response.text);
+        }
         self.tree.events.emit(Event::ModelReply {
             node: self.node.clone(),
             iteration,
@@ -407,4 +438,25 @@ pub(crate) fn format_step(
         s = prompt::no_output(profile).to_string();
     }
     prompt::truncate_middle(s.trim_end(), max_chars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_cut_at_its_closing_fence_is_closed_again() {
+        let mut t = "Let me look.\n```repl\nprint(1)".to_string();
+        close_cut_fence(&mut t);
+        assert_eq!(t, "Let me look.\n```repl\nprint(1)\n```");
+        assert_eq!(
+            crate::parse::parse_reply(&t).code_blocks,
+            vec!["print(1)\n"]
+        );
+        for whole in ["FINAL(3)", "a\n```repl\nx\n```", ""] {
+            let mut t = whole.to_string();
+            close_cut_fence(&mut t);
+            assert_eq!(t, whole);
+        }
+    }
 }

@@ -758,7 +758,20 @@ async fn depth_zero_disables_sub_calls_and_unknown_models_are_refused() {
 /// repetition only, whatever the question.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_repeated_step_is_pointed_out_and_the_next_reply_is_sampled() {
-    for profile in [rlm::PromptProfile::Small, rlm::PromptProfile::Standard] {
+    use rlm::PromptProfile::{Small, Standard};
+    // (model, profile, temperature of each root call): open models (compat/) decode greedily
+    // by default and are sampled after a repeat, as small-profile models are; a hosted model
+    // with the standard prompt keeps its own sampling (some refuse a temperature).
+    for (id, profile, temperatures) in [
+        (
+            "compat/scripted",
+            Standard,
+            [Some(0.0), Some(0.0), Some(0.7)],
+        ),
+        ("compat/scripted", Small, [Some(0.0), Some(0.0), Some(0.7)]),
+        ("openai/scripted", Standard, [None, None, None]),
+        ("openai/scripted", Small, [None, None, Some(0.7)]),
+    ] {
         let mock = MockProvider::start().await;
         mock.respond_with(|r| {
             if r.last_user().contains("same code as in reply 1") {
@@ -767,7 +780,16 @@ async fn a_repeated_step_is_pointed_out_and_the_next_reply_is_sampled() {
                 code("print([l for l in context.splitlines() if 'secret' in l])")
             }
         });
-        let rlm = Rlm::builder(model(&mock))
+        let client = LlmClient::builder()
+            .retry(RetryPolicy::none())
+            .build()
+            .unwrap();
+        let config = ModelConfig {
+            base_url: Some(mock.openai_base_url()),
+            api_key: Some(rlm_llm::ApiKey::new("test-key")),
+            ..ModelConfig::default()
+        };
+        let rlm = Rlm::builder(Arc::new(client.model_with(id, config).unwrap()))
             .engine(engine())
             .prompt_profile(profile)
             .max_iterations(6)
@@ -777,13 +799,14 @@ async fn a_repeated_step_is_pointed_out_and_the_next_reply_is_sampled() {
             .run(haystack_with_needle(), "What is the secret code?")
             .await
             .unwrap();
+        let case = format!("{id} {profile:?}");
         assert_eq!(
             (result.answer.as_deref(), result.stop.clone()),
             (Some("4217"), StopReason::Final),
-            "{profile:?}"
+            "{case}"
         );
         let roots: Vec<_> = mock.requests().into_iter().filter(is_root).collect();
-        assert_eq!(roots.len(), 3, "{profile:?}");
+        assert_eq!(roots.len(), 3, "{case}");
         // After the first step: how to finish. After the repeat: the note and the question.
         assert!(roots[1].last_user().contains("FINAL(your answer) now"));
         assert!(!roots[1].last_user().contains("same code"));
@@ -792,15 +815,21 @@ async fn a_repeated_step_is_pointed_out_and_the_next_reply_is_sampled() {
             note.contains("same code as in reply 1") && note.contains("What is the secret code?"),
             "{note}"
         );
-        let temperatures: Vec<_> = roots
+        let sent: Vec<_> = roots
             .iter()
             .map(|r| r.body.get("temperature").and_then(|t| t.as_f64()))
             .collect();
-        let sampled = match profile {
-            rlm::PromptProfile::Small => Some(0.7f32 as f64),
-            _ => None,
-        };
-        assert_eq!(temperatures, vec![None, None, sampled], "{profile:?}");
+        let want: Vec<_> = temperatures
+            .iter()
+            .map(|t| t.map(|t: f32| t as f64))
+            .collect();
+        assert_eq!(sent, want, "{case}");
+        // Open models' root calls stop after the first closed code block.
+        let stop = roots[0].body.get("stop").cloned();
+        let want_stop = id
+            .starts_with("compat/")
+            .then(|| serde_json::json!(["\n```\n"]));
+        assert_eq!(stop, want_stop, "{case}");
     }
 }
 
