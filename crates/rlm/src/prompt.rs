@@ -151,22 +151,43 @@ pub fn system_prompt_for(profile: PromptProfile, f: &PromptFacts) -> String {
     }
 }
 
-/// The small-model profile: one tool (search), one format, and a worked example. Small models
-/// (0.5B–1.5B) guess or loop with instructions alone; imitating an example they can do.
+/// The small-model profile: one format, the whole method in a worked example (search, look at
+/// short matches with a count, follow what was found to the next search, read pieces with
+/// `llm_query` when sub-calls are on, finish with `FINAL`). Small models (0.5B–1.5B) guess or
+/// loop with instructions alone; imitating an example they can do.
 pub fn small_system_prompt(f: &PromptFacts) -> String {
+    let helper = if f.sub_calls {
+        "llm_query(prompt) asks a helper model about text you give it and returns its answer as \
+         a str: use it to read or classify pieces you found, e.g. \
+         print(llm_query(\"Which date is the visit? \" + h[\"line\"])).\n"
+    } else {
+        ""
+    };
     format!(
         "You answer questions about a document. The document is in a Python variable named \
          `context` ({}). You cannot read it directly: you run Python code to look inside it.\n\n\
          Each turn, reply with exactly ONE code block like this:\n\
-         ```repl\nhits = search(r\"(?i)keyword\")\nfor h in hits[:5]:\n    print(h[\"line\"])\n```\n\
-         search(pattern) finds a regular expression in the document and returns matches; each \
-         match has \"line\" (the line where it was found). Print what you find.\n\
+         ```repl\nhits = search(r\"keyword\")\nprint(len(hits), \"matches\")\nfor h in hits[:10]:\n    \
+         print(h[\"line\"][:200])\n```\n\
+         search(pattern) finds a regular expression in the document (ignoring case unless the \
+         pattern has a capital letter) and returns the matches; each has \"text\" (what matched) \
+         and \"line\" (the line it is in). Print how many matches there are and short pieces of \
+         them, never the whole document.\n{helper}\
          When the printed output shows the answer, reply with FINAL(the answer) and no code.\n\n\
-         Example.\nQuestion: What is the patient's blood type?\nYou reply:\n\
-         ```repl\nhits = search(r\"(?i)blood type\")\nfor h in hits[:5]:\n    print(h[\"line\"])\n```\n\
-         The output is:\n- Blood type: O+\nYou reply:\nFINAL(O+)\n\n\
-         Rules: search for the words of the question; if nothing is found, try another word; \
-         keep answers short; you have at most {} replies.",
+         Example (the answer takes two searches).\n\
+         Question: What is the blood type of the patient's mother?\nYou reply:\n\
+         ```repl\nhits = search(r\"mother\")\nprint(len(hits), \"matches\")\nfor h in hits[:10]:\n    \
+         print(h[\"line\"][:200])\n```\n\
+         The output is:\n1 matches\nFamily: mother Rosa Diaz (born 1961)\n\
+         You reply (the next search uses the name just found):\n\
+         ```repl\nhits = search(r\"Rosa Diaz\")\nprint(len(hits), \"matches\")\nfor h in hits[:10]:\n    \
+         print(h[\"line\"][:200])\n```\n\
+         The output is:\n2 matches\nFamily: mother Rosa Diaz (born 1961)\n\
+         Rosa Diaz: blood type A-, no known allergies\nYou reply:\nFINAL(A-)\n\n\
+         Rules: search for names and exact words from the question or from the output, not \
+         general words; if nothing is found, try a shorter or different word; when a match names \
+         something the question depends on, search for that next; do not repeat a search you \
+         already ran; keep answers short; you have at most {} replies.",
         describe_shape(&f.shape),
         f.max_iterations
     )
@@ -422,6 +443,29 @@ mod tests {
             lazy.contains("re.search/findall/finditer work on it"),
             "{lazy}"
         );
+    }
+
+    /// The small profile teaches the whole method: counts and short snippets, a second search
+    /// that follows what the first found, and sub-calls only where they work.
+    #[test]
+    fn the_small_prompt_teaches_more_than_one_hop_and_sub_calls_when_on() {
+        let mut f = PromptFacts {
+            shape: ContextShape::Text { chars: 50_000 },
+            extra_contexts: Vec::new(),
+            lazy_contexts: Vec::new(),
+            sub_model_chars: 24_000,
+            sub_calls: true,
+            recursive: false,
+            max_output_chars: 1_500,
+            max_iterations: 8,
+        };
+        let p = small_system_prompt(&f);
+        assert!(p.contains("llm_query(prompt)"), "{p}");
+        assert!(p.contains("print(len(hits)"), "{p}");
+        assert_eq!(p.matches("search(r\"").count(), 3, "{p}");
+        assert!(p.contains("at most 8 replies"), "{p}");
+        f.sub_calls = false;
+        assert!(!small_system_prompt(&f).contains("llm_query"));
     }
 
     #[test]
