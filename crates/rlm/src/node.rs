@@ -12,7 +12,7 @@ use crate::error::RlmError;
 use crate::events::{Event, Node};
 use crate::host::NodeHost;
 use crate::outcome::StopReason;
-use crate::parse::{TextFinal, parse_reply};
+use crate::parse::{TextFinal, is_placeholder, parse_reply};
 use crate::prompt::{self, PromptFacts, PromptProfile};
 use crate::repeat::Repeats;
 use crate::tree::{CallError, Tree, request_hash};
@@ -205,7 +205,10 @@ impl NodeRun {
                     format!("Output of block {}:\n{shown}", i + 1)
                 });
                 if let Some(answer) = step.final_answer {
-                    return self.finish(Some(answer), StopReason::Final, iteration);
+                    if !is_placeholder(&answer) {
+                        return self.finish(Some(answer), StopReason::Final, iteration);
+                    }
+                    feedback.push(prompt::placeholder_final(&answer));
                 }
                 if let Some(r) = self.repeats.step(code, &shown, iteration) {
                     repeated_step = Some(r);
@@ -217,6 +220,9 @@ impl NodeRun {
             }
             if blocks == 0 {
                 match parsed.final_answer {
+                    Some(TextFinal::Answer(a)) if is_placeholder(&a) => {
+                        feedback.push(prompt::placeholder_final(&a));
+                    }
                     Some(TextFinal::Answer(a)) => {
                         return self.finish(Some(a), StopReason::Final, iteration);
                     }
@@ -255,6 +261,7 @@ impl NodeRun {
                 let prose = parsed.prose;
                 self.messages.push(Message::assistant(reply));
                 match parsed.final_answer {
+                    Some(TextFinal::Answer(a)) if is_placeholder(&a) => self.partial(&prose).await,
                     Some(TextFinal::Answer(a)) => Some(a),
                     Some(TextFinal::Var(name)) => {
                         self.final_var(&name, c.max_iterations).await.ok()

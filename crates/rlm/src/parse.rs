@@ -173,6 +173,28 @@ fn answer_of_dict(s: &str) -> &str {
         .map_or(s, |m| m.as_str())
 }
 
+/// Whether a final answer is the prompt's placeholder copied as it is (`FINAL(your answer)`,
+/// `FINAL(...)`), which small models do, rather than an answer.
+pub fn is_placeholder(answer: &str) -> bool {
+    let words: String = answer
+        .chars()
+        .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+        .collect::<String>()
+        .to_lowercase();
+    let words = words.split_whitespace().collect::<Vec<_>>().join(" ");
+    matches!(
+        words.as_str(),
+        "" | "answer"
+            | "the answer"
+            | "your answer"
+            | "final answer"
+            | "your final answer"
+            | "the final answer"
+            | "holding that answer"
+            | "that answer"
+    )
+}
+
 /// Strip one pair of matching quotes (including triple quotes) around a whole answer.
 fn unquote(s: &str) -> &str {
     for q in ["\"\"\"", "'''", "\"", "'"] {
@@ -243,6 +265,23 @@ mod tests {
             find_final("FINAL({'content': 'a', 'extra': 1})"),
             Some(TextFinal::Answer("{'content': 'a', 'extra': 1}".into()))
         );
+    }
+
+    #[test]
+    fn copied_placeholders_are_not_answers() {
+        for p in [
+            "your answer",
+            "...",
+            "<answer>",
+            "The Answer",
+            " your  final answer ",
+            "…",
+        ] {
+            assert!(is_placeholder(p), "{p}");
+        }
+        for a in ["59975", "A-", "no answer", "answer: 42", "penicillin"] {
+            assert!(!is_placeholder(a), "{a}");
+        }
     }
 
     #[test]

@@ -166,30 +166,37 @@ pub fn small_system_prompt(f: &PromptFacts) -> String {
     format!(
         "You answer questions about a document. The document is in a Python variable named \
          `context` ({}). You cannot read it directly: you run Python code to look inside it.\n\n\
-         Each turn, reply with exactly ONE code block like this:\n\
-         ```repl\nhits = search(r\"keyword\")\nprint(len(hits), \"matches\")\nfor h in hits[:10]:\n    \
-         print(h[\"line\"][:200])\n```\n\
+         Each turn, reply with exactly ONE code block like this:\n{}\
          search(pattern) finds a regular expression in the document (ignoring case unless the \
          pattern has a capital letter) and returns the matches; each has \"text\" (what matched) \
-         and \"line\" (the line it is in). Print how many matches there are and short pieces of \
-         them, never the whole document.\n{helper}\
+         and \"line\" (the line it is in). Print how many matches there are and the different \
+         lines they are in (shortened), never the whole document.\n{helper}\
          When the printed output shows the answer, reply with FINAL(the answer) and no code.\n\n\
          Example (the answer takes two searches).\n\
-         Question: What is the blood type of the patient's mother?\nYou reply:\n\
-         ```repl\nhits = search(r\"mother\")\nprint(len(hits), \"matches\")\nfor h in hits[:10]:\n    \
-         print(h[\"line\"][:200])\n```\n\
-         The output is:\n1 matches\nFamily: mother Rosa Diaz (born 1961)\n\
-         You reply (the next search uses the name just found):\n\
-         ```repl\nhits = search(r\"Rosa Diaz\")\nprint(len(hits), \"matches\")\nfor h in hits[:10]:\n    \
-         print(h[\"line\"][:200])\n```\n\
-         The output is:\n2 matches\nFamily: mother Rosa Diaz (born 1961)\n\
+         Question: What is the blood type of the patient's mother?\nYou reply:\n{}\
+         The output is:\n1 matches in 1 lines\nFamily: mother Rosa Diaz (born 1961)\n\
+         You reply (the next search uses the name just found):\n{}\
+         The output is:\n2 matches in 2 lines\nFamily: mother Rosa Diaz (born 1961)\n\
          Rosa Diaz: blood type A-, no known allergies\nYou reply:\nFINAL(A-)\n\n\
          Rules: search for names and exact words from the question or from the output, not \
          general words; if nothing is found, try a shorter or different word; when a match names \
          something the question depends on, search for that next; do not repeat a search you \
          already ran; keep answers short; you have at most {} replies.",
         describe_shape(&f.shape),
+        small_search_block("keyword"),
+        small_search_block("mother"),
+        small_search_block("Rosa Diaz"),
         f.max_iterations
+    )
+}
+
+/// The small profile's search step: the match count and the distinct lines, shortened (many
+/// matches are often on one repeated line).
+fn small_search_block(keyword: &str) -> String {
+    format!(
+        "```repl\nhits = search(r\"{keyword}\")\nlines = list(dict.fromkeys(h[\"line\"] for h in hits))\n\
+         print(len(hits), \"matches in\", len(lines), \"lines\")\nfor line in lines[:10]:\n    \
+         print(line[:200])\n```\n"
     )
 }
 
@@ -332,17 +339,25 @@ pub fn last_call(iterations: u32, query: &str, evidence: Option<&str>) -> String
 const LAST_CALL_EVIDENCE_CHARS: usize = 2_000;
 
 /// One line after a step that printed something: how to finish.
-pub const FINISH_HINT: &str =
-    "If this answers the question, reply with FINAL(your answer) now; otherwise keep going.";
+pub const FINISH_HINT: &str = "If this output answers the question, reply with FINAL(...) \
+holding that answer; otherwise keep going.";
 
 /// Sent when a block ran the same code as an earlier one and printed the same output.
 pub fn repeated_step(first_iteration: u32, times: u32, query: &str) -> String {
     format!(
         "Note: this block is the same code as in reply {first_iteration} and printed the same \
          output ({times} times now). Running it again will not change anything. Use what it \
-         printed: if it answers the question, reply FINAL(your answer) now. Otherwise do something \
+         printed: if it answers the question, reply with FINAL(...) holding that answer. Otherwise do something \
          different: another pattern or word, another part of the context, or llm_query on the \
          text found.\nThe question: {query}"
+    )
+}
+
+/// Sent when a final answer is the prompt's placeholder copied as it is.
+pub fn placeholder_final(answer: &str) -> String {
+    format!(
+        "FINAL({answer}) is not an answer: put the answer itself between the parentheses, as the \
+         output shows it (for example FINAL(A-) when the output says \"blood type A-\")."
     )
 }
 
@@ -350,7 +365,7 @@ pub fn repeated_step(first_iteration: u32, times: u32, query: &str) -> String {
 pub fn repeated_reply(first_iteration: u32) -> String {
     format!(
         "Note: this reply is word for word the same as your reply {first_iteration}, so it can only \
-         lead to the same result. Write something different, or give FINAL(your answer)."
+         lead to the same result. Write something different, or give FINAL(...) with the answer."
     )
 }
 
@@ -461,7 +476,10 @@ mod tests {
         };
         let p = small_system_prompt(&f);
         assert!(p.contains("llm_query(prompt)"), "{p}");
-        assert!(p.contains("print(len(hits)"), "{p}");
+        assert!(
+            p.contains("print(len(hits), \"matches in\", len(lines)"),
+            "{p}"
+        );
         assert_eq!(p.matches("search(r\"").count(), 3, "{p}");
         assert!(p.contains("at most 8 replies"), "{p}");
         f.sub_calls = false;

@@ -808,7 +808,11 @@ async fn a_repeated_step_is_pointed_out_and_the_next_reply_is_sampled() {
         let roots: Vec<_> = mock.requests().into_iter().filter(is_root).collect();
         assert_eq!(roots.len(), 3, "{case}");
         // After the first step: how to finish. After the repeat: the note and the question.
-        assert!(roots[1].last_user().contains("FINAL(your answer) now"));
+        assert!(
+            roots[1]
+                .last_user()
+                .contains("FINAL(...) holding that answer")
+        );
         assert!(!roots[1].last_user().contains("same code"));
         let note = roots[2].last_user();
         assert!(
@@ -901,4 +905,33 @@ async fn the_prompt_profile_follows_the_model() {
         });
         assert_eq!(recorded, Some(want), "{id}");
     }
+}
+
+/// A final answer that is the prompt's placeholder copied as it is (small models do this) is
+/// refused with a note, and the next reply's real answer is taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copied_placeholder_is_not_taken_as_the_answer() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| match turn(r) {
+        0 => Reply::text("FINAL(your answer)"),
+        1 => code("FINAL('...')"),
+        _ => Reply::text("FINAL(4217)"),
+    });
+    let rlm = Rlm::builder(model(&mock)).engine(engine()).build().unwrap();
+    let result = rlm.run("doc", "What is the code?").await.unwrap();
+    assert_eq!(
+        (result.answer.as_deref(), result.stop, result.iterations),
+        (Some("4217"), StopReason::Final, 3)
+    );
+    let requests = mock.requests();
+    assert!(
+        requests[1]
+            .last_user()
+            .contains("FINAL(your answer) is not an answer")
+    );
+    assert!(
+        requests[2]
+            .last_user()
+            .contains("FINAL(...) is not an answer")
+    );
 }
