@@ -984,8 +984,9 @@ _roots = {}
 def search(pattern, max=100, ignore_case=None, within="context", max_match_chars=1000):
     """Regex search on the host (Rust regex syntax: no look-around or back-references; linear
     time). Returns up to `max` matches as dicts with "start"/"end" (character offsets into the
-    searched text), "text" (the match), "line" (its line) and "path" (for a list or dict
-    context: the indices/keys leading to the text the match is in). Case: `ignore_case=None`
+    searched text), "text" (the match), "line" (its line, at most 250 characters each side),
+    "snippet" (the match with up to 80 characters before and 120 after, within its line) and
+    "path" (for a list or dict context: the indices/keys leading to the text the match is in). Case: `ignore_case=None`
     (the default) ignores case when the pattern has no capital letter (as ripgrep's smart
     case); a pattern with capitals that finds nothing prints how many matches ignoring case
     would find."""
@@ -1040,12 +1041,26 @@ def search(pattern, max=100, ignore_case=None, within="context", max_match_chars
                 "end": end,
                 "text": h.text,
                 "line": h.line,
+                "snippet": _snippet(h.line, h.text),
                 "path": [p.value for p in h.path],
             }
         )
         if len(out) >= limit:
             break
     return out
+
+
+def _snippet(line, text, before=80, after=120):
+    """The match `text` in its `line` with a little of what surrounds it (the first place the
+    line holds it), on one line."""
+    at = line.find(text) if text else -1
+    if at < 0:
+        return line[: before + after].strip()
+    lo = max(0, at - before)
+    hi = at + len(text) + after
+    head = "..." if lo > 0 else ""
+    tail = "..." if hi < len(line) else ""
+    return head + line[lo:hi].strip() + tail
 
 
 def _has_capitals(pattern):

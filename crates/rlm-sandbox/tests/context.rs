@@ -326,6 +326,11 @@ async fn search_is_smart_about_case() {
         );
         let r = sb.exec("print(search('Penicillin'))").await.unwrap();
         assert_eq!(r.stdout, "[]\n");
+        // Each match carries a short snippet around it, within its line.
+        assert_eq!(
+            out(&mut sb, "search('recorded')[0]['snippet']").await,
+            "'Visit 3: New drug allergy recorded.'"
+        );
     }
 }
 

@@ -169,14 +169,14 @@ pub fn small_system_prompt(f: &PromptFacts) -> String {
          Each turn, reply with exactly ONE code block like this:\n{}\
          search(pattern) finds a regular expression in the document (ignoring case unless the \
          pattern has a capital letter) and returns the matches; each has \"text\" (what matched) \
-         and \"line\" (the line it is in). Print how many matches there are and the different \
-         lines they are in (shortened), never the whole document.\n{helper}\
+         and \"snippet\" (the words around it). Print how many matches there are and the \
+         different snippets, never the whole document.\n{helper}\
          When the printed output shows the answer, reply with FINAL(the answer) and no code.\n\n\
          Example (the answer takes two searches).\n\
          Question: What is the blood type of the patient's mother?\nYou reply:\n{}\
-         The output is:\n1 matches in 1 lines\nFamily: mother Rosa Diaz (born 1961)\n\
+         The output is:\n1 matches\nFamily: mother Rosa Diaz (born 1961)\n\
          You reply (the next search uses the name just found):\n{}\
-         The output is:\n2 matches in 2 lines\nFamily: mother Rosa Diaz (born 1961)\n\
+         The output is:\n2 matches\nFamily: mother Rosa Diaz (born 1961)\n\
          Rosa Diaz: blood type A-, no known allergies\nYou reply:\nFINAL(A-)\n\n\
          Rules: search for names and exact words from the question or from the output, not \
          general words; if nothing is found, try a shorter or different word; when a match names \
@@ -190,13 +190,12 @@ pub fn small_system_prompt(f: &PromptFacts) -> String {
     )
 }
 
-/// The small profile's search step: the match count and the distinct lines, shortened (many
-/// matches are often on one repeated line).
+/// The small profile's search step: the match count and the distinct snippets around the
+/// matches (many matches are often one repeated line).
 fn small_search_block(keyword: &str) -> String {
     format!(
-        "```repl\nhits = search(r\"{keyword}\")\nlines = list(dict.fromkeys(h[\"line\"] for h in hits))\n\
-         print(len(hits), \"matches in\", len(lines), \"lines\")\nfor line in lines[:10]:\n    \
-         print(line[:200])\n```\n"
+        "```repl\nhits = search(r\"{keyword}\")\nprint(len(hits), \"matches\")\n\
+         for s in list(dict.fromkeys(h[\"snippet\"] for h in hits))[:6]:\n    print(s)\n```\n"
     )
 }
 
@@ -248,8 +247,8 @@ pub fn system_prompt(f: &PromptFacts) -> String {
     p.push_str(
         "- search(pattern, max=100, ignore_case=None): a fast regular-expression search over the \
          whole context, run outside Python; it ignores case unless the pattern has a capital \
-         letter. Returns dicts with 'start', 'end', 'text', 'line' and 'path' (index of the \
-         document in a list). Use it first to find where things are.\n",
+         letter. Returns dicts with 'start', 'end', 'text', 'line', 'snippet' (the words around \
+         the match) and 'path' (index of the document in a list). Use it first to find where things are.\n",
     );
     if f.sub_calls {
         p.push_str(&format!(
@@ -476,10 +475,7 @@ mod tests {
         };
         let p = small_system_prompt(&f);
         assert!(p.contains("llm_query(prompt)"), "{p}");
-        assert!(
-            p.contains("print(len(hits), \"matches in\", len(lines)"),
-            "{p}"
-        );
+        assert!(p.contains("h[\"snippet\"] for h in hits"), "{p}");
         assert_eq!(p.matches("search(r\"").count(), 3, "{p}");
         assert!(p.contains("at most 8 replies"), "{p}");
         f.sub_calls = false;
