@@ -987,11 +987,15 @@ def rlm_query_batched(prompts, model=None):
 _roots = {}
 
 
-def search(pattern, max=100, ignore_case=False, within="context", max_match_chars=1000):
+def search(pattern, max=100, ignore_case=None, within="context", max_match_chars=1000):
     """Regex search on the host (Rust regex syntax: no look-around or back-references; linear
     time). Returns up to `max` matches as dicts with "start"/"end" (character offsets into the
-    searched text), "text" (the match), "line" (its line) and "path" (for a list or dict
-    context: the indices/keys leading to the text the match is in)."""
+    searched text), "text" (the match), "line" (its line, at most 250 characters each side),
+    "snippet" (the match with up to 80 characters before and 120 after, within its line) and
+    "path" (for a list or dict context: the indices/keys leading to the text the match is in). Case: `ignore_case=None`
+    (the default) ignores case when the pattern has no capital letter (as ripgrep's smart
+    case); a pattern with capitals that finds nothing prints how many matches ignoring case
+    would find."""
     view = None
     if isinstance(within, str):
         if within not in _roots:
@@ -1009,12 +1013,27 @@ def search(pattern, max=100, ignore_case=False, within="context", max_match_char
     limit = int(max)
     if limit <= 0:
         return []
+    pattern = _clean(pattern)
+    smart = ignore_case is None
+    if smart:
+        ignore_case = not _has_capitals(pattern)
     opts = _ctx.SearchOptions(
         max_results=min(limit, 2**31) if view is None else 2**31 - 1,
         ignore_case=bool(ignore_case),
         max_match_chars=int(max_match_chars),
     )
-    hits = _host(_ctx.search, node, _clean(pattern), opts)
+    hits = _host(_ctx.search, node, pattern, opts)
+    if not hits and smart and not ignore_case:
+        anycase = _ctx.SearchOptions(
+            max_results=1000, ignore_case=True, max_match_chars=int(max_match_chars)
+        )
+        n = len(_host(_ctx.search, node, pattern, anycase))
+        if n:
+            more = "+" if n >= 1000 else ""
+            print(
+                f"search: no match for {pattern!r} as written; {n}{more} ignoring case "
+                f"(search(..., ignore_case=True))"
+            )
     out = []
     for h in hits:
         start, end = h.start, h.end
@@ -1028,12 +1047,40 @@ def search(pattern, max=100, ignore_case=False, within="context", max_match_char
                 "end": end,
                 "text": h.text,
                 "line": h.line,
+                "snippet": _snippet(h.line, h.text),
                 "path": [p.value for p in h.path],
             }
         )
         if len(out) >= limit:
             break
     return out
+
+
+def _snippet(line, text, before=80, after=120):
+    """The match `text` in its `line` with a little of what surrounds it (the first place the
+    line holds it), on one line."""
+    at = line.find(text) if text else -1
+    if at < 0:
+        return line[: before + after].strip()
+    lo = max(0, at - before)
+    hi = at + len(text) + after
+    head = "..." if lo > 0 else ""
+    tail = "..." if hi < len(line) else ""
+    return head + line[lo:hi].strip() + tail
+
+
+def _has_capitals(pattern):
+    """Whether a regex pattern has a capital letter of its own (not in an escape such as \\S or
+    \\W, nor a (?i) flag)."""
+    escaped = False
+    for c in pattern:
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c.isupper():
+            return True
+    return False
 
 
 class ToolError(RuntimeError):

@@ -66,7 +66,7 @@ impl RlmBuilder {
             inline_context_chars: 8 << 20,
             sinks: Vec::new(),
             seed: None,
-            profile: prompt::PromptProfile::Standard,
+            profile: prompt::PromptProfile::Auto,
             tools: Vec::new(),
         }
     }
@@ -212,6 +212,7 @@ impl RlmBuilder {
         };
         self.limits.validate()?;
         let sub_model = self.sub_model.unwrap_or_else(|| self.root_model.clone());
+        let profile = self.profile.resolve(&self.root_model.id());
         Ok(Rlm {
             config: Arc::new(Config {
                 root_model: self.root_model,
@@ -227,7 +228,7 @@ impl RlmBuilder {
                 inline_context_chars: self.inline_context_chars,
                 sinks: self.sinks,
                 seed: self.seed,
-                profile: self.profile,
+                profile,
                 tools: self.tools,
             }),
         })

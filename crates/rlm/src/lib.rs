@@ -70,6 +70,7 @@ mod node;
 mod outcome;
 mod parse;
 mod prompt;
+mod repeat;
 mod session;
 mod setup;
 mod trace;
@@ -84,7 +85,7 @@ pub use input::ContextInput;
 pub use outcome::{RunResult, StopReason, UsageReport};
 pub use parse::{ParsedReply, TextFinal, find_final, parse_reply};
 pub use prompt::{
-    PromptFacts, PromptProfile, describe_shape, small_system_prompt, system_prompt,
+    PromptFacts, PromptProfile, UnknownProfile, describe_shape, small_system_prompt, system_prompt,
     system_prompt_for, truncate_middle,
 };
 pub use rlm_sandbox::{Tool, ToolError, ToolFuture};
