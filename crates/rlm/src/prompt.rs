@@ -539,6 +539,7 @@ mod tests {
             recursive: false,
             max_output_chars: 1_500,
             max_iterations: 8,
+            tools: Vec::new(),
         };
         let p = small_system_prompt(&f);
         assert!(p.contains("llm_query(prompt)"), "{p}");
