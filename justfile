@@ -60,6 +60,7 @@ test: guest system-deps
     just eval-smoke
     just serve-test
     just mcp-test
+    just py-test
 
 # Run the evaluation harness: `just eval run --dataset all --sizes 8k,128k ...`, `just eval report
 # eval/results.jsonl` (see the README's "Evaluation" section).
@@ -186,3 +187,43 @@ bench: guest
     cargo build --release -p rlm-cli
     cargo bench -p rlm-sandbox --bench sandbox
     cargo bench -p rlm --bench loop
+
+# The Python package (crates/rlm-py, import name rlm_rs): an abi3 wheel for CPython 3.9+ with
+# the sandbox guest inside, into <target>/wheels. maturin comes from PyPI into a private venv
+# (pinned in tests/python/requirements.txt). The default profile is dev: it shares every
+# compiled dependency with `just build`/`just test` (dev already optimises dependencies);
+# `just wheel release` makes a release wheel (a release build of wasmtime, ~10 min cold).
+wheel profile="dev": guest py-venv
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p crates/rlm-py/python/rlm_rs/_guest
+    cp target/guest/rlm_guest.wasm crates/rlm-py/python/rlm_rs/_guest/rlm_guest.wasm
+    rm -f "{{target_dir}}"/wheels/rlm_rs-*.whl
+    "{{target_dir}}/py-venv/bin/maturin" build --quiet -m crates/rlm-py/Cargo.toml \
+        --profile {{profile}} --strip --interpreter "{{target_dir}}/py-venv/bin/python" \
+        --out "{{target_dir}}/wheels"
+    ls -l "{{target_dir}}"/wheels/rlm_rs-*.whl
+
+# The venv that builds and tests the Python package (maturin, pytest, dspy; pinned).
+py-venv:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    venv="{{target_dir}}/py-venv"
+    if ! cmp -s tests/python/requirements.txt "$venv/requirements.txt" 2>/dev/null; then
+        rm -rf "$venv" && python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
+        cp tests/python/requirements.txt "$venv/requirements.txt"
+    fi
+
+# The Python package's tests: install the wheel into the venv, then run pytest from a temporary
+# directory, so they import the installed wheel (and its own guest), not the source tree.
+py-test *args: wheel
+    #!/usr/bin/env bash
+    set -euo pipefail
+    venv="{{target_dir}}/py-venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps \
+        "{{target_dir}}"/wheels/rlm_rs-*.whl
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    cp -r tests/python "$tmp/tests"
+    cd "$tmp" && env -u RLM_GUEST_WASM "$venv/bin/python" -m pytest -q -p no:cacheprovider tests {{args}}
