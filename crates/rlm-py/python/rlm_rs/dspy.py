@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 
 from dspy.primitives.code_interpreter import CodeExecutionError, CodeInterpreterError, FinalOutput
 
-from . import Limits, Sandbox
+from . import Limits, Sandbox, SandboxError
 
 __all__ = ["Interpreter"]
 
@@ -127,9 +127,16 @@ class Interpreter:
                         step = self._sandbox.exec(f"{name} = {slot}")
                         if step.error:
                             raise CodeInterpreterError(f"binding {name!r} failed: {step.error}")
+                elif name.startswith("__"):
+                    # The sandbox's define() keeps dunder names for itself; DSPy's facade binds
+                    # one (its host token): assign it in a step instead.
+                    literal = repr(json.dumps(value))
+                    step = self._sandbox.exec(f"{name} = __import__('json').loads({literal})")
+                    if step.error:
+                        raise CodeInterpreterError(f"binding {name!r} failed: {step.error}")
                 else:
                     self._sandbox.define(name, value)
-            except TypeError as e:
+            except (TypeError, SandboxError) as e:
                 raise CodeInterpreterError(f"variable {name!r} cannot enter the sandbox: {e}") from e
             self._bound[name] = value
 
