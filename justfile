@@ -187,6 +187,7 @@ bench: guest
     cargo build --release -p rlm-cli
     cargo bench -p rlm-sandbox --bench sandbox
     cargo bench -p rlm --bench loop
+    just py-bench
 
 # The Python package (crates/rlm-py, import name rlm_rs): an abi3 wheel for CPython 3.9+ with
 # the sandbox guest inside, into <target>/wheels. maturin comes from PyPI into a private venv
@@ -227,3 +228,13 @@ py-test *args: wheel
     trap 'rm -rf "$tmp"' EXIT
     cp -r tests/python "$tmp/tests"
     cd "$tmp" && env -u RLM_GUEST_WASM "$venv/bin/python" -m pytest -q -p no:cacheprovider tests {{args}}
+
+# Figures of the installed Python package: import time, first Sandbox (cold and cached compile),
+# a 10-step session, and the DSPy interpreter against DSPy's default one (Deno + Pyodide).
+py-bench: wheel
+    #!/usr/bin/env bash
+    set -euo pipefail
+    venv="{{target_dir}}/py-venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps \
+        "{{target_dir}}"/wheels/rlm_rs-*.whl
+    cd "$(mktemp -d)" && "$venv/bin/python" "{{justfile_directory()}}/crates/rlm-py/bench/bench.py"

@@ -168,3 +168,21 @@ def test_ctrl_c_stops_a_step_and_keeps_the_repl():
     assert time.monotonic() - started < 10
     r = sb.exec("print(kept + 1)")
     assert r.stdout == "42\n", r
+
+
+def test_the_type_stubs_cover_the_native_module():
+    import ast
+    from pathlib import Path
+
+    stub = Path(rlm_rs.__file__).with_name("_native.pyi")
+    tree = ast.parse(stub.read_text())
+    stubbed = {n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+    stubbed |= {t.target.id for t in tree.body if isinstance(t, ast.AnnAssign)}
+    public = {n for n in dir(rlm_rs._native) if not n.startswith("_")}
+    assert public <= stubbed, public - stubbed
+    for cls in ("Sandbox", "RLM", "StepResult", "RunResult", "Limits"):
+        node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+        names = {m.name for m in node.body if isinstance(m, ast.FunctionDef)}
+        names |= {m.target.id for m in node.body if isinstance(m, ast.AnnAssign)}
+        members = {n for n in dir(getattr(rlm_rs._native, cls)) if not n.startswith("_")}
+        assert members <= names, (cls, members - names)

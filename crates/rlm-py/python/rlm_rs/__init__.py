@@ -16,7 +16,6 @@ official ``rlms`` package, which installs a module named ``rlm``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -76,6 +75,8 @@ class RLM(_native.RLM):
     async def arun(self, context: Any, query: str) -> RunResult:
         """:meth:`run` for ``asyncio``: the run goes on a worker thread; cancelling the awaiting
         task cancels the run. ``on_event`` is then called on that worker thread."""
+        import asyncio  # here, not at import: asyncio alone would triple `import rlm_rs`
+
         token = CancelToken()
         loop = asyncio.get_running_loop()
         call = functools.partial(self.run, context, query, cancel=token)
