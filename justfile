@@ -237,4 +237,7 @@ py-bench: wheel
     venv="{{target_dir}}/py-venv"
     "$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps \
         "{{target_dir}}"/wheels/rlm_rs-*.whl
+    # Deno for DSPy's default interpreter (the comparison is skipped if it cannot install).
+    "$venv/bin/pip" install -q --disable-pip-version-check -r crates/rlm-py/bench/requirements.txt \
+        || echo "py-bench: deno did not install; the DSPy comparison is skipped" >&2
     cd "$(mktemp -d)" && "$venv/bin/python" "{{justfile_directory()}}/crates/rlm-py/bench/bench.py"

@@ -93,3 +93,15 @@ def test_dspy_rlm_sees_code_errors_and_goes_on():
         pred = rlm(query="shout")
     assert pred.answer == "SHOUT"
     assert "NameError" in pred.trajectory[0]["output"]
+
+
+def test_an_interpreter_left_without_shutdown_is_collected():
+    import gc
+    import weakref
+
+    it = Interpreter()
+    it.execute("x = 1")
+    ref = weakref.ref(it)
+    del it
+    gc.collect()
+    assert ref() is None, "the sandbox's handler must not keep its interpreter alive"

@@ -186,3 +186,22 @@ def test_the_type_stubs_cover_the_native_module():
         names |= {m.target.id for m in node.body if isinstance(m, ast.AnnAssign)}
         members = {n for n in dir(getattr(rlm_rs._native, cls)) if not n.startswith("_")}
         assert members <= names, (cls, members - names)
+
+
+def test_a_cycle_through_a_handler_is_collected():
+    import gc
+    import weakref
+
+    class Owner:
+        def __init__(self):
+            self.sb = Sandbox(llm_query=self.answer)
+
+        def answer(self, prompt, model=None):
+            return prompt
+
+    owner = Owner()
+    assert owner.sb.exec("print(llm_query('echo'))").stdout == "echo\n"
+    ref = weakref.ref(owner)
+    del owner
+    gc.collect()
+    assert ref() is None

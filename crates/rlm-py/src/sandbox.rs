@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use pyo3::{PyTraverseError, PyVisit};
 use rlm_sandbox::{Limits as RustLimits, ModelHost, Sandbox as RustSandbox, StepResult};
 use tokio::sync::Mutex;
 
@@ -253,50 +254,67 @@ fn cut(s: &str) -> String {
     }
 }
 
+/// A handler slot shared by the host (which calls it) and the Python object (which shows it to
+/// the garbage collector, and empties it when the collector breaks a cycle through it).
+type Handler = Arc<std::sync::Mutex<Option<Py<PyAny>>>>;
+
 /// Answers the guest's `llm_query`/`rlm_query` with Python functions of the host. Each call
 /// runs on a blocking thread that takes the GIL; a raised exception reaches the guest as an
 /// `"Error: ..."` string.
 pub struct PyModelHost {
-    llm: Option<Py<PyAny>>,
-    rlm: Option<Py<PyAny>>,
+    llm: Handler,
+    rlm: Handler,
 }
 
 impl PyModelHost {
-    pub fn new(llm: Option<Py<PyAny>>, rlm: Option<Py<PyAny>>) -> Self {
+    fn new(llm: Handler, rlm: Handler) -> Self {
         Self { llm, rlm }
     }
 }
 
+fn handler(slot: Option<Py<PyAny>>) -> Handler {
+    Arc::new(std::sync::Mutex::new(slot))
+}
+
 async fn call_handler(
-    handler: Option<Py<PyAny>>,
+    slots: Vec<Handler>,
     which: &'static str,
     prompt: String,
     model: Option<String>,
 ) -> Result<String, String> {
-    let Some(handler) = handler else {
-        return Err(format!(
-            "{which} has no handler in this sandbox: pass llm_query=... to Sandbox() to answer it"
-        ));
-    };
     tokio::task::spawn_blocking(move || {
         Python::attach(|py| {
+            let handler = slots.iter().find_map(|slot| {
+                slot.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .as_ref()
+                    .map(|h| h.clone_ref(py))
+            });
+            let Some(handler) = handler else {
+                return Err(format!(
+                    "{which} has no handler in this sandbox: pass llm_query=... to Sandbox() to \
+                     answer it"
+                ));
+            };
             let called = match &model {
                 None => handler.call1(py, (prompt,)),
                 Some(m) => {
                     let kwargs = PyDict::new(py);
-                    kwargs.set_item("model", m)?;
-                    handler.call(py, (prompt,), Some(&kwargs))
+                    kwargs
+                        .set_item("model", m)
+                        .and_then(|()| handler.call(py, (prompt,), Some(&kwargs)))
                 }
             };
-            called.and_then(|r| {
-                let r = r.bind(py);
-                match r.extract::<String>() {
-                    Ok(s) => Ok(s),
-                    Err(_) => Ok(r.str()?.to_string()),
-                }
-            })
+            called
+                .and_then(|r| {
+                    let r = r.bind(py);
+                    match r.extract::<String>() {
+                        Ok(s) => Ok(s),
+                        Err(_) => Ok(r.str()?.to_string()),
+                    }
+                })
+                .map_err(|e| format!("{which} failed: {}", e.value(py)))
         })
-        .map_err(|e| Python::attach(|py| format!("{which} failed: {}", e.value(py))))
     })
     .await
     .unwrap_or_else(|e| Err(format!("{which} handler did not finish: {e}")))
@@ -305,19 +323,13 @@ async fn call_handler(
 #[async_trait]
 impl ModelHost for PyModelHost {
     async fn llm_query(&self, prompt: String, model: Option<String>) -> Result<String, String> {
-        let h = Python::attach(|py| self.llm.as_ref().map(|h| h.clone_ref(py)));
-        call_handler(h, "llm_query", prompt, model).await
+        call_handler(vec![self.llm.clone()], "llm_query", prompt, model).await
     }
 
     async fn rlm_query(&self, prompt: String, model: Option<String>) -> Result<String, String> {
         // Without a handler of its own, rlm_query is a plain sub-call (as at the RLM's depth limit).
-        let h = Python::attach(|py| {
-            self.rlm
-                .as_ref()
-                .or(self.llm.as_ref())
-                .map(|h| h.clone_ref(py))
-        });
-        call_handler(h, "rlm_query", prompt, model).await
+        let slots = vec![self.rlm.clone(), self.llm.clone()];
+        call_handler(slots, "rlm_query", prompt, model).await
     }
 }
 
@@ -325,6 +337,7 @@ impl ModelHost for PyModelHost {
 #[pyclass(module = "rlm_rs._native", name = "Sandbox", frozen)]
 pub struct PySandbox {
     inner: Arc<Mutex<RustSandbox>>,
+    handlers: [Handler; 2],
 }
 
 #[pymethods]
@@ -348,9 +361,11 @@ impl PySandbox {
         cache_dir: Option<PathBuf>,
     ) -> PyResult<Self> {
         let engine = engine::engine(py, guest, cache_dir)?;
+        let handlers = [handler(llm_query), handler(rlm_query)];
+        let host = PyModelHost::new(handlers[0].clone(), handlers[1].clone());
         let mut builder = RustSandbox::builder(engine)
             .limits(limits.map(|l| l.inner).unwrap_or_default())
-            .model(Arc::new(PyModelHost::new(llm_query, rlm_query)));
+            .model(Arc::new(host));
         if let Some(ctx) = context {
             builder = builder.context(convert::context(ctx)?.into_context());
         }
@@ -364,7 +379,28 @@ impl PySandbox {
             wait::wait(py, builder.build(), None, None, None)?.map_err(errors::sandbox)?;
         Ok(Self {
             inner: Arc::new(Mutex::new(sandbox)),
+            handlers,
         })
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for slot in &self.handlers {
+            // A slot in use by a call right now is skipped (the collector must not block).
+            if let Ok(held) = slot.try_lock()
+                && let Some(h) = held.as_ref()
+            {
+                visit.call(h)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        for slot in &self.handlers {
+            *slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
     }
 
     /// Run one step of Python code; variables persist between steps. Exceptions and limits of
