@@ -170,3 +170,25 @@ def test_the_original_projects_api(scripted):
     rlm = RecursiveLanguageModel("scripted", base_url=looping.url)
     rlm.run(context="x", messages=[{"role": "user", "content": "q"}], max_steps=3)
     assert rlm.last_result.iterations == 3 and rlm.last_result.stop == "max_iterations"
+
+
+def test_a_cycle_through_on_event_is_collected(scripted):
+    import gc
+    import weakref
+
+    server = scripted(two_step)
+
+    class App:
+        def __init__(self):
+            self.seen = []
+            self.rlm = RLM("compat/scripted", base_url=server.url, on_event=self.record)
+
+        def record(self, event):
+            self.seen.append(event["type"])
+
+    app = App()
+    assert app.rlm.run(DOC, "q").answer == "sub saw: check 48213" and app.seen
+    ref = weakref.ref(app)
+    del app
+    gc.collect()
+    assert ref() is None

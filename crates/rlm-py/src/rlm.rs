@@ -2,9 +2,10 @@
 //! [`rlm::RunSpec`] over models made by one [`rlm_llm::LlmClient`]).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit};
 use rlm::{BudgetLimits, Event, RunResult, RunSpec, StopReason, TraceWriter};
 use rlm_llm::{ApiKey, ChatModel, LlmClient, ModelConfig};
 
@@ -60,7 +61,8 @@ pub struct PyRlm {
     root: Arc<dyn ChatModel>,
     sub: Arc<dyn ChatModel>,
     concurrency: usize,
-    on_event: Option<Py<PyAny>>,
+    /// Shown to the garbage collector and emptied by it when it breaks a cycle through it.
+    on_event: Arc<Mutex<Option<Py<PyAny>>>>,
     trace: Option<PathBuf>,
     limits: Option<rlm_sandbox::Limits>,
     seed: Option<[u8; 32]>,
@@ -175,7 +177,7 @@ impl PyRlm {
             root,
             sub,
             concurrency,
-            on_event,
+            on_event: Arc::new(Mutex::new(on_event)),
             trace,
             limits: limits.map(|l| l.inner),
             seed,
@@ -222,7 +224,13 @@ impl PyRlm {
         if let Some(s) = self.seed {
             builder = builder.seed(s);
         }
-        let channel = if self.on_event.is_some() {
+        let on_event = self
+            .on_event
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|cb| cb.clone_ref(py));
+        let channel = if on_event.is_some() {
             let (chan, rx) = wait::event_channel();
             let sink = chan.clone();
             builder = builder.on_event(Arc::new(move |e: &Event| {
@@ -248,7 +256,7 @@ impl PyRlm {
             py,
             async move { rlm.run(input, &query).await },
             channel,
-            self.on_event.as_ref(),
+            on_event.as_ref(),
             cancel.as_ref(),
         )?
         .map_err(errors::rlm)?;
@@ -261,6 +269,19 @@ impl PyRlm {
             self.model(),
             self.sub_model()
         )
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(held) = self.on_event.try_lock()
+            && let Some(cb) = held.as_ref()
+        {
+            visit.call(cb)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        *self.on_event.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
 
