@@ -192,3 +192,13 @@ def test_a_cycle_through_on_event_is_collected(scripted):
     del app
     gc.collect()
     assert ref() is None
+
+
+def test_no_model_named_takes_the_model_of_the_key_set(monkeypatch):
+    for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "RLM_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GOOGLE_API_KEY", "test-key")
+    assert RLM().model == "gemini/gemini-2.5-flash"
+    monkeypatch.delenv("GOOGLE_API_KEY")
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        RLM()

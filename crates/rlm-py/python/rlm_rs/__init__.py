@@ -134,7 +134,7 @@ class RecursiveLanguageModel:
     last run is kept in :attr:`last_result`.
     """
 
-    def __init__(self, model: str = "gpt-4", **options: Any) -> None:
+    def __init__(self, model: Optional[str] = None, **options: Any) -> None:
         self.model = model
         self.options = options
         self.last_result: Optional[RunResult] = None
