@@ -105,3 +105,19 @@ def test_an_interpreter_left_without_shutdown_is_collected():
     del it
     gc.collect()
     assert ref() is None, "the sandbox's handler must not keep its interpreter alive"
+
+
+def test_dspy_tools_are_callable_from_model_code():
+    def lookup(key: str) -> str:
+        """Look a key up in the host's table."""
+        return {"alpha": "first", "beta": "second"}[key]
+
+    lm = DummyLM([
+        {"reasoning": "Use the tool.", "code": "```python\nfound = lookup('beta')\nprint(found)\n```"},
+        {"reasoning": "Done.", "code": "```python\nSUBMIT(answer=found)\n```"},
+    ])
+    with dspy.context(lm=lm):
+        rlm = dspy.RLM("query -> answer", max_iters=3, tools=[lookup], interpreter_factory=Interpreter)
+        pred = rlm(query="what is beta?")
+    assert pred.answer == "second"
+    assert pred.trajectory[0]["output"].strip() == "second"

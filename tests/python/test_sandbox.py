@@ -205,3 +205,27 @@ def test_a_cycle_through_a_handler_is_collected():
     del owner
     gc.collect()
     assert ref() is None
+
+
+def test_custom_tools_are_functions_of_the_repl():
+    calls = []
+
+    def get_weather(city: str, unit: str = "C") -> dict:
+        """The weather in a city."""
+        calls.append((city, unit))
+        return {"city": city, "temp": 21, "unit": unit}
+
+    def fail(reason: str):
+        raise ValueError(reason)
+
+    sb = Sandbox(tools=[get_weather, ("broken", fail), rlm_rs.tool(lambda: [1, 2], name="pair", description="Two numbers.")])
+    r = sb.exec("w = get_weather('Paris')\nprint(w['temp'], w['unit'], get_weather(city='Oslo', unit='F')['unit'], pair())")
+    assert r.stdout == "21 C F [1, 2]\n", r
+    assert calls == [("Paris", "C"), ("Oslo", "F")]
+    r = sb.exec("try:\n    broken('nope')\nexcept ToolError as e:\n    print('caught', e)")
+    assert "caught" in r.stdout and "nope" in r.stdout
+    with pytest.raises(ValueError, match="tool"):
+        Sandbox(tools=[("print", get_weather)])
+    spec = rlm_rs.tool(get_weather)
+    assert spec[0] == "get_weather" and spec[1] == "The weather in a city."
+    assert spec[2] == {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}}, "required": ["city"]}

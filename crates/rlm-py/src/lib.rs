@@ -12,6 +12,7 @@ mod engine;
 mod errors;
 mod rlm;
 mod sandbox;
+mod tools;
 mod wait;
 
 use pyo3::prelude::*;

@@ -337,35 +337,43 @@ impl ModelHost for PyModelHost {
 #[pyclass(module = "rlm_rs._native", name = "Sandbox", frozen)]
 pub struct PySandbox {
     inner: Arc<Mutex<RustSandbox>>,
-    handlers: [Handler; 2],
+    /// The Python functions the sandbox calls (llm_query, rlm_query, tools).
+    handlers: Vec<Handler>,
 }
 
 #[pymethods]
 impl PySandbox {
     /// Start a REPL. `context` (str, list or dict) is bound to `context`; `llm_query(prompt,
     /// model=None) -> str` answers the guest's `llm_query`/`llm_batch` (and `rlm_query`, unless
-    /// `rlm_query` is given); `limits` are the step limits; `seed` (32 bytes) fixes the guest's
+    /// `rlm_query` is given); `tools` are Python functions model code calls by name (callables,
+    /// `(name, callable)` pairs or `rlm_rs.tool(...)` specs); `limits` are the step limits; `seed` (32 bytes) fixes the guest's
     /// randomness; `guest`/`cache_dir` override the guest component and its compile cache.
     #[new]
-    #[pyo3(signature = (context=None, *, llm_query=None, rlm_query=None, limits=None, seed=None,
-        guest=None, cache_dir=None))]
+    #[pyo3(signature = (context=None, *, llm_query=None, rlm_query=None, tools=None, limits=None,
+        seed=None, guest=None, cache_dir=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         context: Option<&Bound<'_, PyAny>>,
         llm_query: Option<Py<PyAny>>,
         rlm_query: Option<Py<PyAny>>,
+        tools: Option<&Bound<'_, PyAny>>,
         limits: Option<Limits>,
         seed: Option<Vec<u8>>,
         guest: Option<PathBuf>,
         cache_dir: Option<PathBuf>,
     ) -> PyResult<Self> {
         let engine = engine::engine(py, guest, cache_dir)?;
-        let handlers = [handler(llm_query), handler(rlm_query)];
+        let mut handlers = vec![handler(llm_query), handler(rlm_query)];
         let host = PyModelHost::new(handlers[0].clone(), handlers[1].clone());
         let mut builder = RustSandbox::builder(engine)
             .limits(limits.map(|l| l.inner).unwrap_or_default())
             .model(Arc::new(host));
+        if let Some(tools) = tools {
+            let (tools, slots) = crate::tools::from_python(tools)?;
+            builder = builder.tools(tools);
+            handlers.extend(slots);
+        }
         if let Some(ctx) = context {
             builder = builder.context(convert::context(ctx)?.into_context());
         }

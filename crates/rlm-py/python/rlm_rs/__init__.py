@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import _native
+from ._tools import tool
 from ._native import (
     WASMTIME_VERSION,
     CancelToken,
@@ -52,6 +53,7 @@ __all__ = [
     "WASMTIME_VERSION",
     "engine_info",
     "resolve_model",
+    "tool",
 ]
 
 #: The sandbox guest (CPython compiled to a WebAssembly component) shipped in the wheel, or

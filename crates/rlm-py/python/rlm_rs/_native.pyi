@@ -1,7 +1,7 @@
 """Type stubs of rlm_rs._native, the Rust half of rlm_rs (see the package docstring)."""
 
 from os import PathLike
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 _Path = Union[str, PathLike[str]]
 _Context = Union[str, list[Any], dict[str, Any]]
@@ -85,6 +85,7 @@ class Sandbox:
         *,
         llm_query: Optional[Callable[..., str]] = None,
         rlm_query: Optional[Callable[..., str]] = None,
+        tools: Optional[Iterable[Union[Callable[..., Any], tuple]]] = None,
         limits: Optional[Limits] = None,
         seed: Optional[bytes] = None,
         guest: Optional[_Path] = None,

@@ -14,14 +14,19 @@ Deno/Pyodide default), with fuel, memory and time limits and no files, network o
 - Errors in the code raise ``CodeExecutionError`` (a step stopped by a limit too; the REPL is
   restored to its state before the step), invalid syntax ``SyntaxError``.
 
-Other tools (``dspy.RLM(tools=[...])`` and DSPy's sub-agent bridge) need host functions that
-model code can call by name; this sandbox does not offer those yet, so code that calls them
-gets a ``NameError`` (reported as ``CodeExecutionError``).
+- Other tools (``dspy.RLM(tools=[...])``) become functions of the REPL that call the host
+  (by keyword or in the order of their parameters); a tool's exception reaches model code as a
+  ``ToolError``, a result that is not JSON as its ``str``. The tools are bound when the REPL
+  starts (DSPy gives them before its first ``execute``).
+- DSPy's sandboxed sub-agents (``import dspy`` in the REPL) are not offered: their bridge
+  functions have names the sandbox keeps for itself (``__dspy_*__``), so ``dspy.RLM`` runs
+  without them (it logs that sub-agents are unavailable).
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import json
 from typing import Any, Callable, Optional
 
@@ -35,6 +40,21 @@ __all__ = ["Interpreter"]
 LARGE_VALUE_BYTES = 1 << 20
 
 _COMPILE_FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+
+
+def _jsonable(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` with a result that is not JSON given as its str (as DSPy's own interpreter does)."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        result = fn(*args, **kwargs)
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError):
+            return str(result)
+        return result
+
+    return call
 
 
 class Interpreter:
@@ -72,7 +92,7 @@ class Interpreter:
         if self._ended:
             raise CodeInterpreterError("this interpreter was shut down; create a new one")
         if self._sandbox is None:
-            kwargs: dict[str, Any] = {"llm_query": self._llm_query}
+            kwargs: dict[str, Any] = {"llm_query": self._llm_query, "tools": self._host_tools()}
             if self._limits is not None:
                 kwargs["limits"] = self._limits
             if self._guest is not None:
@@ -100,6 +120,15 @@ class Interpreter:
         return self.execute(code, variables)
 
     # -- host calls --------------------------------------------------------------------------
+
+    def _host_tools(self) -> list[tuple[str, Callable[..., Any]]]:
+        """The tools the REPL binds: all but the built-in model calls (the sandbox has those)
+        and names it keeps for itself (leading underscore)."""
+        return [
+            (name, _jsonable(fn))
+            for name, fn in self.tools.items()
+            if name not in ("llm_query", "llm_query_batched") and not name.startswith("_")
+        ]
 
     def _llm_query(self, prompt: str, model: Optional[str] = None) -> str:
         tool = self.tools.get("llm_query")

@@ -1,0 +1,84 @@
+//! Custom tools from Python: host functions that model code in the sandbox calls like ordinary
+//! Python functions. The Python half (`rlm_rs._tools.spec`) turns a callable into a name, a
+//! description and a JSON schema of its parameters; here that becomes an [`rlm_sandbox::Tool`]
+//! whose handler calls the function (keyword arguments, on a blocking thread that takes the
+//! GIL) and sends its result back as JSON.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use rlm_sandbox::Tool;
+
+use crate::convert;
+
+/// A Python function behind a tool, shared with the garbage collector's view of its owner.
+pub type Slot = Arc<Mutex<Option<Py<PyAny>>>>;
+
+/// Tools from what the user gave (`tools=[...]`): callables, `(name, callable)` pairs or
+/// `rlm_rs.tool(...)` specs. Returns the tools and the slots of their functions.
+pub fn from_python(tools: &Bound<'_, PyAny>) -> PyResult<(Vec<Tool>, Vec<Slot>)> {
+    let py = tools.py();
+    let spec = py.import("rlm_rs._tools")?.getattr("spec")?;
+    let mut out = Vec::new();
+    let mut slots = Vec::new();
+    for item in tools.try_iter()? {
+        let (name, description, parameters, function): (
+            String,
+            String,
+            Bound<'_, PyAny>,
+            Py<PyAny>,
+        ) = spec.call1((item?,))?.extract()?;
+        let schema = convert::py_to_json(&parameters)?;
+        let slot: Slot = Arc::new(Mutex::new(Some(function)));
+        let held = slot.clone();
+        let label = name.clone();
+        let tool = Tool::new(name, description, schema, move |args| {
+            let held = held.clone();
+            let label = label.clone();
+            async move {
+                let name = label.clone();
+                tokio::task::spawn_blocking(move || call(&held, &name, args))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("{label} did not finish: {e}")))
+            }
+        })
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        out.push(tool);
+        slots.push(slot);
+    }
+    Ok((out, slots))
+}
+
+/// Call the tool's function with `args` (a JSON object) as keyword arguments.
+fn call(slot: &Slot, name: &str, args: serde_json::Value) -> Result<serde_json::Value, String> {
+    Python::attach(|py| {
+        let function = slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|f| f.clone_ref(py))
+            .ok_or_else(|| format!("{name} is gone (its owner was collected)"))?;
+        let result = (|| -> PyResult<serde_json::Value> {
+            let kwargs = convert::json_to_py(py, &args)?;
+            let kwargs = kwargs
+                .bind(py)
+                .cast::<PyDict>()
+                .map_err(PyErr::from)?
+                .clone();
+            let value = function.call(py, (), Some(&kwargs))?;
+            convert::py_to_json(value.bind(py))
+        })();
+        result.map_err(|e| {
+            format!(
+                "{}: {}",
+                e.get_type(py)
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+                e.value(py)
+            )
+        })
+    })
+}
