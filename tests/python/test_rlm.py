@@ -202,3 +202,26 @@ def test_no_model_named_takes_the_model_of_the_key_set(monkeypatch):
     monkeypatch.delenv("GOOGLE_API_KEY")
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         RLM()
+
+
+def test_tools_reach_every_repl_of_a_run(scripted):
+    looked_up = []
+
+    def lookup(key: str) -> str:
+        """Look a key up in the host's table."""
+        looked_up.append(key)
+        return {"alpha": "first", "beta": "second"}[key]
+
+    def reply(messages):
+        if root_turns(messages) == 0:
+            return "```repl\nw = lookup('beta')\nprint(w)\n```"
+        return "FINAL_VAR(w)"
+
+    server = scripted(reply)
+    rlm = RLM("compat/scripted", base_url=server.url, tools=[lookup])
+    r = rlm.run("ctx", "q")
+    assert r.answer == "second" and looked_up == ["beta"]
+    calls = [e for e in r.events if e["type"] == "tool_call"]
+    assert len(calls) == 1 and "lookup" in json.dumps(calls[0])
+    system = next(m["content"] for m in server.requests[0]["messages"] if m["role"] == "system")
+    assert "lookup" in system and "Look a key up" in system

@@ -63,6 +63,9 @@ pub struct PyRlm {
     concurrency: usize,
     /// Shown to the garbage collector and emptied by it when it breaks a cycle through it.
     on_event: Arc<Mutex<Option<Py<PyAny>>>>,
+    /// Custom tools of every sandbox of a run, and the slots of their Python functions.
+    tools: Vec<rlm_sandbox::Tool>,
+    tool_slots: Vec<crate::tools::Slot>,
     trace: Option<PathBuf>,
     limits: Option<rlm_sandbox::Limits>,
     seed: Option<[u8; 32]>,
@@ -74,12 +77,14 @@ pub struct PyRlm {
 impl PyRlm {
     /// Set up an RLM. `model`/`sub_model` are `provider/model` ids (a bare name resolves as
     /// [`resolve_model`] says; no model: chosen from the API key that is set); `base_url` and
-    /// `api_key` reach an OpenAI-compatible server (`compat/...`) or override a provider's.
+    /// `api_key` reach an OpenAI-compatible server (`compat/...`) or override a provider's;
+    /// `tools` are Python functions model code calls by name in every REPL of the run (the
+    /// system prompt lists them; each call is a `tool_call` event).
     #[new]
     #[pyo3(signature = (model=None, *, sub_model=None, base_url=None, api_key=None,
         max_iterations=None, max_depth=None, max_output_chars=None, sub_model_context_tokens=None,
         budget_usd=None, budget_tokens=None, budget_sub_calls=None, budget_seconds=None,
-        concurrency=16, on_event=None, trace=None, limits=None, seed=None, guest=None,
+        concurrency=16, on_event=None, tools=None, trace=None, limits=None, seed=None, guest=None,
         cache_dir=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -97,6 +102,7 @@ impl PyRlm {
         budget_seconds: Option<f64>,
         concurrency: usize,
         on_event: Option<Py<PyAny>>,
+        tools: Option<&Bound<'_, PyAny>>,
         trace: Option<PathBuf>,
         limits: Option<Limits>,
         seed: Option<Vec<u8>>,
@@ -121,13 +127,13 @@ impl PyRlm {
             max_depth,
             max_output_chars,
             sub_model_context_tokens,
-            local_context_tokens: None,
             budget: BudgetLimits {
                 usd: budget_usd,
                 tokens: budget_tokens,
                 sub_calls: budget_sub_calls,
                 seconds: budget_seconds,
             },
+            ..RunSpec::default()
         };
         // Bad limits and ids fail here, before any run.
         spec.budget()
@@ -172,12 +178,18 @@ impl PyRlm {
                     .map_err(|_| pyo3::exceptions::PyValueError::new_err("seed must be 32 bytes"))
             })
             .transpose()?;
+        let (tools, tool_slots) = match tools {
+            Some(t) => crate::tools::from_python(t)?,
+            None => (Vec::new(), Vec::new()),
+        };
         Ok(Self {
             spec,
             root,
             sub,
             concurrency,
             on_event: Arc::new(Mutex::new(on_event)),
+            tools,
+            tool_slots,
             trace,
             limits: limits.map(|l| l.inner),
             seed,
@@ -217,7 +229,8 @@ impl PyRlm {
             .builder(self.root.clone(), self.sub.clone())
             .map_err(|e| errors::ConfigError::new_err(e.to_string()))?
             .engine(engine)
-            .sub_concurrency(self.concurrency);
+            .sub_concurrency(self.concurrency)
+            .tools(self.tools.iter().cloned());
         if let Some(l) = &self.limits {
             builder = builder.limits(l.clone());
         }
@@ -272,16 +285,20 @@ impl PyRlm {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Ok(held) = self.on_event.try_lock()
-            && let Some(cb) = held.as_ref()
-        {
-            visit.call(cb)?;
+        for slot in std::iter::once(&self.on_event).chain(&self.tool_slots) {
+            if let Ok(held) = slot.try_lock()
+                && let Some(f) = held.as_ref()
+            {
+                visit.call(f)?;
+            }
         }
         Ok(())
     }
 
     fn __clear__(&self) {
-        *self.on_event.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        for slot in std::iter::once(&self.on_event).chain(&self.tool_slots) {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
     }
 }
 

@@ -150,6 +150,7 @@ class RLM:
         budget_seconds: Optional[float] = None,
         concurrency: int = 16,
         on_event: Optional[Callable[[dict[str, Any]], Any]] = None,
+        tools: Optional[Iterable[Union[Callable[..., Any], tuple]]] = None,
         trace: Optional[_Path] = None,
         limits: Optional[Limits] = None,
         seed: Optional[bytes] = None,
