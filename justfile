@@ -199,17 +199,23 @@ container: guest container-deps
     strip --strip-debug -o "$ctx/rlm" "{{target_dir}}/release/rlm"
     echo pass | RLM_CACHE_DIR="$ctx/cache" RLM_GUEST_WASM="$ctx/rlm_guest.wasm" "$ctx/rlm" exec - > /dev/null
     echo "$key" > "$ctx/cache.key"
+    # The base: made once from Debian packages, kept as an image and as a tarball beside the
+    # build (so a machine with a fresh image store but this target dir only imports it).
+    base_tar="{{target_dir}}/container/{{replace(replace(base_image, "localhost/", ""), ":", "-")}}.tar"
     if ! podman image exists {{base_image}}; then
-        echo "container: making the base image {{base_image}} from Debian packages (mmdebstrap)" >&2
-        tmp=$(mktemp -d)
-        trap 'rm -rf "$tmp"' EXIT
-        mmdebstrap --variant=essential --include=ca-certificates,passwd,tini \
-            --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
-            --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
-            --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
-            --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-            bookworm "$tmp/rootfs.tar" > "$tmp/log" 2>&1 || { cat "$tmp/log" >&2; exit 1; }
-        podman import --quiet "$tmp/rootfs.tar" {{base_image}} > /dev/null
+        if [ ! -s "$base_tar" ]; then
+            echo "container: making the base image {{base_image}} from Debian packages (mmdebstrap)" >&2
+            tmp=$(mktemp -d)
+            trap 'rm -rf "$tmp"' EXIT
+            mmdebstrap --variant=essential --include=ca-certificates,passwd,tini \
+                --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+                --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+                --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+                --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+                bookworm "$tmp/rootfs.tar" > "$tmp/log" 2>&1 || { cat "$tmp/log" >&2; exit 1; }
+            mv "$tmp/rootfs.tar" "$base_tar"
+        fi
+        podman import --quiet "$base_tar" {{base_image}} > /dev/null
     fi
     previous=$(podman image inspect {{image}} --format '{{{{.Id}}' 2>/dev/null || true)
     podman build --quiet -t {{image}} --build-arg BASE={{base_image}} -f Containerfile "$ctx" > /dev/null
