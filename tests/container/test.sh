@@ -81,8 +81,11 @@ python3 "$here/check.py" "http://127.0.0.1:$port" "$RLM_SERVE_API_KEY" "$out/tra
 server_pid=$(podman exec "$name" cat /proc/1/task/1/children | tr -d ' ')
 [ -n "$server_pid" ] || fail "no server process under the init"
 [ "$(podman exec "$name" cat /proc/"$server_pid"/comm)" = rlm ] || fail "the child of the init is not rlm"
-uid=$(podman exec "$name" cat /proc/"$server_pid"/status | awk '/^Uid:/ {print $2}')
-[ "$uid" = 10001 ] || fail "the server runs as uid $uid, not 10001"
+# Real, effective, saved and filesystem ids, user and group.
+ids=$(podman exec "$name" cat /proc/"$server_pid"/status | awk '/^[UG]id:/ {print $2, $3, $4, $5}' | tr '\n' ' ')
+[ "$ids" = "10001 10001 10001 10001 10001 10001 10001 10001 " ] ||
+    fail "the server runs as uid/gid $ids, not 10001"
+uid=10001
 # Listening on all the container's interfaces, port 7860 (0x1EB4), state LISTEN (0A).
 podman exec "$name" cat /proc/net/tcp | grep -q '^ *[0-9]*: 00000000:1EB4 00000000:0000 0A' ||
     fail "the server does not listen on 0.0.0.0:7860"
@@ -95,7 +98,7 @@ fi
 # The precompiled guest in the image was used (exactly one artifact, and no compiling at start:
 # on a read-only root the server could not have saved a new one).
 n=$(podman exec "$name" ls /usr/local/lib/rlm/cache | grep -c '\.cwasm$' || true)
-[ "$n" = 1 ] || fail "the image holds $n precompiled guests, not 1 (rm -rf the staging dir and rerun just container)"
+[ "$n" = 1 ] || fail "the image holds $n precompiled guests, not 1 (delete \$CARGO_TARGET_DIR/container/context and rerun just container)"
 if podman logs "$name" 2>&1 | grep -q "compiling the sandbox guest"; then
     fail "the server compiled the guest at start instead of using the image's"
 fi
