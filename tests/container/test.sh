@@ -16,7 +16,7 @@ name="rlm-container-test-$$"
 "$mock_bin" --url-file "$out/mock-url" > /dev/null &
 mock=$!
 cleanup() {
-    podman rm -f -t 0 "$name" > /dev/null 2>&1 || true
+    podman rm -f -v -t 0 "$name" > /dev/null 2>&1 || true
     kill "$mock" 2> /dev/null || true
 }
 trap cleanup EXIT
