@@ -4,6 +4,10 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 target_dir := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() + "/target")
 rlm := target_dir + "/debug/rlm"
+# The container image `just container` builds, and the Debian base it builds it on (bump the
+# suffix when the base's packages change, so it is made again).
+image := "localhost/rlm-app"
+base_image := "localhost/rlm-base:bookworm-1"
 example_query := "Which new drug allergy was recorded for the patient, and what did the drug cause?"
 
 # List the recipes.
@@ -61,6 +65,7 @@ test: guest system-deps
     just serve-test
     just mcp-test
     just py-test
+    just container-test
 
 # Run the evaluation harness: `just eval run --dataset all --sizes 8k,128k ...`, `just eval report
 # eval/results.jsonl` (see the README's "Evaluation" section).
@@ -174,6 +179,80 @@ mcp-test: build
     pids+=($!)
     for _ in $(seq 200); do [ -s "$out/fast-url" ] && [ -s "$out/slow-url" ] && break; sleep 0.05; done
     "$venv/bin/python" tests/mcp/client.py "{{rlm}}" "$(cat "$out/fast-url")" "$(cat "$out/slow-url")" "$out"
+
+# Podman, runc, slirp4netns, mmdebstrap and strip (Debian packages) for the container image, if
+# missing.
+container-deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    missing=()
+    for p in podman runc slirp4netns mmdebstrap strip:binutils; do
+        command -v "${p%%:*}" > /dev/null || missing+=("${p##*:}")
+    done
+    [ ${#missing[@]} -eq 0 ] && exit 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing ${missing[*]} (for the container image)" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "error: the container image needs ${missing[*]} (Debian: apt-get install podman runc slirp4netns mmdebstrap binutils)" >&2
+        exit 1
+    fi
+
+# The container image (localhost/rlm-app, `rlm serve` on port 7860): the release binary built
+# here without local models, the guest and its precompiled native code, on a Debian bookworm base
+# made once from Debian packages with mmdebstrap (no image registry needed). See the README.
+container: guest container-deps
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export CONTAINERS_CONF="${CONTAINERS_CONF:-{{justfile_directory()}}/tests/container/containers.conf}"
+    cargo build --release -p rlm-cli --no-default-features
+    ctx="{{target_dir}}/container/context"
+    mkdir -p "$ctx/cache"
+    # The precompiled guest depends on the guest, wasmtime's version (Cargo.lock) and the engine's
+    # settings (engine.rs): when one changes, the cache starts afresh, so the image holds one.
+    key=$(cat target/guest/rlm_guest.wasm Cargo.lock crates/rlm-sandbox/src/engine.rs | sha256sum | cut -d' ' -f1)
+    if [ "$(cat "$ctx/cache.key" 2>/dev/null)" != "$key" ]; then rm -f "$ctx"/cache/*; fi
+    cp target/guest/rlm_guest.wasm "$ctx/rlm_guest.wasm"
+    strip --strip-debug -o "$ctx/rlm" "{{target_dir}}/release/rlm"
+    echo pass | RLM_CACHE_DIR="$ctx/cache" RLM_GUEST_WASM="$ctx/rlm_guest.wasm" "$ctx/rlm" exec - > /dev/null
+    echo "$key" > "$ctx/cache.key"
+    # The base: made once from Debian packages, kept as an image and as a tarball beside the
+    # build (so a machine with a fresh image store but this target dir only imports it).
+    base_tar="{{target_dir}}/container/{{replace(replace(base_image, "localhost/", ""), ":", "-")}}.tar"
+    if ! podman image exists {{base_image}}; then
+        if [ ! -s "$base_tar" ]; then
+            echo "container: making the base image {{base_image}} from Debian packages (mmdebstrap)" >&2
+            tmp=$(mktemp -d)
+            trap 'rm -rf "$tmp"' EXIT
+            mmdebstrap --variant=essential --include=ca-certificates,passwd,tini \
+                --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+                --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+                --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+                --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+                bookworm "$tmp/rootfs.tar" > "$tmp/log" 2>&1 || { cat "$tmp/log" >&2; exit 1; }
+            mv "$tmp/rootfs.tar" "$base_tar"
+        fi
+        podman import --quiet "$base_tar" {{base_image}} > /dev/null
+    fi
+    previous=$(podman image inspect {{image}} --format '{{{{.Id}}' 2>/dev/null || true)
+    podman build --quiet -t {{image}} --build-arg BASE={{base_image}} -f Containerfile "$ctx" > /dev/null
+    # The image it replaces (untagged now) goes, unless a container still uses it.
+    if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect {{image}} --format '{{{{.Id}}')" ]; then
+        podman rmi "$previous" > /dev/null 2>&1 || true
+    fi
+    size=$(podman image inspect {{image}} --format '{{{{.Size}}')
+    echo "container: built {{image}} ($((size / 1000000)) MB)"
+
+# The image run as the README says (published port, -e GOOGLE_API_KEY), read-only, non-root, with
+# traces on a volume, against the scripted model on the host (rlm-mock); checks from the host and
+# inside (tests/container/test.sh). No key or registry needed.
+container-test: container build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export CONTAINERS_CONF="${CONTAINERS_CONF:-{{justfile_directory()}}/tests/container/containers.conf}"
+    tests/container/test.sh {{image}} "{{target_dir}}/debug/rlm-mock" "{{target_dir}}/container-test"
 
 # Formatting and lints, as CI wants them.
 lint:
