@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rlm_llm::ChatModel;
-use rlm_sandbox::Context;
+use rlm_sandbox::{Context, SandboxEngine};
 use tracing::Instrument;
 
 use crate::builder::{Config, RlmBuilder};
@@ -35,9 +35,16 @@ impl std::fmt::Debug for Rlm {
 }
 
 impl Rlm {
-    /// Start configuring an RLM whose root model is `root_model`.
-    pub fn builder(root_model: Arc<dyn ChatModel>) -> RlmBuilder {
-        RlmBuilder::new(root_model)
+    /// Start configuring an RLM whose root model is `root_model`: any [`ChatModel`] (e.g.
+    /// `rlm::model("openai/gpt-5")?`), or an `Arc` of one shared with other code.
+    pub fn builder(root_model: impl ChatModel + 'static) -> RlmBuilder {
+        RlmBuilder::new(root_model.into_shared())
+    }
+
+    /// Load the sandbox engine now rather than on the first run (to fail early, or to keep the
+    /// first run's latency down). Does not block the async runtime.
+    pub async fn load_engine(&self) -> Result<Arc<SandboxEngine>, RlmError> {
+        Ok(self.config.engine().await?)
     }
 
     /// Answer `query` about `context`.

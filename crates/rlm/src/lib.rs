@@ -75,8 +75,23 @@ mod setup;
 mod trace;
 mod tree;
 
+/// The model clients (`rlm-llm`) in full; the names a program usually needs are re-exported
+/// below.
+pub use rlm_llm as llm;
+/// The sandbox (`rlm-sandbox`) in full; the names a program usually needs are re-exported below.
+pub use rlm_sandbox as sandbox;
+
+pub use rlm_llm::{
+    ApiKey, CallRole, CallTag, ChatModel, ChatRequest, ChatResponse, LlmClient, LlmClientBuilder,
+    LlmError, Message, Model, ModelConfig, ModelId, SamplingParams, Usage, UsageTotals,
+    UsageTracker,
+};
+pub use rlm_sandbox::{
+    Context, ContextFormat, EngineOptions, Limits, MemoryPool, SandboxEngine, SandboxError,
+};
+
 pub use budget::{Budget, BudgetError, BudgetLimit, BudgetLimits, MAX_SECONDS, seconds_limit};
-pub use builder::RlmBuilder;
+pub use builder::{RlmBuilder, default_engine};
 pub use engine::Rlm;
 pub use error::RlmError;
 pub use events::{ContextRecord, Event, EventSink, Node, RunSettings};
@@ -90,7 +105,7 @@ pub use prompt::{
 pub use session::Session;
 pub use setup::{
     DEFAULT_LOCAL_CONTEXT_TOKENS, RunSpec, SMALL_MODEL_OUTPUT_CHARS, SetupError, default_model,
-    default_model_from, is_local_model,
+    default_model_from, is_local_model, model, model_at,
 };
 pub use trace::{Replay, TraceError, TraceWriter, read_trace, replay};
 pub use tree::SubCallKind;
