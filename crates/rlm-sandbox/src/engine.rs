@@ -262,7 +262,7 @@ fn prune_artifacts(cache_dir: &Path, current: &Path) {
             remove_logged(&path);
         }
     }
-    others.sort_by(|a, b| b.0.cmp(&a.0));
+    others.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
     for (_, path) in others.iter().skip(KEEP_OTHER_ARTIFACTS) {
         remove_logged(path);
     }
@@ -299,5 +299,55 @@ fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) {
     if let Err(e) = spawned {
         tracing::error!(error = %e, "could not start the epoch thread; step deadlines then rely \
             on the tokio timeout alone");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    #[test]
+    fn pruning_keeps_the_current_artifact_and_the_newest_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let make = |name: &str, age_s: u64| {
+            let path = dir.path().join(name);
+            let f = std::fs::File::create(&path).unwrap();
+            f.set_modified(now - Duration::from_secs(age_s)).unwrap();
+            path
+        };
+        // The one in use is the oldest file: it must stay anyway.
+        let current = make("guest-current.cwasm", 10_000);
+        let others: Vec<PathBuf> = (0..6)
+            .map(|i| make(&format!("guest-old{i}.cwasm"), 100 * (i + 1)))
+            .collect();
+        let stale_tmp = make("guest-x.cwasm.tmp.123", 7200);
+        let fresh_tmp = make("guest-y.cwasm.tmp.456", 5);
+        let unrelated = make("models.json", 99_999);
+
+        prune_artifacts(dir.path(), &current);
+
+        assert!(current.exists());
+        for (i, p) in others.iter().enumerate() {
+            assert_eq!(p.exists(), i < KEEP_OTHER_ARTIFACTS, "{}", p.display());
+        }
+        assert!(
+            !stale_tmp.exists(),
+            "an interrupted compilation's leftover goes"
+        );
+        assert!(
+            fresh_tmp.exists(),
+            "a compilation in progress is left alone"
+        );
+        assert!(unrelated.exists(), "only compiled guests are pruned");
+    }
+
+    #[test]
+    fn the_embedded_guest_hash_is_the_hash_of_the_embedded_guest() {
+        assert_eq!(
+            blake3::hash(EMBEDDED_GUEST).to_hex().as_str(),
+            EMBEDDED_GUEST_BLAKE3
+        );
     }
 }

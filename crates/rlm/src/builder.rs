@@ -49,16 +49,7 @@ impl Config {
 pub async fn default_engine() -> Result<Arc<SandboxEngine>, SandboxError> {
     static ENGINE: OnceCell<Arc<SandboxEngine>> = OnceCell::const_new();
     ENGINE
-        .get_or_try_init(|| async {
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => handle
-                    .spawn_blocking(SandboxEngine::load)
-                    .await
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
-                // Not on a tokio runtime: nothing to keep unblocked that we know of.
-                Err(_) => SandboxEngine::load(),
-            }
-        })
+        .get_or_try_init(|| crate::engine::off_runtime(SandboxEngine::load))
         .await
         .cloned()
 }
