@@ -92,6 +92,24 @@ eval-smoke: build
         --min-score rlm-d0=1 --min-score rlm=1 --min-score rlm-d2=1 > /dev/null
     echo "eval smoke: report in $out/report.md, plot in $out/report.svg"
 
+# The offline quality benchmark: the local 1.5B model (fetched once, 1.1 GB) on s-niah, oolong
+# and multi-hop at 4K, 16K and 64K tokens (64K is beyond its 16K window), `direct` against `rlm`,
+# `tasks` tasks each: about 40 minutes on 2 cores with the defaults. Writes the results, traces
+# and report to target/eval-local/. Not part of `just test` (too slow).
+eval-local tasks="3" sizes="4k,16k,64k": build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    out="{{target_dir}}/eval-local"
+    mkdir -p "$out"
+    "{{rlm}}" fetch-model qwen2.5-coder-1.5b
+    "{{rlm}}" eval run --model local/qwen2.5-coder-1.5b \
+        --dataset s-niah --dataset oolong --dataset multi-hop \
+        --sizes {{sizes}} --tasks-per-size {{tasks}} --seed 1 \
+        --method direct --method rlm --max-iterations 8 \
+        --concurrency 1 --requests 1 --fresh --out "$out/results.jsonl"
+    "{{rlm}}" eval report "$out/results.jsonl" | tee "$out/report.md"
+    echo "eval-local: report in $out/report.md, traces in $out/traces/"
+
 # Start the web page and OpenAI-compatible API on http://127.0.0.1:7860 (model flags as `rlm run`).
 serve *args: build
     "{{rlm}}" serve {{args}}
@@ -177,7 +195,8 @@ mock-for dir:
     for _ in $(seq 200); do [ -s "{{dir}}/url" ] && exit 0; sleep 0.05; done
     echo "rlm-mock did not start" >&2; exit 1
 
-# The examples of crates/rlm/examples, run against the scripted model on the mock server.
+# The examples of crates/rlm/examples, run against the scripted model on the mock server (the
+# `tools` example is only built: the scripted model does not call custom tools).
 examples-test: build
     #!/usr/bin/env bash
     set -euo pipefail

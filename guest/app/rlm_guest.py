@@ -22,6 +22,11 @@ FINAL_VAR(name)            finish with the value of the variable called `name`.
 answer                     a dict {"content": ..., "ready": False}; set "ready" to True to finish
                            with "content".
 SHOW_VARS()                list the variables defined so far.
+<tool>(*args, **kwargs)    each custom tool the host registered: arguments map onto its parameters
+                           (positional ones in order), cross as JSON, and the JSON result comes
+                           back as Python values; a failure raises ToolError. Evaluating a tool's
+                           name shows its parameters and description.
+ToolError                  the exception a failed tool call raises (a RuntimeError).
 
 Only the standard-library modules imported below (PREIMPORTED) exist inside the sandbox: the
 component has no files at run time, so a module must be imported while it is built.
@@ -59,6 +64,7 @@ from wit_world import exports  # noqa: E402
 from wit_world.exports import repl as _repl  # noqa: E402
 from wit_world.imports import context as _ctx  # noqa: E402
 from wit_world.imports import llm as _llm  # noqa: E402
+from wit_world.imports import tools as _tools  # noqa: E402
 
 _STEP_PREFIX = "<step "
 
@@ -981,11 +987,15 @@ def rlm_query_batched(prompts, model=None):
 _roots = {}
 
 
-def search(pattern, max=100, ignore_case=False, within="context", max_match_chars=1000):
+def search(pattern, max=100, ignore_case=None, within="context", max_match_chars=1000):
     """Regex search on the host (Rust regex syntax: no look-around or back-references; linear
     time). Returns up to `max` matches as dicts with "start"/"end" (character offsets into the
-    searched text), "text" (the match), "line" (its line) and "path" (for a list or dict
-    context: the indices/keys leading to the text the match is in)."""
+    searched text), "text" (the match), "line" (its line, at most 250 characters each side),
+    "snippet" (the match with up to 80 characters before and 120 after, within its line) and
+    "path" (for a list or dict context: the indices/keys leading to the text the match is in). Case: `ignore_case=None`
+    (the default) ignores case when the pattern has no capital letter (as ripgrep's smart
+    case); a pattern with capitals that finds nothing prints how many matches ignoring case
+    would find."""
     view = None
     if isinstance(within, str):
         if within not in _roots:
@@ -1003,12 +1013,27 @@ def search(pattern, max=100, ignore_case=False, within="context", max_match_char
     limit = int(max)
     if limit <= 0:
         return []
+    pattern = _clean(pattern)
+    smart = ignore_case is None
+    if smart:
+        ignore_case = not _has_capitals(pattern)
     opts = _ctx.SearchOptions(
         max_results=min(limit, 2**31) if view is None else 2**31 - 1,
         ignore_case=bool(ignore_case),
         max_match_chars=int(max_match_chars),
     )
-    hits = _host(_ctx.search, node, _clean(pattern), opts)
+    hits = _host(_ctx.search, node, pattern, opts)
+    if not hits and smart and not ignore_case:
+        anycase = _ctx.SearchOptions(
+            max_results=1000, ignore_case=True, max_match_chars=int(max_match_chars)
+        )
+        n = len(_host(_ctx.search, node, pattern, anycase))
+        if n:
+            more = "+" if n >= 1000 else ""
+            print(
+                f"search: no match for {pattern!r} as written; {n}{more} ignoring case "
+                f"(search(..., ignore_case=True))"
+            )
     out = []
     for h in hits:
         start, end = h.start, h.end
@@ -1022,12 +1047,122 @@ def search(pattern, max=100, ignore_case=False, within="context", max_match_char
                 "end": end,
                 "text": h.text,
                 "line": h.line,
+                "snippet": _snippet(h.line, h.text),
                 "path": [p.value for p in h.path],
             }
         )
         if len(out) >= limit:
             break
     return out
+
+
+def _snippet(line, text, before=80, after=120):
+    """The match `text` in its `line` with a little of what surrounds it (the first place the
+    line holds it), on one line."""
+    at = line.find(text) if text else -1
+    if at < 0:
+        return line[: before + after].strip()
+    lo = max(0, at - before)
+    hi = at + len(text) + after
+    head = "..." if lo > 0 else ""
+    tail = "..." if hi < len(line) else ""
+    return head + line[lo:hi].strip() + tail
+
+
+def _has_capitals(pattern):
+    """Whether a regex pattern has a capital letter of its own (not in an escape such as \\S or
+    \\W, nor a (?i) flag)."""
+    escaped = False
+    for c in pattern:
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c.isupper():
+            return True
+    return False
+
+
+class ToolError(RuntimeError):
+    """A custom tool call failed: the tool's own error, an unknown tool, arguments that do not fit
+    its parameters, or a result too large for the sandbox. The message says which."""
+
+
+def _tool_json(value):
+    """JSON for values `json` does not know: lazy text loads as a str."""
+    if isinstance(value, LazyText):
+        return str(value)
+    raise TypeError(
+        f"{type(value).__name__} is not a JSON value (use str, int, float, bool, None, list, dict)"
+    )
+
+
+class _Tool:
+    """A custom tool registered by the host, called like a function."""
+
+    def __init__(self, name, description, params, required):
+        self.__name__ = name
+        self.__qualname__ = name
+        self._params = tuple(params)
+        self._required = frozenset(required)
+        self.__doc__ = description
+
+    def _signature(self):
+        parts = [p if p in self._required else f"{p}=None" for p in self._params]
+        return f"{self.__name__}({', '.join(parts)})"
+
+    def __repr__(self):
+        doc = (self.__doc__ or "").strip()
+        return f"<tool {self._signature()}{': ' + doc if doc else ''}>"
+
+    def __call__(self, *args, **kwargs):
+        name = self.__name__
+        if len(args) > len(self._params):
+            raise TypeError(
+                f"{name}() takes at most {len(self._params)} positional arguments "
+                f"({len(args)} given); its parameters: {self._signature()}"
+            )
+        call = dict(zip(self._params, args))
+        for k, v in kwargs.items():
+            if k in call:
+                raise TypeError(f"{name}() got multiple values for argument {k!r}")
+            call[k] = v
+        missing = [p for p in self._params if p in self._required and p not in call]
+        if missing:
+            raise TypeError(
+                f"{name}() is missing required argument(s) {', '.join(map(repr, missing))}; "
+                f"its parameters: {self._signature()}"
+            )
+        try:
+            args_json = json.dumps(call, ensure_ascii=False, default=_tool_json)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name}(): arguments cross to the host as JSON: {e}") from None
+        r = _tools.call_tool(name, _clean(args_json))
+        if isinstance(r, _llm.Reply_Answer):
+            try:
+                return json.loads(r.value)
+            except ValueError as e:
+                raise ToolError(f"{name}: the tool's result is not JSON ({e})") from None
+        raise ToolError(f"{name}: {r.value}")
+
+
+def _bind_tools(specs):
+    """Make one function per tool and add it to the REPL's fixed names."""
+    for spec in specs:
+        name = spec.name
+        import keyword
+
+        if (
+            not name.isidentifier()
+            or name.startswith("_")
+            or keyword.iskeyword(name)
+            or keyword.issoftkeyword(name)
+            or name in _SCAFFOLD
+            or name in _BUILTINS
+            or name in _globals
+        ):
+            raise Err(f"cannot bind the tool {name!r}: not a free Python name")
+        _SCAFFOLD[name] = _Tool(name, spec.description, spec.params, spec.required)
 
 
 class _Finish:
@@ -1167,6 +1302,7 @@ _SCAFFOLD = {
     "LazyList": LazyList,
     "LazyDict": LazyDict,
     "LazyPieces": LazyPieces,
+    "ToolError": ToolError,
 }
 # Builtins as the REPL set them up; restored after every step (model code may patch them).
 _BUILTINS = dict(vars(builtins))
@@ -1361,6 +1497,9 @@ class Repl(exports.Repl):
         _settings.lazy_threshold = int(options.lazy_threshold_chars)
         _settings.max_output_bytes = int(options.max_output_bytes)
         _settings.read_chunk = max(1, int(options.read_chunk_chars))
+        if options.tools:
+            _bind_tools(options.tools)
+            _install_names()
 
     def attach_context(self, slot, name, whole):
         try:

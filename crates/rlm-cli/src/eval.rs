@@ -229,6 +229,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
                 model: Some(root_id),
                 sub_model: Some(sub_id),
                 local_context_tokens: Some(args.models.local_ctx),
+                prompt_profile: Some(args.models.prompt_profile),
                 ..RunSpec::default()
             },
             method: m,

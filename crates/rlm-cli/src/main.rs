@@ -155,6 +155,18 @@ struct ModelFlags {
     /// CPU threads of a local model (default: cores, at most 4).
     #[arg(long)]
     local_threads: Option<u32>,
+    /// System-prompt profile: `auto` (small for local models and models under 10B parameters
+    /// by their name, on any provider), `standard` or `small`.
+    #[arg(long, env = "RLM_PROMPT_PROFILE", default_value = "auto")]
+    prompt_profile: rlm::PromptProfile,
+    /// Most tokens of one reply of a hosted or compat/ model (default: the provider's; 4096 for
+    /// compat/ servers, so a runaway reply ends there and not at the request timeout).
+    #[arg(long, env = "RLM_MAX_TOKENS")]
+    max_tokens: Option<u32>,
+    /// Sampling temperature of a hosted or compat/ model (default: the provider's; 0 for
+    /// compat/ servers).
+    #[arg(long, env = "RLM_TEMPERATURE")]
+    temperature: Option<f32>,
 }
 
 impl ModelFlags {
@@ -181,6 +193,7 @@ impl ModelFlags {
             model: Some(self.root_id()?),
             sub_model: self.sub_model.clone(),
             local_context_tokens: Some(self.local_ctx),
+            prompt_profile: Some(self.prompt_profile),
             ..rlm::RunSpec::default()
         })
     }
@@ -194,6 +207,7 @@ impl ModelFlags {
                 rlm::RunSpec {
                     sub_model: self.sub_model.clone(),
                     local_context_tokens: Some(self.local_ctx),
+                    prompt_profile: Some(self.prompt_profile),
                     ..rlm::RunSpec::default()
                 },
                 Some(format!("{e:#}")),
@@ -205,6 +219,11 @@ impl ModelFlags {
     fn config(&self) -> ModelConfig {
         ModelConfig {
             base_url: self.base_url.clone(),
+            params: rlm_llm::SamplingParams {
+                max_output_tokens: self.max_tokens,
+                temperature: self.temperature,
+                ..rlm_llm::SamplingParams::default()
+            },
             ..ModelConfig::default()
         }
     }

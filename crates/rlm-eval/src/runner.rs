@@ -319,8 +319,9 @@ pub async fn run(
     Ok(summary)
 }
 
-/// A file name from a task id and method (no path separators).
-fn trace_name(task: &str, method: &str) -> String {
+/// A file name from a task id, method and root model (no path separators), so runs of other
+/// models or methods into the same directory never overwrite each other.
+fn trace_name(task: &str, method: &str, model: &str) -> String {
     let clean = |s: &str| -> String {
         s.chars()
             .map(|c| {
@@ -332,7 +333,7 @@ fn trace_name(task: &str, method: &str) -> String {
             })
             .collect()
     };
-    format!("{}.{}.jsonl", clean(task), clean(method))
+    format!("{}.{}.{}.jsonl", clean(task), clean(method), clean(model))
 }
 
 /// Answer one task with one method and score it.
@@ -345,10 +346,13 @@ pub async fn run_unit(
     let span = tracing::info_span!("eval_task", task = %planned.id, method = %method.method.name);
     async {
         let mut task = planned.task();
-        let trace_path = options
-            .trace_dir
-            .as_ref()
-            .map(|d| d.join(trace_name(&planned.id, &method.method.name)));
+        let trace_path = options.trace_dir.as_ref().map(|d| {
+            d.join(trace_name(
+                &planned.id,
+                &method.method.name,
+                &method.root.id(),
+            ))
+        });
         let trace = trace_path.as_ref().and_then(|p| {
             if let Some(dir) = p.parent() {
                 let _ = std::fs::create_dir_all(dir);
@@ -645,5 +649,15 @@ mod tests {
             .0,
             UnitStop::Error
         );
+    }
+
+    /// Two models' (or methods') traces of the same task get different names, safe for a path.
+    #[test]
+    fn trace_names_differ_by_model_and_method() {
+        let a = trace_name("s-niah/4k/0", "rlm", "local/qwen2.5-coder-1.5b");
+        let b = trace_name("s-niah/4k/0", "rlm", "compat/qwen2.5-coder-1.5b");
+        let c = trace_name("s-niah/4k/0", "direct", "local/qwen2.5-coder-1.5b");
+        assert!(a != b && a != c && b != c, "{a} {b} {c}");
+        assert_eq!(a, "s-niah_4k_0.rlm.local_qwen2.5-coder-1.5b.jsonl");
     }
 }

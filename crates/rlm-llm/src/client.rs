@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::error::LlmError;
 use crate::message::{ChatRequest, ChatResponse, FinishReason, SamplingParams};
-use crate::model::ModelId;
+use crate::model::{ModelId, Provider};
 use crate::pricing::PriceTable;
 use crate::providers::{self, Endpoint, Parsed};
 use crate::retry::{RetryPolicy, parse_retry_after};
@@ -208,6 +208,23 @@ impl std::fmt::Debug for LlmClient {
     }
 }
 
+/// Most tokens of one reply from an OpenAI-compatible server when none is configured: a reply
+/// that runs away ends here rather than at the request timeout.
+pub const COMPAT_MAX_OUTPUT_TOKENS: u32 = 4_096;
+
+/// The sampling defaults of OpenAI-compatible servers (`compat/...`, usually a local or open
+/// model behind Ollama, llama.cpp or vLLM), as rlm's own local models are run: greedy
+/// (temperature 0) and at most [`COMPAT_MAX_OUTPUT_TOKENS`] per reply. Whatever
+/// [`ModelConfig::params`] sets wins. (An RLM's root calls also stop after the first closed
+/// code block; see `rlm`'s loop.)
+pub fn compat_defaults() -> SamplingParams {
+    SamplingParams {
+        temperature: Some(0.0),
+        max_output_tokens: Some(COMPAT_MAX_OUTPUT_TOKENS),
+        ..SamplingParams::default()
+    }
+}
+
 /// How to reach one model.
 #[derive(Debug, Clone, Default)]
 pub struct ModelConfig {
@@ -274,11 +291,15 @@ impl LlmClient {
             Some(k) => Some(k),
             None => id.provider.key_from_env()?,
         };
+        let defaults = match id.provider {
+            Provider::OpenAiCompatible => config.params.or(&compat_defaults()),
+            _ => config.params,
+        };
         Ok(Model {
             client: self.clone(),
             id,
             endpoint: Endpoint { base_url, key },
-            defaults: config.params,
+            defaults,
         })
     }
 }

@@ -78,7 +78,10 @@ mod retry;
 mod secret;
 mod usage;
 
-pub use client::{ChatModel, LlmClient, LlmClientBuilder, Model, ModelConfig, OnText};
+pub use client::{
+    COMPAT_MAX_OUTPUT_TOKENS, ChatModel, LlmClient, LlmClientBuilder, Model, ModelConfig, OnText,
+    compat_defaults,
+};
 pub use error::LlmError;
 pub use message::{
     ChatRequest, ChatResponse, FinishReason, Message, ReasoningEffort, Role, SamplingParams,

@@ -7,6 +7,8 @@ wasmtime::component::bindgen!({
         // Model calls wait on the network: async on the host, blocking for the guest. Trappable
         // so a journal replay that diverges can stop the replay.
         "rlm:sandbox/llm": async | trappable,
+        // Custom tools run on the host runtime while the step waits; trappable for replays.
+        "rlm:sandbox/tools": async | trappable,
         // A search can take long: it runs off the async workers, within the step's time.
         "rlm:sandbox/context.search": async,
     },

@@ -63,6 +63,9 @@ pub enum SandboxError {
         /// What was free when the REPL could not start.
         available: u64,
     },
+    /// A custom tool cannot be registered (its name or schema, or two with one name).
+    #[error(transparent)]
+    Tool(#[from] crate::tools::ToolError),
     /// More context slots than the sandbox can address.
     #[error("too many contexts: a sandbox holds at most {0}")]
     TooManyContexts(usize),

@@ -43,6 +43,7 @@ mod pipe;
 mod sandbox;
 mod seeded;
 mod state;
+mod tools;
 
 pub use context::{
     Context, ContextData, ContextFormat, ContextShape, PathStep, SearchHit, TextDoc,
@@ -57,3 +58,4 @@ pub use memory::MemoryPool;
 pub use sandbox::{JournalEntry, LimitHit, Sandbox, SandboxBuilder, StepResult, slot_name};
 pub use seeded::fresh_seed;
 pub use state::ModelCall;
+pub use tools::{Tool, ToolError, ToolFuture};

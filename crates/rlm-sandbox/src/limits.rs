@@ -62,10 +62,18 @@ pub struct Limits {
     /// (prompts are not kept). Past it, a trap restarts the REPL instead. Default: 64 MiB.
     #[serde(default = "default_max_journal")]
     pub max_journal_bytes: u64,
+    /// Custom-tool calls one step may make (each also counts as a host call). Past it, a call
+    /// raises `ToolError` without reaching the tool. Default: 1,000.
+    #[serde(default = "default_max_tool_calls")]
+    pub max_tool_calls_per_step: u64,
 }
 
 fn default_max_journal() -> u64 {
     64 << 20
+}
+
+fn default_max_tool_calls() -> u64 {
+    1_000
 }
 
 impl Default for Limits {
@@ -82,6 +90,7 @@ impl Default for Limits {
             read_chunk_chars: 1 << 20,
             max_search_results: 10_000,
             max_journal_bytes: default_max_journal(),
+            max_tool_calls_per_step: default_max_tool_calls(),
         }
     }
 }

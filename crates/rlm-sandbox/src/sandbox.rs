@@ -18,6 +18,7 @@ use crate::limits::Limits;
 use crate::memory::{GuestMemory, MemoryPool};
 use crate::pipe::CappedPipe;
 use crate::state::{CallLog, HostState, ModelCall, ReplayDiverged};
+use crate::tools::Tool;
 
 /// Extra time the tokio backstop allows past a step's deadline before it drops the step
 /// (the epoch interrupt normally fires first, within one tick).
@@ -107,6 +108,7 @@ pub struct SandboxBuilder {
     contexts: Vec<Arc<Context>>,
     seed: Option<[u8; 32]>,
     pool: Option<Arc<MemoryPool>>,
+    tools: Vec<Tool>,
 }
 
 impl SandboxBuilder {
@@ -141,12 +143,46 @@ impl SandboxBuilder {
         self
     }
 
+    /// Register a custom tool: model code calls it as a Python function of its name (see
+    /// [`Tool`]). Names must be unique: [`SandboxBuilder::build`] refuses duplicates.
+    ///
+    /// ```no_run
+    /// use rlm_sandbox::{Sandbox, SandboxEngine, Tool};
+    /// use serde_json::json;
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let add = Tool::new(
+    ///     "add",
+    ///     "The sum of two numbers.",
+    ///     json!({"type": "object", "properties": {"a": {}, "b": {}}, "required": ["a", "b"]}),
+    ///     |args| async move {
+    ///         let (a, b) = (args["a"].as_f64(), args["b"].as_f64());
+    ///         Ok(json!(a.zip(b).map(|(a, b)| a + b).ok_or("a and b must be numbers")?))
+    ///     },
+    /// )?;
+    /// let mut repl = Sandbox::builder(SandboxEngine::load()?).tool(add).build().await?;
+    /// let step = repl.exec("add(2, b=3)").await?;
+    /// assert_eq!(step.stdout.trim(), "5.0");
+    /// # Ok(()) }
+    /// ```
+    pub fn tool(mut self, tool: Tool) -> Self {
+        self.tools.push(tool);
+        self
+    }
+
+    /// Register several custom tools (see [`SandboxBuilder::tool`]).
+    pub fn tools(mut self, tools: impl IntoIterator<Item = Tool>) -> Self {
+        self.tools.extend(tools);
+        self
+    }
+
     /// Start the REPL.
     pub async fn build(self) -> Result<Sandbox, SandboxError> {
         self.limits.validate()?;
         if self.contexts.len() > MAX_CONTEXTS {
             return Err(SandboxError::TooManyContexts(MAX_CONTEXTS));
         }
+        crate::tools::check_unique(&self.tools)?;
         let limits = Arc::new(self.limits);
         let pool = self
             .pool
@@ -169,6 +205,7 @@ impl SandboxBuilder {
             seed: self.seed.unwrap_or_else(crate::seeded::fresh_seed),
             memory,
             pool,
+            tools: self.tools.into(),
         };
         let live = Live::start(&recipe, &journal).await?;
         Ok(Sandbox {
@@ -192,6 +229,8 @@ struct Recipe {
     seed: [u8; 32],
     memory: MemoryPlan,
     pool: Arc<MemoryPool>,
+    /// The custom tools, bound in every instance (part of the REPL's fixed names).
+    tools: Arc<[Tool]>,
 }
 
 /// Which contexts load whole, and the memory cap that follows (the rule in [`crate::memory`]).
@@ -264,7 +303,13 @@ impl Sandbox {
             contexts: Vec::new(),
             seed: None,
             pool: None,
+            tools: Vec::new(),
         }
+    }
+
+    /// The custom tools model code may call.
+    pub fn tools(&self) -> &[Tool] {
+        &self.recipe.tools
     }
 
     /// The limits in force.
@@ -583,6 +628,7 @@ impl Live {
             seed,
             memory,
             pool,
+            tools,
         } = recipe;
         let cap = usize::try_from(limits.max_output_bytes).unwrap_or(usize::MAX);
         let (stdout, stderr) = (CappedPipe::new(cap), CappedPipe::new(cap));
@@ -596,6 +642,7 @@ impl Live {
             GuestMemory::new(memory.cap(limits), pool.clone()),
         );
         let mut store = Store::new(&engine.engine, state);
+        store.data_mut().set_tools(tools.clone());
         store.limiter(|s| &mut s.memory);
         store.data_mut().deadline = Instant::now() + limits.step_timeout;
         if engine.metered {
@@ -625,10 +672,11 @@ impl Live {
             lazy_threshold_chars: limits.piece_chars(),
             max_output_bytes: limits.max_output_bytes,
             read_chunk_chars: limits.read_chunk_chars,
+            tools: tools.iter().map(tool_spec).collect(),
         };
         guest
             .rlm_sandbox_repl()
-            .call_init(&mut store, options)
+            .call_init(&mut store, &options)
             .await
             .map_err(|e| SandboxError::wasm("initialising the REPL", e))?
             .map_err(SandboxError::GuestInit)?;
@@ -744,6 +792,7 @@ impl Live {
     fn prepare(&mut self, limits: &Limits, log: CallLog) -> Result<(), SandboxError> {
         let state = self.store.data_mut();
         state.calls = 0;
+        state.tool_calls = 0;
         state.deadline = Instant::now() + limits.step_timeout;
         state.log = log;
         if !self.metered {
@@ -797,6 +846,16 @@ impl Live {
             fuel,
             calls,
         }
+    }
+}
+
+/// A tool as the guest binds it.
+fn tool_spec(tool: &Tool) -> repl::ToolSpec {
+    repl::ToolSpec {
+        name: tool.name().to_string(),
+        description: tool.description().to_string(),
+        params: tool.params().to_vec(),
+        required: tool.required().to_vec(),
     }
 }
 

@@ -11,12 +11,14 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::rlm::sandbox::context as wit_ctx;
 use crate::bindings::rlm::sandbox::llm as wit_llm;
+use crate::bindings::rlm::sandbox::tools as wit_tools;
 use crate::context::{Context, LocalId, Node, PathStep, build_regex, search_hits};
 use crate::host::ModelHost;
 use crate::limits::Limits;
 use crate::memory::GuestMemory;
 use crate::pipe::CappedPipe;
 use crate::seeded::SeededRng;
+use crate::tools::Tool;
 
 /// Longest error message from the model host passed to the guest.
 const MAX_ERROR_BYTES: usize = 8 << 10;
@@ -52,6 +54,12 @@ pub enum ModelCall {
         model: Option<String>,
         results: Vec<Result<String, String>>,
     },
+    /// A custom tool call: the tool's name and its result as the guest got it (JSON text), or
+    /// the failure. The arguments are not kept, as prompts are not.
+    Tool {
+        name: String,
+        result: Result<String, String>,
+    },
 }
 
 impl ModelCall {
@@ -59,7 +67,9 @@ impl ModelCall {
     pub fn answer_bytes(&self) -> usize {
         let one = |r: &Result<String, String>| r.as_ref().map_or_else(String::len, String::len);
         match self {
-            Self::Query { result, .. } | Self::Rlm { result, .. } => one(result),
+            Self::Query { result, .. } | Self::Rlm { result, .. } | Self::Tool { result, .. } => {
+                one(result)
+            }
             Self::Batch { results, .. } | Self::RlmBatch { results, .. } => {
                 results.iter().map(one).sum()
             }
@@ -85,6 +95,10 @@ pub(crate) struct HostState {
     regexes: VecDeque<((String, bool), regex::Regex)>,
     /// Host calls made by the current step.
     pub(crate) calls: u64,
+    /// The custom tools model code may call.
+    tools: Arc<[Tool]>,
+    /// Tool calls made by the current step.
+    pub(crate) tool_calls: u64,
     /// When the current step must end.
     pub(crate) deadline: Instant,
     pub(crate) log: CallLog,
@@ -126,6 +140,8 @@ impl HostState {
             model,
             regexes: VecDeque::new(),
             calls: 0,
+            tools: Arc::new([]),
+            tool_calls: 0,
             deadline: Instant::now(),
             log: CallLog::Record(Vec::new()),
             search_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -134,6 +150,10 @@ impl HostState {
 
     pub(crate) fn set_contexts(&mut self, contexts: Vec<Arc<Context>>) {
         self.contexts = contexts;
+    }
+
+    pub(crate) fn set_tools(&mut self, tools: Arc<[Tool]>) {
+        self.tools = tools;
     }
 
     /// Count one host call (or `n`), refusing past the per-step limit.
@@ -633,5 +653,108 @@ impl wit_llm::Host for HostState {
         model: Option<String>,
     ) -> wasmtime::Result<wit_llm::Reply> {
         Ok(reply(self.single_call(Single::Rlm, prompt, model).await?))
+    }
+}
+
+/// Aborts a spawned tool handler when the call is given up (the step ended or was dropped).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl HostState {
+    /// A custom tool call: from the journal when replaying, else run (and recorded).
+    async fn tool_call(
+        &mut self,
+        name: String,
+        args_json: String,
+    ) -> wasmtime::Result<Result<String, String>> {
+        if self.replaying() {
+            return match self.replay_next() {
+                Some(ModelCall::Tool { name: n, result }) if n == name => Ok(result),
+                _ => Err(ReplayDiverged.into()),
+            };
+        }
+        let span = tracing::debug_span!("tool_call", tool = %name, args_bytes = args_json.len());
+        let result = tracing::Instrument::instrument(self.run_tool(&name, args_json), span).await;
+        // Failures are journaled too, so a replay meets the calls in the same order.
+        self.record(ModelCall::Tool {
+            name,
+            result: result.clone(),
+        });
+        Ok(result)
+    }
+
+    /// Check a tool call and run its handler on the host runtime, within the step's time.
+    async fn run_tool(&mut self, name: &str, args_json: String) -> Result<String, String> {
+        self.charge(1)?;
+        self.tool_calls = self.tool_calls.saturating_add(1);
+        if self.tool_calls > self.limits.max_tool_calls_per_step {
+            return Err(format!(
+                "this step made more than {} tool calls (the sandbox's per-step limit); call \
+                 tools less often per step",
+                self.limits.max_tool_calls_per_step
+            ));
+        }
+        let Some(tool) = self.tools.iter().find(|t| t.name() == name).cloned() else {
+            let known: Vec<&str> = self.tools.iter().map(Tool::name).collect();
+            return Err(format!(
+                "no tool named {:?} (tools: {})",
+                self.bounded_error(name.to_string()),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        };
+        if args_json.len() > self.cap() {
+            return Err(format!(
+                "the arguments are {} bytes of JSON, more than the sandbox passes in one piece \
+                 ({} bytes); pass less",
+                args_json.len(),
+                self.cap()
+            ));
+        }
+        let args: serde_json::Value = serde_json::from_str(&args_json)
+            .map_err(|e| format!("the arguments are not valid JSON: {e}"))?;
+        drop(args_json);
+        tool.check_args(&args)?;
+        // Spawned, so a panic in the handler is caught by tokio (not the host); aborted when the
+        // step is given up (its deadline's backstop drops this future, as for model calls).
+        let handle = tokio::spawn(tool.call(args));
+        let _abort = AbortOnDrop(handle.abort_handle());
+        let value = match handle.await {
+            Ok(Ok(value)) => value,
+            Ok(Err(e)) => return Err(self.bounded_error(e)),
+            Err(e) if e.is_panic() => {
+                tracing::warn!(tool = name, "a tool handler panicked");
+                return Err("the tool failed on the host (its handler panicked)".into());
+            }
+            Err(_) => return Err("the tool's call was cancelled on the host".into()),
+        };
+        let json = value.to_string();
+        if json.len() > self.cap() {
+            return Err(format!(
+                "the tool's result is {} bytes of JSON, more than the sandbox passes in one \
+                 piece ({} bytes); ask the tool for less",
+                json.len(),
+                self.cap()
+            ));
+        }
+        Ok(json)
+    }
+}
+
+impl wit_tools::Host for HostState {
+    async fn call_tool(
+        &mut self,
+        name: String,
+        args_json: String,
+    ) -> wasmtime::Result<wit_llm::Reply> {
+        Ok(reply(self.tool_call(name, args_json).await?))
     }
 }

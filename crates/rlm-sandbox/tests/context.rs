@@ -293,6 +293,47 @@ async fn search_caps_results_rejects_bad_patterns_and_finds_paths() {
     );
 }
 
+/// `search` ignores case when the pattern has no capital letter of its own (ripgrep's smart
+/// case), so `search("new drug allergy")` finds "New drug allergy"; a pattern with capitals is
+/// exact, and says how many matches ignoring case would find when it finds none.
+#[tokio::test(flavor = "multi_thread")]
+async fn search_is_smart_about_case() {
+    let doc = "Visit 3: New drug allergy recorded.\nnew drug allergy? no.\nNEW DRUG ALLERGY list\n";
+    for limits in [
+        Limits::default(),
+        Limits {
+            lazy_threshold_chars: 10,
+            ..Limits::default()
+        },
+    ] {
+        let mut sb = sandbox_with(Context::text(doc), limits).await;
+        assert_eq!(out(&mut sb, "len(search('new drug allergy'))").await, "3");
+        assert_eq!(out(&mut sb, "len(search(r'\\w+ drug allergy'))").await, "3");
+        assert_eq!(out(&mut sb, "len(search('New drug allergy'))").await, "1");
+        assert_eq!(
+            out(
+                &mut sb,
+                "len(search('new drug allergy', ignore_case=False))"
+            )
+            .await,
+            "1"
+        );
+        let r = sb.exec("print(search('New Drug Allergy'))").await.unwrap();
+        assert_eq!(
+            r.stdout,
+            "search: no match for 'New Drug Allergy' as written; 3 ignoring case \
+             (search(..., ignore_case=True))\n[]\n"
+        );
+        let r = sb.exec("print(search('Penicillin'))").await.unwrap();
+        assert_eq!(r.stdout, "[]\n");
+        // Each match carries a short snippet around it, within its line.
+        assert_eq!(
+            out(&mut sb, "search('recorded')[0]['snippet']").await,
+            "'Visit 3: New drug allergy recorded.'"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn later_contexts_are_added_as_numbered_names() {
     let mut sb = sandbox("first").await;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use rlm_llm::ChatModel;
-use rlm_sandbox::{Limits, SandboxEngine, SandboxError};
+use rlm_sandbox::{Limits, SandboxEngine, SandboxError, Tool};
 use tokio::sync::OnceCell;
 
 use crate::budget::Budget;
@@ -29,6 +29,7 @@ pub(crate) struct Config {
     pub sinks: Vec<Arc<dyn EventSink>>,
     pub seed: Option<[u8; 32]>,
     pub profile: prompt::PromptProfile,
+    pub tools: Vec<Tool>,
 }
 
 impl Config {
@@ -70,6 +71,7 @@ pub struct RlmBuilder {
     sinks: Vec<Arc<dyn EventSink>>,
     seed: Option<[u8; 32]>,
     profile: prompt::PromptProfile,
+    tools: Vec<Tool>,
 }
 
 impl RlmBuilder {
@@ -89,7 +91,8 @@ impl RlmBuilder {
             inline_context_chars: 8 << 20,
             sinks: Vec::new(),
             seed: None,
-            profile: prompt::PromptProfile::Standard,
+            profile: prompt::PromptProfile::Auto,
+            tools: Vec::new(),
         }
     }
 
@@ -175,13 +178,66 @@ impl RlmBuilder {
         self
     }
 
+    /// Register a custom tool: model code in every REPL of the run (child RLMs' included)
+    /// calls it as a Python function of its name, and the system prompt lists it with its
+    /// description and parameters. Each call is a [`Event::ToolCall`](crate::Event::ToolCall)
+    /// in the trace. Names must be unique: [`RlmBuilder::build`] refuses duplicates.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use rlm::{Rlm, Tool};
+    /// use serde_json::json;
+    ///
+    /// # fn demo(model: Arc<dyn rlm_llm::ChatModel>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let price = Tool::new(
+    ///     "price_of",
+    ///     "The catalogue price of a product, in euros.",
+    ///     json!({
+    ///         "type": "object",
+    ///         "properties": {"sku": {"type": "string", "description": "the product code"}},
+    ///         "required": ["sku"],
+    ///     }),
+    ///     |args| async move {
+    ///         match args["sku"].as_str() {
+    ///             Some("A-1") => Ok(json!(12.5)),
+    ///             Some(other) => Err(format!("no product {other}")),
+    ///             None => Err("sku must be a string".into()),
+    ///         }
+    ///     },
+    /// )?;
+    /// let rlm = Rlm::builder(model).tool(price).build()?;
+    /// // Model code: `total = price_of("A-1") * 3`
+    /// # Ok(()) }
+    /// ```
+    pub fn tool(mut self, tool: Tool) -> Self {
+        self.tools.push(tool);
+        self
+    }
+
+    /// Register several custom tools (see [`RlmBuilder::tool`]).
+    pub fn tools(mut self, tools: impl IntoIterator<Item = Tool>) -> Self {
+        self.tools.extend(tools);
+        self
+    }
+
     /// Finish. Checks the settings and returns at once: nothing here blocks, so it is fine in
     /// async code and out of it. Without [`RlmBuilder::engine`] the sandbox engine loads on
     /// the first run or session (see [`default_engine`]; [`Rlm::load_engine`] loads it now).
     pub fn build(self) -> Result<Rlm, RlmError> {
+        for (i, t) in self.tools.iter().enumerate() {
+            if self.tools[..i].iter().any(|u| u.name() == t.name()) {
+                return Err(
+                    rlm_sandbox::SandboxError::from(rlm_sandbox::ToolError::Duplicate(
+                        t.name().to_string(),
+                    ))
+                    .into(),
+                );
+            }
+        }
         let engine = self.engine;
         self.limits.validate()?;
         let sub_model = self.sub_model.unwrap_or_else(|| self.root_model.clone());
+        let profile = self.profile.resolve(&self.root_model.id());
         Ok(Rlm {
             config: Arc::new(Config {
                 root_model: self.root_model,
@@ -197,7 +253,8 @@ impl RlmBuilder {
                 inline_context_chars: self.inline_context_chars,
                 sinks: self.sinks,
                 seed: self.seed,
-                profile: self.profile,
+                profile,
+                tools: self.tools,
             }),
         })
     }

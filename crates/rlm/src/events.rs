@@ -154,6 +154,23 @@ pub enum Event {
         /// Answered from an identical earlier call.
         deduped: bool,
     },
+    /// Model code called a custom tool (see [`RlmBuilder::tool`](crate::RlmBuilder::tool)).
+    /// Calls that a restored REPL replays from its journal are not repeated, so not re-sent.
+    ToolCall {
+        /// The calling RLM.
+        #[serde(flatten)]
+        node: Node,
+        /// Call id (unique in the run, shared with sub-calls).
+        id: u64,
+        /// The tool.
+        name: String,
+        /// The arguments, a JSON object.
+        args: serde_json::Value,
+        /// The tool's result, or its error.
+        result: Result<serde_json::Value, String>,
+        /// Milliseconds.
+        ms: f64,
+    },
     /// An RLM finished with an answer (or stopped without one).
     FinalAnswer {
         /// Which RLM.

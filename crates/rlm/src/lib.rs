@@ -40,7 +40,7 @@
 //! concurrency limit and connections. Anything implementing [`ChatModel`] works, moved in or
 //! as an `Arc`. [`RlmBuilder::build`] does not block: the sandbox engine (one per process,
 //! shared) loads on the first run, off the async threads. The crate's `examples/` directory
-//! has a question over a file and a multi-turn session.
+//! has a question over a file, a multi-turn session and custom tools.
 //!
 //! ## Coming from the Python rlm
 //!
@@ -78,6 +78,7 @@ mod node;
 mod outcome;
 mod parse;
 mod prompt;
+mod repeat;
 mod session;
 mod setup;
 mod trace;
@@ -88,6 +89,8 @@ mod tree;
 pub use rlm_llm as llm;
 /// The sandbox (`rlm-sandbox`) in full; the names a program usually needs are re-exported below.
 pub use rlm_sandbox as sandbox;
+/// JSON, as tools take and return it and as contexts may be (`rlm::serde_json::json!`).
+pub use serde_json;
 
 pub use rlm_llm::{
     ApiKey, CallRole, CallTag, ChatModel, ChatRequest, ChatResponse, LlmClient, LlmClientBuilder,
@@ -107,9 +110,10 @@ pub use input::ContextInput;
 pub use outcome::{RunResult, StopReason, UsageReport};
 pub use parse::{ParsedReply, TextFinal, find_final, parse_reply};
 pub use prompt::{
-    PromptFacts, PromptProfile, describe_shape, small_system_prompt, system_prompt,
+    PromptFacts, PromptProfile, UnknownProfile, describe_shape, small_system_prompt, system_prompt,
     system_prompt_for, truncate_middle,
 };
+pub use rlm_sandbox::{Tool, ToolError, ToolFuture};
 pub use session::Session;
 pub use setup::{
     DEFAULT_LOCAL_CONTEXT_TOKENS, RunSpec, SMALL_MODEL_OUTPUT_CHARS, SetupError, default_model,

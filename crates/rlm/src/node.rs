@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use rlm_llm::{CallRole, CallTag, ChatModel, ChatRequest, Message};
+use rlm_llm::{CallRole, CallTag, ChatModel, ChatRequest, FinishReason, Message};
 use rlm_sandbox::{Context, ContextShape, Sandbox, StepResult};
 use tracing::Instrument;
 
@@ -12,8 +12,9 @@ use crate::error::RlmError;
 use crate::events::{Event, Node};
 use crate::host::NodeHost;
 use crate::outcome::StopReason;
-use crate::parse::{TextFinal, parse_reply};
-use crate::prompt::{self, PromptFacts};
+use crate::parse::{TextFinal, is_placeholder, parse_reply};
+use crate::prompt::{self, PromptFacts, PromptProfile};
+use crate::repeat::Repeats;
 use crate::tree::{CallError, Tree, request_hash};
 
 /// How one RLM's loop ended.
@@ -32,7 +33,36 @@ pub(crate) struct NodeRun {
     pub(crate) sandbox: Sandbox,
     pub(crate) messages: Vec<Message>,
     shapes: Vec<(String, ContextShape)>,
+    /// What this RLM has run and replied, to notice repetition.
+    repeats: Repeats,
+    /// Ask the next root call for a sampled reply (the last one repeated an earlier one).
+    sample_next: bool,
+    /// The output of the latest step that printed something without an error.
+    evidence: Option<String>,
 }
+
+/// Where a root reply from an OpenAI-compatible server stops: at the fence that closes its first
+/// code block (the server leaves the stop sequence out; [`close_cut_fence`] puts it back).
+const CODE_BLOCK_STOP: &str = "\n```\n";
+
+/// Close a code block that a stop sequence cut before its closing fence.
+fn close_cut_fence(text: &mut String) {
+    let fences = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("```"))
+        .count();
+    if fences % 2 == 1 {
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str("```");
+    }
+}
+
+/// The temperature of a root call after the model repeated itself, for small models (which
+/// decode greedily otherwise and would give the same reply again). Hosted models keep their own
+/// sampling: some refuse a temperature.
+const REPEAT_TEMPERATURE: f32 = 0.7;
 
 impl NodeRun {
     pub(crate) async fn start(
@@ -49,6 +79,7 @@ impl NodeRun {
         let mut builder = Sandbox::builder(c.engine().await?)
             .limits(c.limits.clone())
             .model(host)
+            .tools(tree.node_tools(&node))
             .seed(tree.node_seed(&node.rlm));
         let mut shapes = Vec::new();
         for (i, ctx) in contexts.into_iter().enumerate() {
@@ -63,6 +94,9 @@ impl NodeRun {
             sandbox,
             messages: Vec::new(),
             shapes,
+            repeats: Repeats::default(),
+            sample_next: false,
+            evidence: None,
         };
         let system = run.system_prompt();
         run.messages.push(Message::system(system));
@@ -86,6 +120,7 @@ impl NodeRun {
             recursive: self.node.depth + 1 < c.max_depth,
             max_output_chars: c.max_output_chars,
             max_iterations: c.max_iterations,
+            tools: c.tools.clone(),
         };
         prompt::system_prompt_for(c.profile, &facts)
     }
@@ -151,9 +186,12 @@ impl NodeRun {
             };
             let parsed = parse_reply(&reply);
             last_prose = parsed.prose.clone();
+            let repeated_reply = self.repeats.reply(&reply, iteration);
             self.messages.push(Message::assistant(reply));
 
             let mut feedback = Vec::new();
+            let mut repeated_step = None;
+            let mut printed = false;
             let blocks = parsed.code_blocks.len();
             for (i, code) in parsed.code_blocks.iter().enumerate() {
                 let (step, shown) = match self.exec(code, iteration).instrument(span.clone()).await
@@ -169,11 +207,24 @@ impl NodeRun {
                     format!("Output of block {}:\n{shown}", i + 1)
                 });
                 if let Some(answer) = step.final_answer {
-                    return self.finish(Some(answer), StopReason::Final, iteration);
+                    if !is_placeholder(&answer) {
+                        return self.finish(Some(answer), StopReason::Final, iteration);
+                    }
+                    feedback.push(prompt::placeholder_final(&answer));
+                }
+                if let Some(r) = self.repeats.step(code, &shown, iteration) {
+                    repeated_step = Some(r);
+                }
+                if step.error.is_none() && !step.stdout.trim().is_empty() {
+                    printed = true;
+                    self.evidence = Some(shown);
                 }
             }
             if blocks == 0 {
                 match parsed.final_answer {
+                    Some(TextFinal::Answer(a)) if is_placeholder(&a) => {
+                        feedback.push(prompt::placeholder_final(&a));
+                    }
                     Some(TextFinal::Answer(a)) => {
                         return self.finish(Some(a), StopReason::Final, iteration);
                     }
@@ -184,6 +235,15 @@ impl NodeRun {
                     None => feedback.push(prompt::NUDGE.to_string()),
                 }
             }
+            if let Some(r) = repeated_step {
+                feedback.push(prompt::repeated_step(r.first_iteration, r.times, query));
+                self.sample_next = true;
+            } else if let Some(first) = repeated_reply {
+                feedback.push(prompt::repeated_reply(first));
+                self.sample_next = true;
+            } else if printed {
+                feedback.push(prompt::FINISH_HINT.to_string());
+            }
             self.messages.push(Message::user(feedback.join("\n\n")));
         }
         // Out of iterations: ask once for the best answer.
@@ -192,14 +252,18 @@ impl NodeRun {
                 .stop_for_budget(spent, c.max_iterations, &last_prose)
                 .await;
         }
-        self.messages
-            .push(Message::user(prompt::last_call(c.max_iterations)));
+        self.messages.push(Message::user(prompt::last_call(
+            c.max_iterations,
+            query,
+            self.evidence.as_deref(),
+        )));
         let answer = match self.ask_root(c.max_iterations + 1).await {
             Ok(reply) => {
                 let parsed = parse_reply(&reply);
                 let prose = parsed.prose;
                 self.messages.push(Message::assistant(reply));
                 match parsed.final_answer {
+                    Some(TextFinal::Answer(a)) if is_placeholder(&a) => self.partial(&prose).await,
                     Some(TextFinal::Answer(a)) => Some(a),
                     Some(TextFinal::Var(name)) => {
                         self.final_var(&name, c.max_iterations).await.ok()
@@ -220,9 +284,26 @@ impl NodeRun {
             role: CallRole::Root,
             depth: self.node.depth,
         };
-        let request = ChatRequest::new(self.messages.clone()).tagged(tag);
+        let mut request = ChatRequest::new(self.messages.clone()).tagged(tag);
+        // OpenAI-compatible servers (open models) are asked to stop after the first closed code
+        // block, as local models are: what a model writes after its code (invented outputs, more
+        // turns) is never useful.
+        let open_model = model_id.starts_with("compat/");
+        if open_model {
+            request.params.stop = vec![CODE_BLOCK_STOP.to_string()];
+        }
+        if std::mem::take(&mut self.sample_next)
+            && (self.tree.config.profile == PromptProfile::Small
+                || open_model
+                || model_id.starts_with("local/"))
+        {
+            request.params.temperature = Some(REPEAT_TEMPERATURE);
+        }
         let started = Instant::now();
-        let response = self.tree.call_model(&model, request).await?;
+        let mut response = self.tree.call_model(&model, request).await?;
+        if open_model && response.finish_reason == FinishReason::Stop {
+            close_cut_fence(&mut response.text);
+        }
         self.tree.events.emit(Event::ModelReply {
             node: self.node.clone(),
             iteration,
@@ -366,4 +447,25 @@ pub(crate) fn format_step(
         s = prompt::no_output(profile).to_string();
     }
     prompt::truncate_middle(s.trim_end(), max_chars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_cut_at_its_closing_fence_is_closed_again() {
+        let mut t = "Let me look.\n```repl\nprint(1)".to_string();
+        close_cut_fence(&mut t);
+        assert_eq!(t, "Let me look.\n```repl\nprint(1)\n```");
+        assert_eq!(
+            crate::parse::parse_reply(&t).code_blocks,
+            vec!["print(1)\n"]
+        );
+        for whole in ["FINAL(3)", "a\n```repl\nx\n```", ""] {
+            let mut t = whole.to_string();
+            close_cut_fence(&mut t);
+            assert_eq!(t, whole);
+        }
+    }
 }

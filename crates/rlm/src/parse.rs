@@ -66,7 +66,7 @@ pub fn parse_reply(reply: &str) -> ParsedReply {
     prose.push_str(&reply[last..]);
     ParsedReply {
         code_blocks,
-        final_answer: find_final(&outside),
+        final_answer: find_final(&outside).or_else(|| answer_line(&outside)),
         prose: prose.trim().to_string(),
     }
 }
@@ -102,7 +102,7 @@ pub fn find_final(text: &str) -> Option<TextFinal> {
         return Some(if is_var {
             TextFinal::Var(unquote(body).to_string())
         } else {
-            TextFinal::Answer(unquote(body).to_string())
+            TextFinal::Answer(answer_of_dict(unquote(body)).to_string())
         });
     }
     None
@@ -145,6 +145,56 @@ fn close_paren(s: &str, respect_quotes: bool) -> Option<&str> {
     None
 }
 
+/// A line such as `Final answer: 42` or `**FINAL ANSWER:** 42` (as small models write it when
+/// they forget the parentheses): the rest of that line.
+fn answer_line(text: &str) -> Option<TextFinal> {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| {
+        Regex::new(
+            r"(?im)^[ \t#>*_]*final[ _]answer[ \t*_]*(?:is)?[ \t]*[:=][ \t*_]*(.+?)[ \t*_]*$",
+        )
+        .expect("answer line pattern is valid")
+    });
+    let caps = re.captures(text)?;
+    let answer = unquote(caps.get(1)?.as_str().trim());
+    (!answer.is_empty()).then(|| TextFinal::Answer(answer_of_dict(answer).to_string()))
+}
+
+/// The text of an answer written as a one-entry dict, `{"content": "..."}` or
+/// `{'answer': '...'}` (as the REPL's `answer` dict is shaped), else the answer as given.
+fn answer_of_dict(s: &str) -> &str {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| {
+        Regex::new(r#"(?s)^\{\s*["'](?:content|answer)["']\s*:\s*(?:"(.*)"|'(.*)')\s*\}$"#)
+            .expect("answer dict pattern is valid")
+    });
+    re.captures(s.trim())
+        .and_then(|c| c.get(1).or_else(|| c.get(2)))
+        .map_or(s, |m| m.as_str())
+}
+
+/// Whether a final answer is the prompt's placeholder copied as it is (`FINAL(your answer)`,
+/// `FINAL(...)`), which small models do, rather than an answer.
+pub fn is_placeholder(answer: &str) -> bool {
+    let words: String = answer
+        .chars()
+        .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+        .collect::<String>()
+        .to_lowercase();
+    let words = words.split_whitespace().collect::<Vec<_>>().join(" ");
+    matches!(
+        words.as_str(),
+        "" | "answer"
+            | "the answer"
+            | "your answer"
+            | "final answer"
+            | "your final answer"
+            | "the final answer"
+            | "holding that answer"
+            | "that answer"
+    )
+}
+
 /// Strip one pair of matching quotes (including triple quotes) around a whole answer.
 fn unquote(s: &str) -> &str {
     for q in ["\"\"\"", "'''", "\"", "'"] {
@@ -178,6 +228,60 @@ mod tests {
             "{}",
             p.prose
         );
+    }
+
+    #[test]
+    fn final_answer_lines_and_answer_dicts_are_accepted() {
+        for (reply, answer) in [
+            ("I found it.\nFinal answer: 59975", "59975"),
+            ("**FINAL ANSWER:** \"Paris\"", "Paris"),
+            ("## Final Answer: the code is 12", "the code is 12"),
+            ("final_answer = 'blue'", "blue"),
+            (
+                "FINAL({\"content\": \"New drug allergy to penicillin\"})",
+                "New drug allergy to penicillin",
+            ),
+            ("FINAL({'answer': 'x y'})", "x y"),
+        ] {
+            assert_eq!(
+                parse_reply(reply).final_answer,
+                Some(TextFinal::Answer(answer.into())),
+                "{reply}"
+            );
+        }
+        // FINAL(...) wins over an answer line; prose that merely mentions answers is not one.
+        assert_eq!(
+            parse_reply("Final answer: a\nFINAL(b)").final_answer,
+            Some(TextFinal::Answer("b".into()))
+        );
+        for reply in [
+            "The final answer depends on the data.",
+            "Final answer:   ",
+            "{\"content\": 1}",
+        ] {
+            assert_eq!(parse_reply(reply).final_answer, None, "{reply}");
+        }
+        assert_eq!(
+            find_final("FINAL({'content': 'a', 'extra': 1})"),
+            Some(TextFinal::Answer("{'content': 'a', 'extra': 1}".into()))
+        );
+    }
+
+    #[test]
+    fn copied_placeholders_are_not_answers() {
+        for p in [
+            "your answer",
+            "...",
+            "<answer>",
+            "The Answer",
+            " your  final answer ",
+            "…",
+        ] {
+            assert!(is_placeholder(p), "{p}");
+        }
+        for a in ["59975", "A-", "no answer", "answer: 42", "penicillin"] {
+            assert!(!is_placeholder(a), "{a}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What the root model is told: the system prompt, the first user turn, nudges.
 
-use rlm_sandbox::ContextShape;
+use rlm_sandbox::{ContextShape, Tool};
 
 /// Which system prompt to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -11,6 +11,85 @@ pub enum PromptProfile {
     Standard,
     /// For small local models: short, strict, with a worked example to imitate.
     Small,
+    /// Chosen by the root model: see [`PromptProfile::for_model`]. The default of
+    /// [`Rlm::builder`](crate::Rlm::builder); a run records the profile it chose.
+    Auto,
+}
+
+impl PromptProfile {
+    /// The profile [`PromptProfile::Auto`] chooses for a root model id, on any provider:
+    /// `Small` for local models (`local/...`) and for ids that name a size under 10 billion
+    /// parameters (`compat/qwen2.5-coder-1.5b`, `compat/llama3.1:8b`,
+    /// `compat/Qwen/Qwen2.5-7B-Instruct`), `Standard` for every other model.
+    ///
+    /// ```
+    /// use rlm::PromptProfile;
+    /// assert_eq!(PromptProfile::for_model("compat/qwen2.5-coder-1.5b"), PromptProfile::Small);
+    /// assert_eq!(PromptProfile::for_model("compat/llama-3.3-70b"), PromptProfile::Standard);
+    /// assert_eq!(PromptProfile::for_model("openai/gpt-5-mini"), PromptProfile::Standard);
+    /// ```
+    pub fn for_model(id: &str) -> Self {
+        static SIZE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+        let size = SIZE.get_or_init(|| {
+            regex::Regex::new(r"(?i)(?:^|[^a-z0-9.])(\d+(?:\.\d+)?)b(?:$|[^a-z0-9])")
+                .expect("model size pattern is valid")
+        });
+        if id.starts_with("local/") {
+            return Self::Small;
+        }
+        let billions = size
+            .captures_iter(id)
+            .filter_map(|c| c[1].parse::<f64>().ok())
+            .next();
+        match billions {
+            Some(b) if b < SMALL_MODEL_BILLIONS => Self::Small,
+            _ => Self::Standard,
+        }
+    }
+
+    /// This profile for a run whose root model is `model_id` (`Auto` chosen, the others as
+    /// they are).
+    pub fn resolve(self, model_id: &str) -> Self {
+        match self {
+            Self::Auto => Self::for_model(model_id),
+            other => other,
+        }
+    }
+
+    /// Its name, as `--prompt-profile` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Small => "small",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+/// Models with fewer parameters than this many billions get the small profile by default.
+const SMALL_MODEL_BILLIONS: f64 = 10.0;
+
+impl std::fmt::Display for PromptProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A prompt profile name that is not `auto`, `standard` or `small`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown prompt profile {0:?}: use auto, standard or small")]
+pub struct UnknownProfile(pub String);
+
+impl std::str::FromStr for PromptProfile {
+    type Err = UnknownProfile;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "standard" => Ok(Self::Standard),
+            "small" => Ok(Self::Small),
+            _ => Err(UnknownProfile(s.to_string())),
+        }
+    }
 }
 
 /// Facts the system prompt states about the run.
@@ -33,6 +112,8 @@ pub struct PromptFacts {
     pub max_output_chars: usize,
     /// Iterations allowed.
     pub max_iterations: u32,
+    /// The custom tools model code can call.
+    pub tools: Vec<Tool>,
 }
 
 /// Describe a context's shape in one line, abbreviating long lists.
@@ -67,29 +148,118 @@ pub fn describe_shape(shape: &ContextShape) -> String {
 /// The system prompt of a profile.
 pub fn system_prompt_for(profile: PromptProfile, f: &PromptFacts) -> String {
     match profile {
-        PromptProfile::Standard => system_prompt(f),
+        PromptProfile::Standard | PromptProfile::Auto => system_prompt(f),
         PromptProfile::Small => small_system_prompt(f),
     }
 }
 
-/// The small-model profile: one tool (search), one format, and a worked example. Small models
-/// (0.5B–1.5B) guess or loop with instructions alone; imitating an example they can do.
+/// The small-model profile: one format, the whole method in a worked example (search, look at
+/// short matches with a count, follow what was found to the next search, read pieces with
+/// `llm_query` when sub-calls are on, finish with `FINAL`). Small models (0.5B–1.5B) guess or
+/// loop with instructions alone; imitating an example they can do.
 pub fn small_system_prompt(f: &PromptFacts) -> String {
+    let helper = if f.sub_calls {
+        "llm_query(prompt) asks a helper model about text you give it and returns its answer as \
+         a str: use it to read or classify pieces you found, e.g. \
+         print(llm_query(\"Which date is the visit? \" + h[\"line\"])).\n"
+    } else {
+        ""
+    };
     format!(
         "You answer questions about a document. The document is in a Python variable named \
          `context` ({}). You cannot read it directly: you run Python code to look inside it.\n\n\
-         Each turn, reply with exactly ONE code block like this:\n\
-         ```repl\nhits = search(r\"(?i)keyword\")\nfor h in hits[:5]:\n    print(h[\"line\"])\n```\n\
-         search(pattern) finds a regular expression in the document and returns matches; each \
-         match has \"line\" (the line where it was found). Print what you find.\n\
+         Each turn, reply with exactly ONE code block like this:\n{}\
+         search(pattern) finds a regular expression in the document (ignoring case unless the \
+         pattern has a capital letter) and returns the matches; each has \"text\" (what matched) \
+         and \"snippet\" (the words around it). Print how many matches there are and the \
+         different snippets, never the whole document.\n{helper}\
          When the printed output shows the answer, reply with FINAL(the answer) and no code.\n\n\
-         Example.\nQuestion: What is the patient's blood type?\nYou reply:\n\
-         ```repl\nhits = search(r\"(?i)blood type\")\nfor h in hits[:5]:\n    print(h[\"line\"])\n```\n\
-         The output is:\n- Blood type: O+\nYou reply:\nFINAL(O+)\n\n\
-         Rules: search for the words of the question; if nothing is found, try another word; \
-         keep answers short; you have at most {} replies.",
+         Example (the answer takes two searches).\n\
+         Question: What is the blood type of the patient's mother?\nYou reply:\n{}\
+         The output is:\n1 matches\nFamily: mother Rosa Diaz (born 1961)\n\
+         You reply (the next search uses the name just found):\n{}\
+         The output is:\n2 matches\nFamily: mother Rosa Diaz (born 1961)\n\
+         Rosa Diaz: blood type A-, no known allergies\nYou reply:\nFINAL(A-)\n\n\
+         Rules: search for names and exact words from the question or from the output, not \
+         general words; if nothing is found, try a shorter or different word; when a match names \
+         something the question depends on, search for that next; do not repeat a search you \
+         already ran; keep answers short; you have at most {} replies.",
         describe_shape(&f.shape),
+        small_search_block("keyword"),
+        small_search_block("mother"),
+        small_search_block("Rosa Diaz"),
         f.max_iterations
+    ) + &small_tools(&f.tools)
+}
+
+/// The custom tools for the small profile: one line each.
+fn small_tools(tools: &[Tool]) -> String {
+    if tools.is_empty() {
+        return String::new();
+    }
+    let mut p = String::from("\n\nYou can also call these Python functions in your code:\n");
+    for t in tools {
+        p.push_str(&format!(
+            "{}: {}\n",
+            t.signature(),
+            one_line(t.description())
+        ));
+    }
+    p
+}
+
+/// The custom tools for the standard profile: signature, description and each parameter.
+fn tools_section(tools: &[Tool]) -> String {
+    if tools.is_empty() {
+        return String::new();
+    }
+    let mut p = String::from(
+        "Custom tools (call them like Python functions, with positional or keyword arguments; \
+         arguments and results are JSON values such as str, int, float, bool, None, list and \
+         dict; a failed call raises ToolError):\n",
+    );
+    for t in tools {
+        p.push_str(&format!(
+            "- {}: {}\n",
+            t.signature(),
+            one_line(t.description())
+        ));
+        let props = t.parameters().get("properties");
+        for name in t.params() {
+            let spec = props.and_then(|ps| ps.get(name));
+            let ty = spec.and_then(|s| s.get("type")).map(|ty| match ty {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            let doc = spec
+                .and_then(|s| s.get("description"))
+                .and_then(|d| d.as_str())
+                .map(one_line);
+            let mut line = format!("    {name}");
+            if let Some(ty) = ty {
+                line.push_str(&format!(" ({ty})"));
+            }
+            if let Some(doc) = doc {
+                line.push_str(&format!(": {doc}"));
+            }
+            p.push_str(&line);
+            p.push('\n');
+        }
+    }
+    p
+}
+
+/// Text on one line (newlines and runs of spaces folded).
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The small profile's search step: the match count and the distinct snippets around the
+/// matches (many matches are often one repeated line).
+fn small_search_block(keyword: &str) -> String {
+    format!(
+        "```repl\nhits = search(r\"{keyword}\")\nprint(len(hits), \"matches\")\n\
+         for s in list(dict.fromkeys(h[\"snippet\"] for h in hits))[:6]:\n    print(s)\n```\n"
     )
 }
 
@@ -139,9 +309,10 @@ pub fn system_prompt(f: &PromptFacts) -> String {
     }
     p.push_str("Available in the REPL:\n");
     p.push_str(
-        "- search(pattern, max=100, ignore_case=False): a fast regular-expression search over the \
-         whole context, run outside Python. Returns dicts with 'start', 'end', 'text', 'line' and \
-         'path' (index of the document in a list). Use it first to find where things are.\n",
+        "- search(pattern, max=100, ignore_case=None): a fast regular-expression search over the \
+         whole context, run outside Python; it ignores case unless the pattern has a capital \
+         letter. Returns dicts with 'start', 'end', 'text', 'line', 'snippet' (the words around \
+         the match) and 'path' (index of the document in a list). Use it first to find where things are.\n",
     );
     if f.sub_calls {
         p.push_str(&format!(
@@ -170,8 +341,10 @@ pub fn system_prompt(f: &PromptFacts) -> String {
     p.push_str(
         "- SHOW_VARS(): returns a listing of the variables you have defined (print it).\n\
          The standard library is there (re, json, collections, math, statistics, datetime, ...); \
-         files, network and other packages are not.\n\n",
+         files, network and other packages are not.\n",
     );
+    p.push_str(&tools_section(&f.tools));
+    p.push('\n');
     p.push_str(&format!(
         "How to work:\n\
          1. Put code in fenced blocks tagged repl:\n```repl\nhits = search(r\"keyword\")\nprint(len(hits), hits[:3])\n```\n\
@@ -200,7 +373,7 @@ pub fn first_user_message(query: &str) -> String {
 /// otherwise tend to answer "no output" after a search that found nothing.
 pub fn no_output(profile: PromptProfile) -> &'static str {
     match profile {
-        PromptProfile::Standard => "(no output)",
+        PromptProfile::Standard | PromptProfile::Auto => "(no output)",
         PromptProfile::Small => {
             "(no output)\nNothing was printed. If a search found nothing, search again for a \
              shorter or different word from the question."
@@ -212,11 +385,52 @@ pub fn no_output(profile: PromptProfile) -> &'static str {
 pub const NUDGE: &str = "Your reply had no ```repl code block and no FINAL(...). Either run code \
 in a ```repl block to keep working on the question, or give your answer as FINAL(answer).";
 
-/// Sent once when the iterations are used up.
-pub fn last_call(iterations: u32) -> String {
-    format!(
+/// Sent once when the iterations are used up: the question again and the most recent output
+/// that printed something, so the answer is taken from that evidence rather than guessed.
+pub fn last_call(iterations: u32, query: &str, evidence: Option<&str>) -> String {
+    let mut s = format!(
         "You have used all {iterations} replies. Give your best final answer now from what you have \
-         found, as FINAL(answer). Do not write more code."
+         found, as FINAL(answer). Do not write more code.\n\nThe question: {query}"
+    );
+    if let Some(e) = evidence {
+        s.push_str("\n\nThe last output that printed something:\n");
+        s.push_str(&truncate_middle(e, LAST_CALL_EVIDENCE_CHARS));
+        s.push_str("\n\nAnswer with what this output says, in the form the question asks for.");
+    }
+    s
+}
+
+/// Most characters of evidence repeated in the last call.
+const LAST_CALL_EVIDENCE_CHARS: usize = 2_000;
+
+/// One line after a step that printed something: how to finish.
+pub const FINISH_HINT: &str = "If this output answers the question, reply with FINAL(...) \
+holding that answer; otherwise keep going.";
+
+/// Sent when a block ran the same code as an earlier one and printed the same output.
+pub fn repeated_step(first_iteration: u32, times: u32, query: &str) -> String {
+    format!(
+        "Note: this block is the same code as in reply {first_iteration} and printed the same \
+         output ({times} times now). Running it again will not change anything. Use what it \
+         printed: if it answers the question, reply with FINAL(...) holding that answer. Otherwise do something \
+         different: another pattern or word, another part of the context, or llm_query on the \
+         text found.\nThe question: {query}"
+    )
+}
+
+/// Sent when a final answer is the prompt's placeholder copied as it is.
+pub fn placeholder_final(answer: &str) -> String {
+    format!(
+        "FINAL({answer}) is not an answer: put the answer itself between the parentheses, as the \
+         output shows it (for example FINAL(A-) when the output says \"blood type A-\")."
+    )
+}
+
+/// Sent when a whole reply repeats an earlier one word for word.
+pub fn repeated_reply(first_iteration: u32) -> String {
+    format!(
+        "Note: this reply is word for word the same as your reply {first_iteration}, so it can only \
+         lead to the same result. Write something different, or give FINAL(...) with the answer."
     )
 }
 
@@ -242,6 +456,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn auto_profile_follows_the_model_size_on_any_provider() {
+        for (id, want) in [
+            ("local/qwen2.5-coder-0.5b", PromptProfile::Small),
+            ("local//models/custom.gguf", PromptProfile::Small),
+            ("compat/qwen2.5-coder-1.5b", PromptProfile::Small),
+            (
+                "compat/qwen2.5-coder:1.5b-instruct-q4_K_M",
+                PromptProfile::Small,
+            ),
+            ("compat/llama3.1:8b", PromptProfile::Small),
+            ("compat/Qwen/Qwen2.5-7B-Instruct", PromptProfile::Small),
+            ("openai/gpt-oss-20b", PromptProfile::Standard),
+            ("compat/llama-3.3-70b-instruct", PromptProfile::Standard),
+            ("compat/qwen3-30b-a3b", PromptProfile::Standard),
+            ("openai/gpt-5-mini", PromptProfile::Standard),
+            ("anthropic/claude-sonnet-4-5", PromptProfile::Standard),
+            ("gemini/gemini-2.5-flash", PromptProfile::Standard),
+            ("compat/scripted", PromptProfile::Standard),
+        ] {
+            assert_eq!(PromptProfile::for_model(id), want, "{id}");
+            assert_eq!(PromptProfile::Auto.resolve(id), want, "{id}");
+            assert_eq!(PromptProfile::Standard.resolve(id), PromptProfile::Standard);
+            assert_eq!(PromptProfile::Small.resolve(id), PromptProfile::Small);
+        }
+        for p in [
+            PromptProfile::Auto,
+            PromptProfile::Standard,
+            PromptProfile::Small,
+        ] {
+            assert_eq!(p.to_string().parse::<PromptProfile>(), Ok(p));
+        }
+        assert!("tiny".parse::<PromptProfile>().is_err());
+    }
+
+    #[test]
     fn the_prompt_says_whether_the_context_is_a_real_str_or_lazy() {
         let mut f = PromptFacts {
             shape: ContextShape::Text { chars: 9_000_000 },
@@ -252,6 +501,7 @@ mod tests {
             recursive: false,
             max_output_chars: 10_000,
             max_iterations: 20,
+            tools: Vec::new(),
         };
         let real = system_prompt(&f);
         assert!(
@@ -274,6 +524,30 @@ mod tests {
             lazy.contains("re.search/findall/finditer work on it"),
             "{lazy}"
         );
+    }
+
+    /// The small profile teaches the whole method: counts and short snippets, a second search
+    /// that follows what the first found, and sub-calls only where they work.
+    #[test]
+    fn the_small_prompt_teaches_more_than_one_hop_and_sub_calls_when_on() {
+        let mut f = PromptFacts {
+            shape: ContextShape::Text { chars: 50_000 },
+            extra_contexts: Vec::new(),
+            lazy_contexts: Vec::new(),
+            sub_model_chars: 24_000,
+            sub_calls: true,
+            recursive: false,
+            max_output_chars: 1_500,
+            max_iterations: 8,
+            tools: Vec::new(),
+        };
+        let p = small_system_prompt(&f);
+        assert!(p.contains("llm_query(prompt)"), "{p}");
+        assert!(p.contains("h[\"snippet\"] for h in hits"), "{p}");
+        assert_eq!(p.matches("search(r\"").count(), 3, "{p}");
+        assert!(p.contains("at most 8 replies"), "{p}");
+        f.sub_calls = false;
+        assert!(!small_system_prompt(&f).contains("llm_query"));
     }
 
     #[test]

@@ -138,6 +138,9 @@ pub struct RunSpec {
     pub local_context_tokens: Option<u32>,
     /// The run's budget limits.
     pub budget: BudgetLimits,
+    /// The system-prompt profile (`None`: [`PromptProfile::Auto`], chosen by the root model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_profile: Option<PromptProfile>,
 }
 
 impl RunSpec {
@@ -175,6 +178,7 @@ impl RunSpec {
             sub_model_context_tokens: self.sub_model_context_tokens.or(d.sub_model_context_tokens),
             local_context_tokens: self.local_context_tokens.or(d.local_context_tokens),
             budget: self.budget.or(d.budget),
+            prompt_profile: self.prompt_profile.or(d.prompt_profile),
         }
     }
 
@@ -196,12 +200,17 @@ impl RunSpec {
         Ok((root, sub))
     }
 
-    /// The system-prompt profile: [`PromptProfile::Small`] for a local root model.
+    /// The system-prompt profile of a run whose root model is `root_id`: the one given, or
+    /// the one [`PromptProfile::for_model`] chooses.
+    pub fn profile_for(&self, root_id: &str) -> PromptProfile {
+        self.prompt_profile
+            .unwrap_or(PromptProfile::Auto)
+            .resolve(root_id)
+    }
+
+    /// The system-prompt profile of this spec's root model (see [`RunSpec::profile_for`]).
     pub fn profile(&self) -> PromptProfile {
-        match &self.model {
-            Some(m) if is_local_model(m) => PromptProfile::Small,
-            _ => PromptProfile::Standard,
-        }
+        self.profile_for(self.model.as_deref().unwrap_or_default())
     }
 
     /// The budget, its limits checked ([`BudgetLimits::to_budget`]).
@@ -218,10 +227,12 @@ impl RunSpec {
         root: Arc<dyn ChatModel>,
         sub: Arc<dyn ChatModel>,
     ) -> Result<RlmBuilder, SetupError> {
+        let profile = self.profile_for(&root.id());
+        let local = is_local_model(&root.id());
         let mut b = Rlm::builder(root)
             .sub_model(sub)
             .budget(self.budget()?)
-            .prompt_profile(self.profile());
+            .prompt_profile(profile);
         if let Some(n) = self.max_iterations {
             b = b.max_iterations(n);
         }
@@ -230,12 +241,14 @@ impl RunSpec {
         }
         let mut output = self.max_output_chars;
         let mut sub_tokens = self.sub_model_context_tokens;
-        if self.profile() == PromptProfile::Small {
-            // Small local models follow a worked example, see little at a time, and read less
-            // per call.
+        if profile == PromptProfile::Small {
+            // Small models follow a worked example and see little at a time.
             output = Some(output.map_or(SMALL_MODEL_OUTPUT_CHARS, |o| {
                 o.min(SMALL_MODEL_OUTPUT_CHARS)
             }));
+        }
+        if local {
+            // A local model's sub-calls read at most half its window.
             let half = u64::from(
                 self.local_context_tokens
                     .unwrap_or(DEFAULT_LOCAL_CONTEXT_TOKENS),

@@ -464,7 +464,12 @@ async fn rlm_query_with_a_model_gives_the_child_rlm_that_model() {
             0 => code("print(rlm_query('What is 6 times 7?', model='compat/helper'))"),
             _ => Reply::text(format!(
                 "FINAL({})",
-                r.last_user().trim_start_matches("Output:").trim()
+                r.last_user()
+                    .trim_start_matches("Output:")
+                    .split("\n\n")
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
             )),
         }
     });
@@ -745,5 +750,188 @@ async fn depth_zero_disables_sub_calls_and_unknown_models_are_refused() {
     assert_eq!(
         rlm.run("doc", "q").await.unwrap().answer.as_deref(),
         Some("true")
+    );
+}
+
+/// A model that re-sends the same block is told so (with the question again) and, with the
+/// small profile, sampled rather than decoded greedily on its next reply; the note is about
+/// repetition only, whatever the question.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_step_is_pointed_out_and_the_next_reply_is_sampled() {
+    use rlm::PromptProfile::{Small, Standard};
+    // (model, profile, temperature of each root call): open models (compat/) decode greedily
+    // by default and are sampled after a repeat, as small-profile models are; a hosted model
+    // with the standard prompt keeps its own sampling (some refuse a temperature).
+    for (id, profile, temperatures) in [
+        (
+            "compat/scripted",
+            Standard,
+            [Some(0.0), Some(0.0), Some(0.7)],
+        ),
+        ("compat/scripted", Small, [Some(0.0), Some(0.0), Some(0.7)]),
+        ("openai/scripted", Standard, [None, None, None]),
+        ("openai/scripted", Small, [None, None, Some(0.7)]),
+    ] {
+        let mock = MockProvider::start().await;
+        mock.respond_with(|r| {
+            if r.last_user().contains("same code as in reply 1") {
+                Reply::text("FINAL(4217)")
+            } else {
+                code("print([l for l in context.splitlines() if 'secret' in l])")
+            }
+        });
+        let client = LlmClient::builder()
+            .retry(RetryPolicy::none())
+            .build()
+            .unwrap();
+        let config = ModelConfig {
+            base_url: Some(mock.openai_base_url()),
+            api_key: Some(rlm_llm::ApiKey::new("test-key")),
+            ..ModelConfig::default()
+        };
+        let rlm = Rlm::builder(Arc::new(client.model_with(id, config).unwrap()))
+            .engine(engine())
+            .prompt_profile(profile)
+            .max_iterations(6)
+            .build()
+            .unwrap();
+        let result = rlm
+            .run(haystack_with_needle(), "What is the secret code?")
+            .await
+            .unwrap();
+        let case = format!("{id} {profile:?}");
+        assert_eq!(
+            (result.answer.as_deref(), result.stop.clone()),
+            (Some("4217"), StopReason::Final),
+            "{case}"
+        );
+        let roots: Vec<_> = mock.requests().into_iter().filter(is_root).collect();
+        assert_eq!(roots.len(), 3, "{case}");
+        // After the first step: how to finish. After the repeat: the note and the question.
+        assert!(
+            roots[1]
+                .last_user()
+                .contains("FINAL(...) holding that answer")
+        );
+        assert!(!roots[1].last_user().contains("same code"));
+        let note = roots[2].last_user();
+        assert!(
+            note.contains("same code as in reply 1") && note.contains("What is the secret code?"),
+            "{note}"
+        );
+        let sent: Vec<_> = roots
+            .iter()
+            .map(|r| r.body.get("temperature").and_then(|t| t.as_f64()))
+            .collect();
+        let want: Vec<_> = temperatures
+            .iter()
+            .map(|t| t.map(|t: f32| t as f64))
+            .collect();
+        assert_eq!(sent, want, "{case}");
+        // Open models' root calls stop after the first closed code block.
+        let stop = roots[0].body.get("stop").cloned();
+        let want_stop = id
+            .starts_with("compat/")
+            .then(|| serde_json::json!(["\n```\n"]));
+        assert_eq!(stop, want_stop, "{case}");
+    }
+}
+
+/// The answer forced at the iteration limit is asked for with the question and the last output
+/// that printed something, so it is read from that evidence.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_call_repeats_the_question_and_the_evidence() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| {
+        let last = r.last_user();
+        if last.contains("You have used all") {
+            let evidence =
+                last.contains("The secret code is 4217") && last.contains("secret code?");
+            Reply::text(if evidence {
+                "FINAL(4217)"
+            } else {
+                "FINAL(guess)"
+            })
+        } else if turn(r) == 0 {
+            code("print([l for l in context.splitlines() if 'secret' in l])")
+        } else {
+            code("x = 1")
+        }
+    });
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .max_iterations(3)
+        .build()
+        .unwrap();
+    let result = rlm
+        .run(haystack_with_needle(), "What is the secret code?")
+        .await
+        .unwrap();
+    assert_eq!(
+        (result.answer.as_deref(), result.stop),
+        (Some("4217"), StopReason::MaxIterations)
+    );
+}
+
+/// The prompt profile follows the root model, not its provider: a 1.5B model served over an
+/// OpenAI-compatible endpoint gets the small prompt by default, a named profile wins, and the
+/// run records the profile it used.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_prompt_profile_follows_the_model() {
+    for (id, chosen, want) in [
+        ("compat/qwen2.5-coder-1.5b", None, rlm::PromptProfile::Small),
+        ("compat/scripted", None, rlm::PromptProfile::Standard),
+        (
+            "compat/qwen2.5-coder-1.5b",
+            Some(rlm::PromptProfile::Standard),
+            rlm::PromptProfile::Standard,
+        ),
+    ] {
+        let mock = MockProvider::start().await;
+        mock.push(Reply::text("FINAL(done)"));
+        let mut builder = Rlm::builder(model_named(&mock, id)).engine(engine());
+        if let Some(p) = chosen {
+            builder = builder.prompt_profile(p);
+        }
+        let result = builder.build().unwrap().run("doc", "q").await.unwrap();
+        let system = mock.requests()[0].messages()[0].1.clone();
+        let small = system.contains("reply with exactly ONE code block");
+        assert_eq!(small, want == rlm::PromptProfile::Small, "{id}: {system}");
+        let recorded = result.events.iter().find_map(|e| match e {
+            Event::RunStarted {
+                settings: Some(s), ..
+            } => Some(s.profile),
+            _ => None,
+        });
+        assert_eq!(recorded, Some(want), "{id}");
+    }
+}
+
+/// A final answer that is the prompt's placeholder copied as it is (small models do this) is
+/// refused with a note, and the next reply's real answer is taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copied_placeholder_is_not_taken_as_the_answer() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| match turn(r) {
+        0 => Reply::text("FINAL(your answer)"),
+        1 => code("FINAL('...')"),
+        _ => Reply::text("FINAL(4217)"),
+    });
+    let rlm = Rlm::builder(model(&mock)).engine(engine()).build().unwrap();
+    let result = rlm.run("doc", "What is the code?").await.unwrap();
+    assert_eq!(
+        (result.answer.as_deref(), result.stop, result.iterations),
+        (Some("4217"), StopReason::Final, 3)
+    );
+    let requests = mock.requests();
+    assert!(
+        requests[1]
+            .last_user()
+            .contains("FINAL(your answer) is not an answer")
+    );
+    assert!(
+        requests[2]
+            .last_user()
+            .contains("FINAL(...) is not an answer")
     );
 }

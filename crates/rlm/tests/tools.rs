@@ -1,0 +1,244 @@
+//! Custom tools in RLM runs: a scripted model (over real HTTP) writes Python that calls a
+//! registered tool in the real sandbox; the system prompt lists the tools; each call is an event;
+//! child RLMs get the tools too.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rlm::{Event, PromptProfile, Rlm, RlmError, StopReason, Tool};
+use rlm_llm::{LlmClient, ModelConfig, RetryPolicy};
+use rlm_sandbox::{SandboxEngine, SandboxError, ToolError};
+use rlm_testkit::{MockProvider, RecordedRequest, Reply};
+use serde_json::{Value, json};
+
+fn engine() -> Arc<SandboxEngine> {
+    static ENGINE: Mutex<Option<Arc<SandboxEngine>>> = Mutex::new(None);
+    ENGINE
+        .lock()
+        .unwrap()
+        .get_or_insert_with(|| SandboxEngine::load().expect("guest (just guest)"))
+        .clone()
+}
+
+fn model(mock: &MockProvider) -> Arc<rlm_llm::Model> {
+    let client = LlmClient::builder()
+        .retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+    let config = ModelConfig {
+        base_url: Some(mock.openai_base_url()),
+        ..ModelConfig::default()
+    };
+    Arc::new(client.model_with("compat/scripted", config).unwrap())
+}
+
+fn code(c: &str) -> Reply {
+    Reply::text(format!("Let me run this.\n```repl\n{c}\n```"))
+}
+
+fn turn(r: &RecordedRequest) -> usize {
+    r.messages()
+        .iter()
+        .filter(|(role, _)| role == "assistant")
+        .count()
+}
+
+/// `stock(sku, warehouse=None)`: units in stock, counting its calls.
+fn stock(calls: Arc<AtomicUsize>) -> Tool {
+    Tool::new(
+        "stock",
+        "Units of a product in stock.",
+        json!({
+            "type": "object",
+            "properties": {
+                "sku": {"type": "string", "description": "the product code"},
+                "warehouse": {"type": "string"},
+            },
+            "required": ["sku"],
+        }),
+        move |args: Value| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                match (args["sku"].as_str(), args.get("warehouse")) {
+                    (Some("A-1"), None) => Ok(json!({"sku": "A-1", "units": 40})),
+                    (Some("A-1"), Some(w)) => Ok(json!({"sku": "A-1", "units": 7, "in": w})),
+                    (Some(other), _) => Err(format!("unknown product {other}")),
+                    (None, _) => Err("sku must be a string".into()),
+                }
+            }
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn model_code_calls_a_tool_and_answers_with_its_result() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| match turn(r) {
+        0 => code("s = stock('A-1')\nn = s['units'] + stock(sku='A-1', warehouse='east')['units']\nprint('total', n)"),
+        _ if r.last_user().contains("total 47") => {
+            code("FINAL(f\"{n} units\")")
+        }
+        _ => Reply::text("FINAL(wrong)"),
+    });
+    let calls = Arc::new(AtomicUsize::new(0));
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .tool(stock(calls.clone()))
+        .build()
+        .unwrap();
+    let result = rlm.run("unused", "How many A-1 are there?").await.unwrap();
+    assert_eq!(result.answer.as_deref(), Some("47 units"));
+    assert_eq!(result.stop, StopReason::Final);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // The system prompt lists the tool, its description and parameters.
+    let system = &mock.requests()[0].messages()[0].1;
+    assert!(
+        system.contains("- stock(sku, warehouse=None): Units of a product in stock.")
+            && system.contains("    sku (string): the product code")
+            && system.contains("raises ToolError"),
+        "{system}"
+    );
+    // Each call is an event, with its arguments and result; the trace's JSON form reads back.
+    let tool_events: Vec<&Event> = result
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::ToolCall { .. }))
+        .collect();
+    assert_eq!(tool_events.len(), 2);
+    let Event::ToolCall {
+        node,
+        name,
+        args,
+        result: res,
+        ..
+    } = tool_events[1]
+    else {
+        unreachable!()
+    };
+    assert_eq!((node.depth, name.as_str()), (0, "stock"));
+    assert_eq!(args, &json!({"sku": "A-1", "warehouse": "east"}));
+    assert_eq!(res, &Ok(json!({"sku": "A-1", "units": 7, "in": "east"})));
+    let line = serde_json::to_string(tool_events[1]).unwrap();
+    assert!(line.contains(r#""type":"tool_call""#), "{line}");
+    let back: Event = serde_json::from_str(&line).unwrap();
+    assert_eq!(&back, tool_events[1]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_tool_raises_tool_error_that_model_code_can_handle() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| match turn(r) {
+        0 => code("stock('Z-9')"),
+        1 => code("try:\n    stock('Z-9')\nexcept ToolError as e:\n    FINAL('failed: ' + str(e))"),
+        _ => Reply::text("FINAL(wrong)"),
+    });
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .tool(stock(Arc::default()))
+        .build()
+        .unwrap();
+    let result = rlm.run("unused", "How many Z-9?").await.unwrap();
+    assert_eq!(
+        result.answer.as_deref(),
+        Some("failed: stock: unknown product Z-9")
+    );
+    // The first, uncaught failure reached the model as the step's traceback.
+    let reqs = mock.requests();
+    let seen = reqs[1].last_user();
+    assert!(
+        seen.contains("ToolError: stock: unknown product Z-9"),
+        "{seen}"
+    );
+    let failed = result
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ToolCall { result: Err(m), .. } if m == "unknown product Z-9"));
+    assert!(failed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn child_rlms_get_the_tools_too() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| {
+        let first_user = r
+            .messages()
+            .iter()
+            .find(|(role, _)| role == "user")
+            .map(|m| m.1.clone())
+            .unwrap_or_default();
+        if first_user.contains("The task you are given is in `context`") {
+            return code("FINAL(str(stock('A-1')['units']))");
+        }
+        match turn(r) {
+            0 => code("r = rlm_query('How many A-1?')\nprint('child said', r)"),
+            _ if r.last_user().contains("child said 40") => Reply::text("FINAL(40)"),
+            _ => Reply::text("FINAL(wrong)"),
+        }
+    });
+    let calls = Arc::new(AtomicUsize::new(0));
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .max_depth(2)
+        .tool(stock(calls.clone()))
+        .build()
+        .unwrap();
+    let result = rlm.run("unused", "Ask a helper.").await.unwrap();
+    assert_eq!(result.answer.as_deref(), Some("40"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(
+        result
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ToolCall { node, .. } if node.depth == 1))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_small_profile_lists_the_tools() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|_| Reply::text("FINAL(done)"));
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .prompt_profile(PromptProfile::Small)
+        .tool(stock(Arc::default()))
+        .build()
+        .unwrap();
+    rlm.run("unused", "q").await.unwrap();
+    let system = &mock.requests()[0].messages()[0].1;
+    assert!(
+        system.contains("stock(sku, warehouse=None): Units of a product in stock."),
+        "{system}"
+    );
+}
+
+#[test]
+fn duplicate_tool_names_are_refused_at_build() {
+    let t = stock(Arc::default());
+    let err = Rlm::builder(Arc::new(rlm_testkit_model()))
+        .engine(engine())
+        .tools([t.clone(), t])
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RlmError::Sandbox(SandboxError::Tool(ToolError::Duplicate(ref n))) if n == "stock"
+        ),
+        "{err}"
+    );
+}
+
+/// A model that is never called (the build fails first).
+fn rlm_testkit_model() -> rlm_llm::Model {
+    let client = LlmClient::builder()
+        .retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+    let config = ModelConfig {
+        base_url: Some("http://127.0.0.1:9/v1".into()),
+        ..ModelConfig::default()
+    };
+    client.model_with("compat/unused", config).unwrap()
+}
