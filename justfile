@@ -14,7 +14,9 @@ example_query := "Which new drug allergy was recorded for the patient, and what 
 default:
     @just --list
 
-# Build the sandbox guest component (CPython via componentize-py, pinned) if its sources changed.
+# Build the sandbox guest component (CPython via componentize-py, pinned) into target/guest/ if
+# its sources changed. Builds do not need it: rlm-sandbox's build script runs the same script for
+# the guest it embeds. For RLM_GUEST_WASM / --guest, or to ship the file.
 guest:
     ./guest/build.sh
 
@@ -42,7 +44,7 @@ fetch-model name="qwen2.5-coder-0.5b": build
     "{{rlm}}" fetch-model {{name}}
 
 # Build the rlm binary (debug). Always whole-workspace builds, so features resolve one way.
-build: guest system-deps
+build: system-deps
     cargo build --workspace
 
 # Ask the sample patient history a question: with the model whose key is set, else offline on
@@ -52,7 +54,7 @@ run-example: build
 
 # Every test: unit, sandbox (real Python in the real guest), clients and loop over real HTTP,
 # CLI processes, doc tests.
-test: guest system-deps
+test: system-deps
     cargo build --workspace --all-targets
     "{{rlm}}" fetch-model qwen2.5-coder-0.5b
     # Compile the guest to native code once (cached), rather than in every test process at once.
@@ -65,6 +67,8 @@ test: guest system-deps
     just serve-test
     just mcp-test
     just py-test
+    just examples-test
+    just out-of-tree-test
     just container-test
 
 # Run the evaluation harness: `just eval run --dataset all --sizes 8k,128k ...`, `just eval report
@@ -254,6 +258,62 @@ container-test: container build
     export CONTAINERS_CONF="${CONTAINERS_CONF:-{{justfile_directory()}}/tests/container/containers.conf}"
     tests/container/test.sh {{image}} "{{target_dir}}/debug/rlm-mock" "{{target_dir}}/container-test"
 
+# Start the scripted model's mock server for a test recipe: writes its URL to DIR/url; the
+# caller kills the pid it prints. Also writes DIR/notes.txt, a document with two needles.
+[private]
+mock-for dir:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p "{{dir}}"
+    "{{target_dir}}/debug/rlm-mock" --url-file "{{dir}}/url" > /dev/null 2>&1 &
+    echo $!
+    for i in $(seq 3000); do
+        echo "Line $i: minutes of a meeting where nothing was decided."
+        [ "$i" = 1234 ] && echo "The access code for project Falcon-7 is 482913."
+        [ "$i" = 2718 ] && echo "The access code for project Heron-2 is 105577."
+    done > "{{dir}}/notes.txt"
+    for _ in $(seq 200); do [ -s "{{dir}}/url" ] && exit 0; sleep 0.05; done
+    echo "rlm-mock did not start" >&2; exit 1
+
+# The examples of crates/rlm/examples, run against the scripted model on the mock server (the
+# `tools` example is only built: the scripted model does not call custom tools).
+examples-test: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --workspace --examples
+    out="{{target_dir}}/examples-test"
+    rm -rf "$out"
+    mock=$(just mock-for "$out")
+    trap 'kill $mock 2>/dev/null || true' EXIT
+    export RLM_MODEL=compat/scripted RLM_BASE_URL="$(cat "$out/url")"
+    ex="{{target_dir}}/debug/examples"
+    q1="What is the access code for project Falcon-7?"
+    q2="What is the access code for project Heron-2?"
+    answer=$("$ex/ask_file" "$out/notes.txt" "$q1")
+    [ "$answer" = 482913 ] || { echo "ask_file answered '$answer', expected 482913" >&2; exit 1; }
+    "$ex/session" "$out/notes.txt" "$q1" "$q2" > "$out/session.txt"
+    printf 'Q: %s\nA: 482913\nQ: %s\nA: 105577\n' "$q1" "$q2" | diff - "$out/session.txt"
+    echo "examples: ask_file and session answered"
+
+# A crate outside this workspace (tests/out-of-tree) that depends on rlm by path, built with this
+# target dir and run with no other step (no `just guest`, no RLM_GUEST_WASM): the guest must
+# come with the crate.
+out-of-tree-test: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    crate=tests/out-of-tree
+    # The workspace's versions of every dependency, so the build reuses what is compiled.
+    cp Cargo.lock "$crate/Cargo.lock"
+    cargo build --manifest-path "$crate/Cargo.toml" --target-dir "{{target_dir}}"
+    out="{{target_dir}}/out-of-tree-test"
+    rm -rf "$out"
+    mock=$(just mock-for "$out")
+    trap 'kill $mock 2>/dev/null || true' EXIT
+    answer=$(cd "$out" && env -u RLM_GUEST_WASM RLM_MODEL=compat/scripted RLM_BASE_URL="$(cat url)" \
+        "{{target_dir}}/debug/rlm-out-of-tree" notes.txt "What is the access code for project Heron-2?")
+    [ "$answer" = 105577 ] || { echo "the out-of-tree program answered '$answer', expected 105577" >&2; exit 1; }
+    echo "out-of-tree: a program depending on rlm by path answered"
+
 # Formatting and lints, as CI wants them.
 lint:
     cargo fmt --all -- --check
@@ -262,7 +322,7 @@ lint:
     cargo clippy -p rlm-cli --no-default-features -- -D warnings
 
 # Benchmarks (release build; prints figures, asserts nothing).
-bench: guest
+bench:
     cargo build --release -p rlm-cli
     cargo bench -p rlm-sandbox --bench sandbox
     cargo bench -p rlm --bench loop

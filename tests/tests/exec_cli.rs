@@ -174,7 +174,7 @@ fn setup_errors_are_clear_and_exit_two() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("just guest") && err.contains("RLM_GUEST_WASM"),
+        err.contains("/nonexistent/rlm_guest.wasm") && err.contains("RLM_GUEST_WASM"),
         "{err}"
     );
 

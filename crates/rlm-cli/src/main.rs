@@ -285,7 +285,7 @@ struct ExecArgs {
     /// the REPL's memory (default: no threshold; the memory rule decides).
     #[arg(long)]
     lazy_threshold: Option<u64>,
-    /// Path of the guest component (default: found automatically; see `just guest`).
+    /// Path of a guest component to run instead of the one built into rlm (`just guest` builds one).
     #[arg(long, env = "RLM_GUEST_WASM")]
     guest: Option<PathBuf>,
 }

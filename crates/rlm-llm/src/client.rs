@@ -41,6 +41,57 @@ pub trait ChatModel: Send + Sync {
         on_text(&response.text);
         Ok(response)
     }
+
+    /// This model as the shared `Arc<dyn ChatModel>` the RLM holds: a model is moved into a
+    /// new `Arc`, an `Arc` is kept as it is. Lets APIs take `impl ChatModel` and an `Arc` alike.
+    fn into_shared(self) -> Arc<dyn ChatModel>
+    where
+        Self: Sized + 'static,
+    {
+        Arc::new(self)
+    }
+}
+
+/// A shared model is a model (so `Arc<dyn ChatModel>` goes where `impl ChatModel` is asked).
+#[async_trait]
+impl ChatModel for Arc<dyn ChatModel> {
+    fn id(&self) -> String {
+        (**self).id()
+    }
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, LlmError> {
+        (**self).chat(request).await
+    }
+    async fn chat_stream(
+        &self,
+        request: ChatRequest,
+        on_text: OnText<'_>,
+    ) -> Result<ChatResponse, LlmError> {
+        (**self).chat_stream(request, on_text).await
+    }
+    fn into_shared(self) -> Arc<dyn ChatModel> {
+        self
+    }
+}
+
+/// A shared model is a model (so `Arc<M>` goes where `impl ChatModel` is asked).
+#[async_trait]
+impl<M: ChatModel + 'static> ChatModel for Arc<M> {
+    fn id(&self) -> String {
+        (**self).id()
+    }
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, LlmError> {
+        (**self).chat(request).await
+    }
+    async fn chat_stream(
+        &self,
+        request: ChatRequest,
+        on_text: OnText<'_>,
+    ) -> Result<ChatResponse, LlmError> {
+        (**self).chat_stream(request, on_text).await
+    }
+    fn into_shared(self) -> Arc<dyn ChatModel> {
+        self
+    }
 }
 
 /// Settings of a [`LlmClient`].

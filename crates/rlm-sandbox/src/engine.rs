@@ -21,11 +21,19 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// The wasmtime version this crate is built on (part of the artifact cache key).
 pub const WASMTIME_VERSION: &str = "48.0.8";
 
+/// The guest component built into this crate (by `build.rs`, from `guest/`).
+static EMBEDDED_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rlm_guest.wasm"));
+/// BLAKE3 of [`EMBEDDED_GUEST`], computed at build time so a start does not hash 23 MB.
+const EMBEDDED_GUEST_BLAKE3: &str = env!("RLM_GUEST_BLAKE3");
+/// Compiled guests kept in the cache directory besides the one in use (the most recently
+/// used; older ones are deleted when a new one is compiled).
+const KEEP_OTHER_ARTIFACTS: usize = 3;
+
 /// Where to find the guest and where to cache its compiled form.
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
-    /// Path of `rlm_guest.wasm`. Default: `RLM_GUEST_WASM`, then beside the executable, then the
-    /// workspace's `target/guest/` (where `just guest` writes it).
+    /// Path of an `rlm_guest.wasm` to run instead of the guest built into this crate. Default:
+    /// `RLM_GUEST_WASM` when set, else the built-in guest.
     pub guest: Option<PathBuf>,
     /// Directory of precompiled artifacts. Default: `RLM_CACHE_DIR`, else the user cache
     /// directory (`~/.cache/rlm`).
@@ -46,7 +54,7 @@ pub struct SandboxEngine {
     pub(crate) pre: SandboxPre<HostState>,
     pub(crate) metered: bool,
     pool: Arc<MemoryPool>,
-    guest_path: PathBuf,
+    guest_path: Option<PathBuf>,
     artifact: PathBuf,
     cache_hit: bool,
     stop_ticker: Arc<AtomicBool>,
@@ -74,22 +82,42 @@ impl SandboxEngine {
         Self::with_options(EngineOptions::default())
     }
 
-    /// Load with explicit options. Compiles the guest on the first use of a given guest file
-    /// and engine configuration (tens of seconds), then reuses the cached artifact (milliseconds).
+    /// Load with explicit options. Compiles the guest on the first use of a given guest and
+    /// engine configuration (tens of seconds), then reuses the cached artifact (milliseconds).
+    ///
+    /// This blocks (file reads, possibly the compilation); from async code call it through
+    /// `tokio::task::spawn_blocking`.
     pub fn with_options(options: EngineOptions) -> Result<Arc<Self>, SandboxError> {
-        let guest_path = locate_guest(options.guest)?;
+        let guest_path = options
+            .guest
+            .or_else(|| std::env::var_os("RLM_GUEST_WASM").map(PathBuf::from));
         let metered = !options.unmetered;
         let engine =
             Engine::new(&engine_config(metered)).map_err(|e| SandboxError::wasm("engine", e))?;
-        let bytes = std::fs::read(&guest_path).map_err(|source| SandboxError::Io {
-            action: "reading the guest component",
-            path: guest_path.clone(),
-            source,
-        })?;
+        let read;
+        let (bytes, guest_hash): (&[u8], String) = match &guest_path {
+            Some(path) => {
+                read = std::fs::read(path).map_err(|source| match source.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        SandboxError::GuestMissing { path: path.clone() }
+                    }
+                    _ => SandboxError::Io {
+                        action: "reading the guest component",
+                        path: path.clone(),
+                        source,
+                    },
+                })?;
+                let hash = blake3::hash(&read).to_hex().to_string();
+                (&read, hash)
+            }
+            None => (EMBEDDED_GUEST, EMBEDDED_GUEST_BLAKE3.to_string()),
+        };
         let cache_dir = options.cache_dir.unwrap_or_else(default_cache_dir);
-        let artifact = cache_dir.join(format!("guest-{}.cwasm", cache_key(&engine, &bytes)));
-        let (component, cache_hit) = load_or_compile(&engine, &bytes, &artifact)?;
-        drop(bytes);
+        let artifact = cache_dir.join(format!("guest-{}.cwasm", cache_key(&engine, &guest_hash)));
+        let (component, cache_hit) = load_or_compile(&engine, bytes, &artifact)?;
+        if !cache_hit {
+            prune_artifacts(&cache_dir, &artifact);
+        }
 
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -129,9 +157,9 @@ impl SandboxEngine {
         &self.pool
     }
 
-    /// The guest component file in use.
-    pub fn guest_path(&self) -> &Path {
-        &self.guest_path
+    /// The guest component file in use; `None` for the guest built into this crate.
+    pub fn guest_path(&self) -> Option<&Path> {
+        self.guest_path.as_deref()
     }
 
     /// The precompiled artifact in use.
@@ -158,8 +186,7 @@ fn engine_config(metered: bool) -> Config {
 
 /// The cache key: the guest's hash plus everything in the engine that makes artifacts
 /// incompatible (wasmtime version, fuel, epoch, memory settings, target).
-fn cache_key(engine: &Engine, guest: &[u8]) -> String {
-    let guest_hash = blake3::hash(guest).to_hex();
+fn cache_key(engine: &Engine, guest_hash: &str) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     WASMTIME_VERSION.hash(&mut h);
@@ -207,33 +234,46 @@ fn load_or_compile(
     Ok((component, false))
 }
 
-fn locate_guest(explicit: Option<PathBuf>) -> Result<PathBuf, SandboxError> {
-    let mut candidates = Vec::new();
-    if let Some(p) = explicit {
-        candidates.push(p);
-    } else {
-        if let Some(p) = std::env::var_os("RLM_GUEST_WASM") {
-            candidates.push(PathBuf::from(p));
+/// Delete compiled guests of other guest builds but the [`KEEP_OTHER_ARTIFACTS`] most recently
+/// modified, and leftovers of interrupted compilations. Best effort: a file another process
+/// still maps stays readable to it (Unix), and failures are only logged.
+fn prune_artifacts(cache_dir: &Path, current: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return;
+    };
+    let mut others = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if path == current || !name.starts_with("guest-") {
+            continue;
         }
-        if let Ok(exe) = std::env::current_exe()
-            && let Some(dir) = exe.parent()
+        let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        if name.ends_with(".cwasm") {
+            others.push((modified, path));
+        } else if name.contains(".tmp.")
+            && modified
+                .elapsed()
+                .is_ok_and(|age| age > Duration::from_secs(3600))
         {
-            candidates.push(dir.join(GUEST_FILE));
-            candidates.push(dir.join("../guest").join(GUEST_FILE));
+            remove_logged(&path);
         }
-        candidates.push(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../target/guest")
-                .join(GUEST_FILE),
-        );
     }
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or(SandboxError::GuestMissing {
-            searched: candidates,
-        })
+    others.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
+    for (_, path) in others.iter().skip(KEEP_OTHER_ARTIFACTS) {
+        remove_logged(path);
+    }
+}
+
+fn remove_logged(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!(path = %path.display(), "deleted an old compiled guest"),
+        Err(e) => tracing::warn!(path = %path.display(), error = %e,
+            "could not delete an old compiled guest"),
+    }
 }
 
 /// rlm's cache directory: `RLM_CACHE_DIR`, else the user cache directory's `rlm` (e.g.
@@ -259,5 +299,55 @@ fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) {
     if let Err(e) = spawned {
         tracing::error!(error = %e, "could not start the epoch thread; step deadlines then rely \
             on the tokio timeout alone");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    #[test]
+    fn pruning_keeps_the_current_artifact_and_the_newest_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let make = |name: &str, age_s: u64| {
+            let path = dir.path().join(name);
+            let f = std::fs::File::create(&path).unwrap();
+            f.set_modified(now - Duration::from_secs(age_s)).unwrap();
+            path
+        };
+        // The one in use is the oldest file: it must stay anyway.
+        let current = make("guest-current.cwasm", 10_000);
+        let others: Vec<PathBuf> = (0..6)
+            .map(|i| make(&format!("guest-old{i}.cwasm"), 100 * (i + 1)))
+            .collect();
+        let stale_tmp = make("guest-x.cwasm.tmp.123", 7200);
+        let fresh_tmp = make("guest-y.cwasm.tmp.456", 5);
+        let unrelated = make("models.json", 99_999);
+
+        prune_artifacts(dir.path(), &current);
+
+        assert!(current.exists());
+        for (i, p) in others.iter().enumerate() {
+            assert_eq!(p.exists(), i < KEEP_OTHER_ARTIFACTS, "{}", p.display());
+        }
+        assert!(
+            !stale_tmp.exists(),
+            "an interrupted compilation's leftover goes"
+        );
+        assert!(
+            fresh_tmp.exists(),
+            "a compilation in progress is left alone"
+        );
+        assert!(unrelated.exists(), "only compiled guests are pruned");
+    }
+
+    #[test]
+    fn the_embedded_guest_hash_is_the_hash_of_the_embedded_guest() {
+        assert_eq!(
+            blake3::hash(EMBEDDED_GUEST).to_hex().as_str(),
+            EMBEDDED_GUEST_BLAKE3
+        );
     }
 }

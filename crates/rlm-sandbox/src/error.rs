@@ -8,15 +8,17 @@ use std::path::PathBuf;
 /// back inside a [`StepResult`](crate::StepResult), and the sandbox stays usable.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    /// The guest component file was not found.
+    /// The guest component file named by `RLM_GUEST_WASM` or [`crate::EngineOptions::guest`]
+    /// does not exist.
     #[error(
-        "the sandbox guest component was not found (looked in: {}). Build it with `just guest`, \
-         or set RLM_GUEST_WASM to the path of rlm_guest.wasm",
-        .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        "the sandbox guest component {} does not exist. Point RLM_GUEST_WASM (or --guest) at an \
+         rlm_guest.wasm (`just guest` builds one in target/guest/), or unset it to use the guest \
+         built into rlm",
+        .path.display()
     )]
     GuestMissing {
-        /// Every path that was tried.
-        searched: Vec<PathBuf>,
+        /// The path given.
+        path: PathBuf,
     },
     /// Reading or writing a file failed.
     #[error("{action} {}: {source}", .path.display())]

@@ -20,7 +20,7 @@
 //! use rlm_sandbox::{Context, Sandbox, SandboxEngine};
 //!
 //! # async fn demo() -> Result<(), rlm_sandbox::SandboxError> {
-//! let engine = SandboxEngine::load()?; // finds target/guest/rlm_guest.wasm (`just guest`)
+//! let engine = SandboxEngine::load()?; // the guest built into this crate, compiled once and cached
 //! let mut repl = Sandbox::builder(engine)
 //!     .context(Context::text("The key is 42.\nNothing else."))
 //!     .build()

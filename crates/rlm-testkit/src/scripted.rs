@@ -238,6 +238,13 @@ fn solve_code(ask: &Ask, p: &Powers) -> Option<String> {
 
 fn root(messages: &[(String, String)], system: &str) -> String {
     let p = powers(system);
+    // In a session every question opens with "Question: "; answer the latest one, counting the
+    // turns since it.
+    let start = messages
+        .iter()
+        .rposition(|(r, t)| r == "user" && t.starts_with("Question: "))
+        .unwrap_or(0);
+    let messages = &messages[start..];
     let users: Vec<&str> = messages
         .iter()
         .filter(|(r, _)| r == "user")

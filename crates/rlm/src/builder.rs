@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use rlm_llm::ChatModel;
-use rlm_sandbox::{Limits, SandboxEngine, Tool};
+use rlm_sandbox::{Limits, SandboxEngine, SandboxError, Tool};
+use tokio::sync::OnceCell;
 
 use crate::budget::Budget;
 use crate::engine::Rlm;
@@ -15,7 +16,8 @@ use crate::prompt;
 pub(crate) struct Config {
     pub root_model: Arc<dyn ChatModel>,
     pub sub_model: Arc<dyn ChatModel>,
-    pub engine: Arc<SandboxEngine>,
+    /// The engine given to the builder; `None`: the process's shared default engine.
+    pub engine: Option<Arc<SandboxEngine>>,
     pub limits: Limits,
     pub max_iterations: u32,
     pub max_depth: u32,
@@ -28,6 +30,29 @@ pub(crate) struct Config {
     pub seed: Option<[u8; 32]>,
     pub profile: prompt::PromptProfile,
     pub tools: Vec<Tool>,
+}
+
+impl Config {
+    /// The sandbox engine: the one given to the builder, else the process's shared default
+    /// engine, loaded on first use off the async threads.
+    pub async fn engine(&self) -> Result<Arc<SandboxEngine>, SandboxError> {
+        match &self.engine {
+            Some(e) => Ok(e.clone()),
+            None => default_engine().await,
+        }
+    }
+}
+
+/// The engine every [`Rlm`] built without [`RlmBuilder::engine`] shares, loaded once per
+/// process ([`SandboxEngine::load`]: the built-in guest, compiled once and cached on disk).
+/// Loading blocks (file reads, on the first use of a guest a compilation of tens of seconds),
+/// so it runs on tokio's blocking threads; a failed load is tried again by the next call.
+pub async fn default_engine() -> Result<Arc<SandboxEngine>, SandboxError> {
+    static ENGINE: OnceCell<Arc<SandboxEngine>> = OnceCell::const_new();
+    ENGINE
+        .get_or_try_init(|| crate::engine::off_runtime(SandboxEngine::load))
+        .await
+        .cloned()
 }
 
 /// Configures an [`Rlm`].
@@ -79,12 +104,13 @@ impl RlmBuilder {
     }
 
     /// The model for sub-calls (default: the root model).
-    pub fn sub_model(mut self, model: Arc<dyn ChatModel>) -> Self {
-        self.sub_model = Some(model);
+    pub fn sub_model(mut self, model: impl ChatModel + 'static) -> Self {
+        self.sub_model = Some(model.into_shared());
         self
     }
 
-    /// The sandbox engine (default: [`SandboxEngine::load`]).
+    /// The sandbox engine (default: one engine shared by the whole process, loaded on the first
+    /// run; see [`default_engine`]).
     pub fn engine(mut self, engine: Arc<SandboxEngine>) -> Self {
         self.engine = Some(engine);
         self
@@ -194,7 +220,9 @@ impl RlmBuilder {
         self
     }
 
-    /// Finish.
+    /// Finish. Checks the settings and returns at once: nothing here blocks, so it is fine in
+    /// async code and out of it. Without [`RlmBuilder::engine`] the sandbox engine loads on
+    /// the first run or session (see [`default_engine`]; [`Rlm::load_engine`] loads it now).
     pub fn build(self) -> Result<Rlm, RlmError> {
         for (i, t) in self.tools.iter().enumerate() {
             if self.tools[..i].iter().any(|u| u.name() == t.name()) {
@@ -206,10 +234,7 @@ impl RlmBuilder {
                 );
             }
         }
-        let engine = match self.engine {
-            Some(e) => e,
-            None => SandboxEngine::load()?,
-        };
+        let engine = self.engine;
         self.limits.validate()?;
         let sub_model = self.sub_model.unwrap_or_else(|| self.root_model.clone());
         let profile = self.profile.resolve(&self.root_model.id());

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rlm_llm::ChatModel;
-use rlm_sandbox::Context;
+use rlm_sandbox::{Context, SandboxEngine};
 use tracing::Instrument;
 
 use crate::builder::{Config, RlmBuilder};
@@ -35,9 +35,16 @@ impl std::fmt::Debug for Rlm {
 }
 
 impl Rlm {
-    /// Start configuring an RLM whose root model is `root_model`.
-    pub fn builder(root_model: Arc<dyn ChatModel>) -> RlmBuilder {
-        RlmBuilder::new(root_model)
+    /// Start configuring an RLM whose root model is `root_model`: any [`ChatModel`] (e.g.
+    /// `rlm::model("openai/gpt-5")?`), or an `Arc` of one shared with other code.
+    pub fn builder(root_model: impl ChatModel + 'static) -> RlmBuilder {
+        RlmBuilder::new(root_model.into_shared())
+    }
+
+    /// Load the sandbox engine now rather than on the first run (to fail early, or to keep the
+    /// first run's latency down). Does not block the async runtime.
+    pub async fn load_engine(&self) -> Result<Arc<SandboxEngine>, RlmError> {
+        Ok(self.config.engine().await?)
     }
 
     /// Answer `query` about `context`.
@@ -48,9 +55,14 @@ impl Rlm {
     ) -> Result<RunResult, RlmError> {
         let started = Instant::now();
         let input = context.into();
-        let ctx = input.to_context();
-        let record = self.context_record(&input, &ctx);
-        drop(input);
+        let inline_chars = self.config.inline_context_chars;
+        // Indexing and hashing a large context takes a while: not on an async thread.
+        let (ctx, record) = off_runtime(move || {
+            let ctx = input.to_context();
+            let record = context_record(&input, &ctx, inline_chars);
+            (ctx, record)
+        })
+        .await;
         let tree = Tree::new(self.config.clone());
         let span = tracing::info_span!("run", root_model = %self.config.root_model.id(), depth = 0);
         async {
@@ -112,33 +124,46 @@ impl Rlm {
         &self,
         context: impl Into<ContextInput>,
     ) -> Result<crate::session::Session, RlmError> {
+        let input = context.into();
+        let ctx = off_runtime(move || input.into_context()).await;
         let tree = Tree::new(self.config.clone());
         let node = NodeRun::start(
             tree.clone(),
             root_node(),
             self.config.root_model.clone(),
-            vec![context.into().into_context()],
+            vec![ctx],
         )
         .await?;
         Ok(crate::session::Session::new(tree, node))
     }
+}
 
-    /// How the trace records the context: facts from the already-built `ctx`, the input itself
-    /// only when it is small enough to store.
-    fn context_record(&self, input: &ContextInput, ctx: &Context) -> ContextRecord {
-        let chars = ctx.total_chars();
-        let inline = (chars <= self.config.inline_context_chars).then(|| input.to_json());
-        let hash = match (input, &inline) {
-            (ContextInput::Text(t), _) => blake3::hash(t.as_bytes()),
-            (_, Some(json)) => blake3::hash(json.to_string().as_bytes()),
-            (_, None) => blake3::hash(input.to_json().to_string().as_bytes()),
-        };
-        ContextRecord {
-            description: prompt::describe_shape(&ctx.shape()),
-            chars,
-            hash: hash.to_hex()[..32].to_string(),
-            inline,
-        }
+/// How the trace records the context: facts from the already-built `ctx`, the input itself
+/// only when it has at most `inline_chars` characters.
+fn context_record(input: &ContextInput, ctx: &Context, inline_chars: u64) -> ContextRecord {
+    let chars = ctx.total_chars();
+    let inline = (chars <= inline_chars).then(|| input.to_json());
+    let hash = match (input, &inline) {
+        (ContextInput::Text(t), _) => blake3::hash(t.as_bytes()),
+        (_, Some(json)) => blake3::hash(json.to_string().as_bytes()),
+        (_, None) => blake3::hash(input.to_json().to_string().as_bytes()),
+    };
+    ContextRecord {
+        description: prompt::describe_shape(&ctx.shape()),
+        chars,
+        hash: hash.to_hex()[..32].to_string(),
+        inline,
+    }
+}
+
+/// Run CPU-heavy `work` on tokio's blocking threads (inline when not on a tokio runtime).
+pub(crate) async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle
+            .spawn_blocking(work)
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+        Err(_) => work(),
     }
 }
 

@@ -14,24 +14,33 @@
 //! Every step is an [`Event`]; sinks receive them live (CLI progress, the web page) and a
 //! [`TraceWriter`] stores them as JSONL, enough to [`replay`] the run offline.
 //!
+//! A program needs this crate and tokio (`rlm = { path = ".../crates/rlm" }`); the sandbox's
+//! guest ships inside it and is compiled to native code once, on first use, then cached in
+//! `~/.cache/rlm`.
+//!
 //! ```no_run
-//! use std::sync::Arc;
 //! use rlm::{Budget, Rlm};
-//! use rlm_llm::LlmClient;
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = LlmClient::new()?;
-//! let rlm = Rlm::builder(Arc::new(client.model("openai/gpt-5")?))
-//!     .sub_model(Arc::new(client.model("openai/gpt-5-mini")?))
+//! let rlm = Rlm::builder(rlm::model("openai/gpt-5")?) // key from OPENAI_API_KEY
+//!     .sub_model(rlm::model("openai/gpt-5-mini")?)
 //!     .max_iterations(20)
 //!     .budget(Budget { max_usd: Some(1.0), ..Budget::default() })
 //!     .build()?;
-//! let document = std::fs::read_to_string("data/synthetic_patient_data.md")?;
+//! let document = tokio::fs::read_to_string("data/synthetic_patient_data.md").await?;
 //! let result = rlm.run(document, "Which drug is the patient allergic to?").await?;
 //! println!("{:?} ({:?}, {} iterations, ${:.4})",
 //!     result.answer, result.stop, result.iterations, result.usage.total.cost_usd);
 //! # Ok(()) }
 //! ```
+//!
+//! Models: [`model`] takes the ids `rlm run --model` takes (`openai/...`, `anthropic/...`,
+//! `gemini/...`, `openrouter/...`, `compat/NAME` for any OpenAI-compatible server at
+//! `RLM_BASE_URL`, or [`model_at`] with its URL); models made from one [`LlmClient`] share its
+//! concurrency limit and connections. Anything implementing [`ChatModel`] works, moved in or
+//! as an `Arc`. [`RlmBuilder::build`] does not block: the sandbox engine (one per process,
+//! shared) loads on the first run, off the async threads. The crate's `examples/` directory
+//! has a question over a file, a multi-turn session and custom tools.
 //!
 //! ## Coming from the Python rlm
 //!
@@ -40,7 +49,7 @@
 //!
 //! | Python | here |
 //! |---|---|
-//! | `model="gpt-5"` | `Rlm::builder(Arc::new(client.model("openai/gpt-5")?))` (and `.sub_model(...)`) |
+//! | `model="gpt-5"` | `Rlm::builder(rlm::model("openai/gpt-5")?)` (and `.sub_model(...)`) |
 //! | `context` (str, list, dict) | `rlm.run(context, ...)`: a `String`, `Vec<String>` or `serde_json::Value` |
 //! | `messages` | the last user message is the `query`; for a conversation use [`Rlm::session`] and [`Session::ask`] |
 //! | `max_chunk_size` | [`RlmBuilder::sub_model_context_tokens`] (what the prompt says one sub-call can read) |
@@ -48,8 +57,7 @@
 //! | `max_steps` | [`RlmBuilder::max_iterations`] |
 //!
 //! ```no_run
-//! # use std::sync::Arc;
-//! # async fn demo(model: Arc<dyn rlm_llm::ChatModel>, context: String) -> Result<(), rlm::RlmError> {
+//! # async fn demo(model: rlm::Model, context: String) -> Result<(), rlm::RlmError> {
 //! let rlm = rlm::Rlm::builder(model)
 //!     .sub_model_context_tokens(32_000) // max_chunk_size
 //!     .max_output_chars(2_000)          // max_output_chars
@@ -76,8 +84,25 @@ mod setup;
 mod trace;
 mod tree;
 
+/// The model clients (`rlm-llm`) in full; the names a program usually needs are re-exported
+/// below.
+pub use rlm_llm as llm;
+/// The sandbox (`rlm-sandbox`) in full; the names a program usually needs are re-exported below.
+pub use rlm_sandbox as sandbox;
+/// JSON, as tools take and return it and as contexts may be (`rlm::serde_json::json!`).
+pub use serde_json;
+
+pub use rlm_llm::{
+    ApiKey, CallRole, CallTag, ChatModel, ChatRequest, ChatResponse, LlmClient, LlmClientBuilder,
+    LlmError, Message, Model, ModelConfig, ModelId, SamplingParams, Usage, UsageTotals,
+    UsageTracker,
+};
+pub use rlm_sandbox::{
+    Context, ContextFormat, EngineOptions, Limits, MemoryPool, SandboxEngine, SandboxError,
+};
+
 pub use budget::{Budget, BudgetError, BudgetLimit, BudgetLimits, MAX_SECONDS, seconds_limit};
-pub use builder::RlmBuilder;
+pub use builder::{RlmBuilder, default_engine};
 pub use engine::Rlm;
 pub use error::RlmError;
 pub use events::{ContextRecord, Event, EventSink, Node, RunSettings};
@@ -92,7 +117,7 @@ pub use rlm_sandbox::{Tool, ToolError, ToolFuture};
 pub use session::Session;
 pub use setup::{
     DEFAULT_LOCAL_CONTEXT_TOKENS, RunSpec, SMALL_MODEL_OUTPUT_CHARS, SetupError, default_model,
-    default_model_from, is_local_model,
+    default_model_from, is_local_model, model, model_at,
 };
 pub use trace::{Replay, TraceError, TraceWriter, read_trace, replay};
 pub use tree::SubCallKind;

@@ -76,7 +76,7 @@ impl NodeRun {
             tree: tree.clone(),
             node: node.clone(),
         });
-        let mut builder = Sandbox::builder(c.engine.clone())
+        let mut builder = Sandbox::builder(c.engine().await?)
             .limits(c.limits.clone())
             .model(host)
             .tools(tree.node_tools(&node))

@@ -65,7 +65,9 @@ impl Session {
         &mut self,
         context: impl Into<ContextInput>,
     ) -> Result<String, RlmError> {
-        self.node.add_context(context.into().to_context()).await
+        let input = context.into();
+        let ctx = crate::engine::off_runtime(move || input.into_context()).await;
+        self.node.add_context(ctx).await
     }
 
     /// Questions asked so far.

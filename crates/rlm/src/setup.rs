@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use rlm_llm::ChatModel;
+use rlm_llm::{ChatModel, LlmClient, LlmError, Model, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{Budget, BudgetError, BudgetLimits};
@@ -43,6 +43,34 @@ pub enum SetupError {
     /// A budget limit is unusable.
     #[error(transparent)]
     Budget(#[from] BudgetError),
+}
+
+/// The hosted model `id` (`provider/model`: `openai/gpt-5-mini`, `anthropic/...`,
+/// `gemini/...`, `openrouter/...`, or `compat/NAME` with `RLM_BASE_URL` set), its key and base
+/// URL from the environment as `rlm run --model` takes them, on a client of its own with the
+/// default settings. Share one [`LlmClient`] instead (`client.model(id)`) to share its
+/// concurrency limit, HTTP connections and usage tracker between models. Local models
+/// (`local/...`) come from the `rlm-local` crate.
+///
+/// ```no_run
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let rlm = rlm::Rlm::builder(rlm::model("openai/gpt-5-mini")?).build()?;
+/// # Ok(()) }
+/// ```
+pub fn model(id: &str) -> Result<Model, LlmError> {
+    LlmClient::new()?.model(id)
+}
+
+/// [`model`] served at `base_url` (an OpenAI-compatible server for `compat/NAME`, or a proxy
+/// for a hosted provider), as `rlm run --model ID --base-url URL` takes them.
+pub fn model_at(id: &str, base_url: &str) -> Result<Model, LlmError> {
+    LlmClient::new()?.model_with(
+        id,
+        ModelConfig {
+            base_url: Some(base_url.to_string()),
+            ..ModelConfig::default()
+        },
+    )
 }
 
 /// Whether `id` names an in-process local model (`local/NAME` or `local/PATH.gguf`); such
