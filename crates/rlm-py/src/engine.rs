@@ -70,7 +70,11 @@ pub fn engine_info(
 ) -> PyResult<HashMap<&'static str, String>> {
     let e = engine(py, guest, cache_dir)?;
     Ok(HashMap::from([
-        ("guest", e.guest_path().display().to_string()),
+        (
+            "guest",
+            e.guest_path()
+                .map_or_else(|| "embedded".to_string(), |p| p.display().to_string()),
+        ),
         ("artifact", e.artifact_path().display().to_string()),
         ("cache_hit", e.cache_hit().to_string()),
     ]))
