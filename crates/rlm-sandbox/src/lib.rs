@@ -8,9 +8,11 @@
 //! guest reaches the world only through host imports: reads and regex searches of the
 //! [`Context`] (which stays on the host, shared by every sandbox that reads it) and model calls,
 //! which the sandbox forwards to a [`ModelHost`] that the embedding application implements (the
-//! RLM loop does; the sandbox knows no LLM). A step that hits a limit traps the instance; the
-//! sandbox then rebuilds the REPL by replaying its journal of earlier steps with their recorded
-//! model answers, so variables survive and no model call is made twice.
+//! RLM loop does; the sandbox knows no LLM), and custom [`Tool`]s: named async host functions
+//! that model code calls like Python functions, registered with [`SandboxBuilder::tool`]. A step
+//! that hits a limit traps the instance; the sandbox then rebuilds the REPL by replaying its
+//! journal of earlier steps with their recorded model answers and tool results, so variables
+//! survive and no model or tool call is made twice.
 //!
 //! A [`SandboxEngine`] compiles the guest component once, caches the compiled artifact on disk
 //! (keyed by the guest's hash and the engine settings) and instantiates REPLs from it in about a

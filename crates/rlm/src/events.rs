@@ -44,6 +44,31 @@ pub struct RunSettings {
     /// Context window of the sub-model in tokens (the system prompt states it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub_model_context_tokens: Option<u64>,
+    /// The custom tools model code could call (a replay serves their recorded results).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolRecord>,
+}
+
+/// A custom tool as a trace records it: what the model was told about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolRecord {
+    /// Its Python name.
+    pub name: String,
+    /// Its description.
+    pub description: String,
+    /// The JSON schema of its parameters.
+    pub parameters: serde_json::Value,
+}
+
+impl ToolRecord {
+    /// The record of `tool`.
+    pub fn of(tool: &rlm_sandbox::Tool) -> Self {
+        Self {
+            name: tool.name().to_string(),
+            description: tool.description().to_string(),
+            parameters: tool.parameters().clone(),
+        }
+    }
 }
 
 /// Something that happened in a run.

@@ -11,6 +11,10 @@
 //! limit). One [`Budget`] (sub-calls, tokens, dollars, time) covers the whole tree; running out
 //! stops cleanly with the best partial answer and the reason.
 //!
+//! Custom tools ([`Tool`], registered with [`RlmBuilder::tool`]) are host functions that model
+//! code in every REPL of the tree calls like Python functions (the official rlm's
+//! `custom_tools`, DSPy's `tools=[...]`); the system prompt lists them.
+//!
 //! Every step is an [`Event`]; sinks receive them live (CLI progress, the web page) and a
 //! [`TraceWriter`] stores them as JSONL, enough to [`replay`] the run offline.
 //!
@@ -55,6 +59,7 @@
 //! | `max_chunk_size` | [`RlmBuilder::sub_model_context_tokens`] (what the prompt says one sub-call can read) |
 //! | `max_output_chars` | [`RlmBuilder::max_output_chars`] |
 //! | `max_steps` | [`RlmBuilder::max_iterations`] |
+//! | `custom_tools` | [`RlmBuilder::tool`] / [`RlmBuilder::tools`] with [`Tool::new`] |
 //!
 //! ```no_run
 //! # async fn demo(model: rlm::Model, context: String) -> Result<(), rlm::RlmError> {
@@ -105,7 +110,7 @@ pub use budget::{Budget, BudgetError, BudgetLimit, BudgetLimits, MAX_SECONDS, se
 pub use builder::{RlmBuilder, default_engine};
 pub use engine::Rlm;
 pub use error::RlmError;
-pub use events::{ContextRecord, Event, EventSink, Node, RunSettings};
+pub use events::{ContextRecord, Event, EventSink, Node, RunSettings, ToolRecord};
 pub use input::ContextInput;
 pub use outcome::{RunResult, StopReason, UsageReport};
 pub use parse::{ParsedReply, TextFinal, find_final, parse_reply};

@@ -1,17 +1,17 @@
 //! JSONL traces: write every event of a run, read them back, and replay a run offline.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use rlm_llm::{ChatModel, ChatRequest, ChatResponse, FinishReason, LlmError, Usage};
-use rlm_sandbox::SandboxEngine;
+use rlm_sandbox::{SandboxEngine, Tool};
 
 use crate::engine::Rlm;
 use crate::error::RlmError;
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventSink, ToolRecord};
 use crate::input::ContextInput;
 use crate::outcome::RunResult;
 use crate::tree::{SubCallKind, request_hash};
@@ -232,6 +232,7 @@ pub async fn replay(
         Event::FinalAnswer { node, answer, .. } if node.depth == 0 => Some(answer.clone()),
         _ => None,
     });
+    let tools = replay_tools(&settings.tools, events)?;
     let answers = Arc::new(answers);
     let root = Arc::new(ReplayModel {
         id: settings.root_model.clone(),
@@ -259,6 +260,7 @@ pub async fn replay(
         .budget(budget)
         .limits(settings.limits.clone().unwrap_or_default())
         .prompt_profile(settings.profile)
+        .tools(tools)
         .seed(seed)
         .build()?;
     let result = rlm.run(context, &query).await?;
@@ -266,6 +268,57 @@ pub async fn replay(
         recorded_answer: recorded_answer.flatten(),
         result,
     })
+}
+
+/// Recorded results of a tool, by its arguments (JSON text), in the order they were given.
+type ToolResults = HashMap<String, VecDeque<Result<serde_json::Value, String>>>;
+
+/// The recorded tools, answering from the trace's `tool_call` events: a call with the same
+/// arguments gets the next recorded result; an unrecorded call is an error for the model.
+fn replay_tools(records: &[ToolRecord], events: &[Event]) -> Result<Vec<Tool>, TraceError> {
+    let mut results: HashMap<&str, ToolResults> = HashMap::new();
+    for e in events {
+        if let Event::ToolCall {
+            name, args, result, ..
+        } = e
+        {
+            results
+                .entry(name.as_str())
+                .or_default()
+                .entry(args.to_string())
+                .or_default()
+                .push_back(result.clone());
+        }
+    }
+    records
+        .iter()
+        .map(|r| {
+            let recorded = Arc::new(Mutex::new(
+                results.remove(r.name.as_str()).unwrap_or_default(),
+            ));
+            Tool::new(
+                r.name.clone(),
+                r.description.clone(),
+                r.parameters.clone(),
+                move |args| {
+                    let next = recorded
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get_mut(&args.to_string())
+                        .and_then(VecDeque::pop_front);
+                    async move {
+                        next.unwrap_or_else(|| {
+                            Err(
+                                "the trace has no result for this call (the replay diverged)"
+                                    .to_string(),
+                            )
+                        })
+                    }
+                },
+            )
+            .map_err(|e| TraceError::Incomplete(format!("records an unusable tool: {e}")))
+        })
+        .collect()
 }
 
 fn parse_seed(hex: &str) -> Option<[u8; 32]> {

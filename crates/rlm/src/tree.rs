@@ -138,6 +138,7 @@ impl Tree {
             limits: Some(c.limits.clone()),
             profile: c.profile,
             sub_model_context_tokens: Some(c.sub_model_context_tokens),
+            tools: c.tools.iter().map(crate::events::ToolRecord::of).collect(),
         }
     }
 

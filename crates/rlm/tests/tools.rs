@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rlm::{Event, PromptProfile, Rlm, RlmError, StopReason, Tool};
+use rlm::{Event, PromptProfile, Rlm, RlmError, StopReason, Tool, replay};
 use rlm_llm::{LlmClient, ModelConfig, RetryPolicy};
 use rlm_sandbox::{SandboxEngine, SandboxError, ToolError};
 use rlm_testkit::{MockProvider, RecordedRequest, Reply};
@@ -124,6 +124,13 @@ async fn model_code_calls_a_tool_and_answers_with_its_result() {
     assert!(line.contains(r#""type":"tool_call""#), "{line}");
     let back: Event = serde_json::from_str(&line).unwrap();
     assert_eq!(&back, tool_events[1]);
+
+    // The trace replays offline: the same prompt (the tools are recorded in the settings) and
+    // the recorded results, without calling the tool.
+    let again = replay(&result.events, None, engine()).await.unwrap();
+    assert_eq!(again.result.answer.as_deref(), Some("47 units"));
+    assert_eq!(again.recorded_answer.as_deref(), Some("47 units"));
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the replay called no tool");
 }
 
 #[tokio::test(flavor = "multi_thread")]
