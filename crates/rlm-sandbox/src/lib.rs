@@ -8,9 +8,14 @@
 //! guest reaches the world only through host imports: reads and regex searches of the
 //! [`Context`] (which stays on the host, shared by every sandbox that reads it) and model calls,
 //! which the sandbox forwards to a [`ModelHost`] that the embedding application implements (the
-//! RLM loop does; the sandbox knows no LLM). A step that hits a limit traps the instance; the
-//! sandbox then rebuilds the REPL by replaying its journal of earlier steps with their recorded
-//! model answers, so variables survive and no model call is made twice.
+//! RLM loop does; the sandbox knows no LLM). A step that hits a limit traps the instance (a
+//! trap poisons the whole wasmtime store). The sandbox keeps a journal of earlier steps with
+//! their recorded model answers, so the REPL can be rebuilt with its variables and no model call
+//! made twice. Once replaying that journal would cost more than a few milliseconds
+//! ([`Limits::standby_after`]), the REPL keeps a standby: a second instance that replays each
+//! step in the background, off the step's path, and is swapped in after a trap, so recovery
+//! costs the same whatever the history's length. Without a standby (or when it failed), the
+//! journal is replayed into a fresh instance.
 //!
 //! A [`SandboxEngine`] compiles the guest component once, caches the compiled artifact on disk
 //! (keyed by the guest's hash and the engine settings) and instantiates REPLs from it in about a

@@ -62,18 +62,19 @@ pub struct Limits {
     /// (prompts are not kept). Past it, a trap restarts the REPL instead. Default: 64 MiB.
     #[serde(default = "default_max_journal")]
     pub max_journal_bytes: u64,
-    /// Once replaying the journal would take longer than this (the time the journal's steps
-    /// took, plus starting an instance), the REPL keeps a standby: a second instance that
+    /// Once replaying the journal would take longer than this (the time the journal's entries
+    /// took: context loads, definitions, steps), the REPL keeps a standby: a second instance that
     /// replays each successful step in the background, so a trap is recovered by swapping it in
     /// instead of replaying the whole history. The standby's memory is charged to the same
     /// memory budget; it is dropped when the budget runs short. `Duration::MAX` turns standbys
-    /// off (recovery then replays the journal). Default: 3 ms.
+    /// off (recovery then replays the journal). Default: 2 ms, so that a replay (which also
+    /// instantiates the guest, about 2 ms) stays within about 5 ms.
     #[serde(default = "default_standby_after")]
     pub standby_after: Duration,
 }
 
 fn default_standby_after() -> Duration {
-    Duration::from_millis(3)
+    Duration::from_millis(2)
 }
 
 fn default_max_journal() -> u64 {

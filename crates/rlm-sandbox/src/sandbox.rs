@@ -89,6 +89,11 @@ impl StepResult {
     pub fn truncated(&self) -> bool {
         self.stdout_dropped > 0 || self.stderr_dropped > 0
     }
+
+    /// The step's whole cost in wall-clock time: its own time plus the recovery after it.
+    pub fn total_time(&self) -> Duration {
+        self.elapsed.saturating_add(self.recovery)
+    }
 }
 
 /// A step (or a context attachment) that succeeded, kept so the REPL can be rebuilt after a trap.
@@ -177,8 +182,11 @@ impl SandboxBuilder {
             memory,
             pool,
         };
+        let mut live = Live::new(&recipe).await?;
         let started = Instant::now();
-        let live = Live::start(&recipe, &journal).await?;
+        for entry in &journal {
+            live.apply(&recipe, entry).await?;
+        }
         let mut sandbox = Sandbox {
             recipe,
             live,
@@ -188,6 +196,7 @@ impl SandboxBuilder {
             steps: 0,
             replay_cost: Duration::ZERO,
             standby: None,
+            retired: None,
         };
         sandbox.journaled(started.elapsed());
         Ok(sandbox)
@@ -244,8 +253,10 @@ pub fn slot_name(slot: usize) -> String {
 /// One persistent Python REPL in its own wasmtime store.
 ///
 /// Steps run one at a time (`exec` takes `&mut self`). Variables persist between steps. A step
-/// that hits a limit is stopped; the REPL is then rebuilt from its journal so earlier variables
-/// survive, without repeating any model call.
+/// that hits a limit is stopped; the REPL is then brought back to its state before the step,
+/// without repeating any model call: by swapping in its standby (a second instance that follows
+/// the journal in the background, kept once a replay would cost more than
+/// [`Limits::standby_after`]), else by replaying its journal into a fresh instance.
 pub struct Sandbox {
     recipe: Recipe,
     live: Live,
@@ -255,11 +266,13 @@ pub struct Sandbox {
     /// A step did not fit the journal's cap: a trap resets instead of restoring.
     journal_full: bool,
     steps: u64,
-    /// About how long replaying the journal into a fresh instance would take: what starting
-    /// the REPL and each journaled entry took the first time.
+    /// About how long replaying the journal into a fresh instance would take, beyond
+    /// instantiating it: what each journaled entry took the first time.
     replay_cost: Duration,
     /// A second instance following the journal in the background, swapped in after a trap.
     standby: Option<Standby>,
+    /// The trapped instance, between a recovery and its clean-up.
+    retired: Option<Live>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -268,6 +281,7 @@ impl std::fmt::Debug for Sandbox {
             .field("limits", &self.recipe.limits)
             .field("contexts", &self.recipe.contexts.len())
             .field("steps", &self.steps)
+            .field("standby", &self.standby.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -472,6 +486,7 @@ impl Sandbox {
                 let recovering = Instant::now();
                 let (restored, replayed) = self.recover().await?;
                 result.recovery = recovering.elapsed();
+                self.after_recovery();
                 result.replayed = replayed;
                 result.restored = restored;
                 result.reset = !restored;
@@ -494,9 +509,7 @@ impl Sandbox {
                     let behind = standby.behind();
                     match standby.finish().await {
                         Ok(live) => {
-                            self.live = live;
-                            // The next trap needs a standby too: rebuild one in the background.
-                            self.start_standby();
+                            self.swap_in(live);
                             return Ok((true, behind));
                         }
                         Err(e) => tracing::warn!(error = %e, "the standby failed; replaying"),
@@ -505,9 +518,8 @@ impl Sandbox {
                 let started = Instant::now();
                 match Live::start(&self.recipe, &self.journal).await {
                     Ok(live) => {
-                        self.live = live;
+                        self.swap_in(live);
                         self.replay_cost = started.elapsed();
-                        self.start_standby();
                         return Ok((true, self.journal.len() as u64));
                     }
                     Err(e) => tracing::warn!(error = %e, "replay failed; resetting the REPL"),
@@ -522,7 +534,8 @@ impl Sandbox {
                 .cloned()
                 .collect();
             let started = Instant::now();
-            self.live = Live::start(&self.recipe, &setup).await?;
+            let live = Live::start(&self.recipe, &setup).await?;
+            self.swap_in(live);
             self.replay_cost = started.elapsed();
             let replayed = setup.len() as u64;
             self.journal = setup;
@@ -532,6 +545,25 @@ impl Sandbox {
         }
         .instrument(span)
         .await
+    }
+
+    /// Make `live` the REPL's instance; the trapped one is kept for [`Self::after_recovery`].
+    fn swap_in(&mut self, live: Live) {
+        self.retired = Some(std::mem::replace(&mut self.live, live));
+    }
+
+    /// The work a recovery leaves for after the REPL is usable again: drop the trapped instance
+    /// on a blocking thread (unmapping its memory takes milliseconds; the memory goes back to
+    /// the budget when it is done), and start rebuilding a standby from the journal in the
+    /// background, so that the next trap is recovered by a swap too.
+    fn after_recovery(&mut self) {
+        if let Some(trapped) = self.retired.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(trapped))),
+                Err(_) => drop(trapped),
+            }
+        }
+        self.start_standby();
     }
 
     /// One more entry is in the journal (it took `cost` the first time): bring the standby
@@ -597,6 +629,21 @@ impl Sandbox {
 /// replayed into it (model answers from the journal) on a tokio task, off the step's path, so
 /// that after a trap the REPL is restored by swapping it in rather than by replaying the whole
 /// history. At most one per REPL; its memory is charged to the REPL's memory budget.
+///
+/// Why not a snapshot of the guest restored in one copy: wasmtime 48 gives no way to take one
+/// without instrumenting all guest code. A trap poisons the whole store (`trapped` in
+/// `component/store.rs`, checked by `may_enter` before every call), so the state must go into a
+/// fresh store. A component instance exposes none of its core memories, globals or tables
+/// (`component::Instance` has functions, modules, resources and exports only); the core handles
+/// come only from `Store::debug_all_instances` and `Instance::debug_memory`/`debug_global`,
+/// which return nothing unless `Config::guest_debug` compiles the guest with state-tracking
+/// instrumentation and explicit bounds checks. A host-owned memory (`Config::with_host_memory`)
+/// cannot take the copy-on-write image (an on-demand memory with an image must be an mmap
+/// wasmtime made, `vm/memory.rs`), so every new REPL would copy the 16 MiB image eagerly (about
+/// 11 ms instead of 1), and it still reaches neither the guest's 493 mutable globals (the
+/// dynamically linked CPython's stack pointer and GOT entries, the WASI adapter's state) nor the
+/// component's resource handle tables, which must match the WASI handles (stdout and stderr
+/// streams) that wasi-libc keeps in linear memory.
 struct Standby {
     /// Journal entries it will have applied once its work is done.
     upto: usize,
