@@ -164,7 +164,7 @@ async fn main() {
     }
 
     if want("fresh") {
-        // Fresh REPL.
+        // Fresh REPL (a build starts no standby: the first step does, when one is due).
         let mut fresh = Vec::new();
         for _ in 0..100 {
             let t = Instant::now();

@@ -187,19 +187,19 @@ impl SandboxBuilder {
         for entry in &journal {
             live.apply(&recipe, entry).await?;
         }
-        let mut sandbox = Sandbox {
+        // No standby yet, whatever the contexts' loading cost: a REPL that never runs a step
+        // needs none, and the first step starts one if a replay would cost too much.
+        Ok(Sandbox {
             recipe,
             live,
             journal,
             journal_bytes: 0,
             journal_full: false,
             steps: 0,
-            replay_cost: Duration::ZERO,
+            replay_cost: started.elapsed(),
             standby: None,
             retired: None,
-        };
-        sandbox.journaled(started.elapsed());
-        Ok(sandbox)
+        })
     }
 }
 
