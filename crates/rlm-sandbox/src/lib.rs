@@ -10,9 +10,14 @@
 //! which the sandbox forwards to a [`ModelHost`] that the embedding application implements (the
 //! RLM loop does; the sandbox knows no LLM), and custom [`Tool`]s: named async host functions
 //! that model code calls like Python functions, registered with [`SandboxBuilder::tool`]. A step
-//! that hits a limit traps the instance; the sandbox then rebuilds the REPL by replaying its
-//! journal of earlier steps with their recorded model answers and tool results, so variables
-//! survive and no model or tool call is made twice.
+//! that hits a limit traps the instance (a trap poisons the whole wasmtime store). The sandbox
+//! keeps a journal of earlier steps with their recorded model answers and tool results, so the
+//! REPL can be rebuilt with its variables and no model or tool call made twice. Once replaying
+//! that journal would cost more than a few milliseconds ([`Limits::standby_after`]), the REPL
+//! keeps a standby: a second instance that replays each
+//! step in the background, off the step's path, and is swapped in after a trap, so recovery
+//! costs the same whatever the history's length. Without a standby (or when it failed), the
+//! journal is replayed into a fresh instance.
 //!
 //! A [`SandboxEngine`] compiles the guest component once, caches the compiled artifact on disk
 //! (keyed by the guest's hash and the engine settings) and instantiates REPLs from it in about a

@@ -66,6 +66,19 @@ pub struct Limits {
     /// raises `ToolError` without reaching the tool. Default: 1,000.
     #[serde(default = "default_max_tool_calls")]
     pub max_tool_calls_per_step: u64,
+    /// Once replaying the journal would take longer than this (the time the journal's entries
+    /// took: context loads, definitions, steps), the REPL keeps a standby: a second instance that
+    /// replays each successful step in the background, so a trap is recovered by swapping it in
+    /// instead of replaying the whole history. The standby's memory is charged to the same
+    /// memory budget; it is dropped when the budget runs short. `Duration::MAX` turns standbys
+    /// off (recovery then replays the journal). Default: 2 ms, so that a replay (which also
+    /// instantiates the guest, about 2 ms) stays within about 5 ms.
+    #[serde(default = "default_standby_after")]
+    pub standby_after: Duration,
+}
+
+fn default_standby_after() -> Duration {
+    Duration::from_millis(2)
 }
 
 fn default_max_journal() -> u64 {
@@ -91,6 +104,7 @@ impl Default for Limits {
             max_search_results: 10_000,
             max_journal_bytes: default_max_journal(),
             max_tool_calls_per_step: default_max_tool_calls(),
+            standby_after: default_standby_after(),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -76,12 +77,23 @@ pub struct StepResult {
     /// Time spent rebuilding the REPL after the step was stopped (not in `elapsed`).
     #[serde(default)]
     pub recovery: Duration,
+    /// Journal entries (earlier steps, context loads, definitions) re-run while the REPL was
+    /// rebuilt after the step was stopped: all of them when the journal was replayed, only those
+    /// the standby had not yet caught up with when it was swapped in (see
+    /// [`Limits::standby_after`]).
+    #[serde(default)]
+    pub replayed: u64,
 }
 
 impl StepResult {
     /// Whether stdout or stderr lost bytes to the output limit.
     pub fn truncated(&self) -> bool {
         self.stdout_dropped > 0 || self.stderr_dropped > 0
+    }
+
+    /// The step's whole cost in wall-clock time: its own time plus the recovery after it.
+    pub fn total_time(&self) -> Duration {
+        self.elapsed.saturating_add(self.recovery)
     }
 }
 
@@ -207,7 +219,13 @@ impl SandboxBuilder {
             pool,
             tools: self.tools.into(),
         };
-        let live = Live::start(&recipe, &journal).await?;
+        let mut live = Live::new(&recipe).await?;
+        let started = Instant::now();
+        for entry in &journal {
+            live.apply(&recipe, entry).await?;
+        }
+        // No standby yet, whatever the contexts' loading cost: a REPL that never runs a step
+        // needs none, and the first step starts one if a replay would cost too much.
         Ok(Sandbox {
             recipe,
             live,
@@ -215,11 +233,15 @@ impl SandboxBuilder {
             journal_bytes: 0,
             journal_full: false,
             steps: 0,
+            replay_cost: started.elapsed(),
+            standby: None,
+            retired: None,
         })
     }
 }
 
 /// What a live instance is built from: everything about a sandbox but its journal.
+#[derive(Clone)]
 struct Recipe {
     engine: Arc<SandboxEngine>,
     limits: Arc<Limits>,
@@ -270,8 +292,10 @@ pub fn slot_name(slot: usize) -> String {
 /// One persistent Python REPL in its own wasmtime store.
 ///
 /// Steps run one at a time (`exec` takes `&mut self`). Variables persist between steps. A step
-/// that hits a limit is stopped; the REPL is then rebuilt from its journal so earlier variables
-/// survive, without repeating any model call.
+/// that hits a limit is stopped; the REPL is then brought back to its state before the step,
+/// without repeating any model call: by swapping in its standby (a second instance that follows
+/// the journal in the background, kept once a replay would cost more than
+/// [`Limits::standby_after`]), else by replaying its journal into a fresh instance.
 pub struct Sandbox {
     recipe: Recipe,
     live: Live,
@@ -281,6 +305,13 @@ pub struct Sandbox {
     /// A step did not fit the journal's cap: a trap resets instead of restoring.
     journal_full: bool,
     steps: u64,
+    /// About how long replaying the journal into a fresh instance would take, beyond
+    /// instantiating it: what each journaled entry took the first time.
+    replay_cost: Duration,
+    /// A second instance following the journal in the background, swapped in after a trap.
+    standby: Option<Standby>,
+    /// The trapped instance, between a recovery and its clean-up.
+    retired: Option<Live>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -289,6 +320,7 @@ impl std::fmt::Debug for Sandbox {
             .field("limits", &self.recipe.limits)
             .field("contexts", &self.recipe.contexts.len())
             .field("steps", &self.steps)
+            .field("standby", &self.standby.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -364,6 +396,7 @@ impl Sandbox {
         data.set_contexts(self.recipe.contexts.clone());
         data.memory.set_cap(cap);
         let whole = self.loaded_whole(slot);
+        let started = Instant::now();
         self.live
             .attach(
                 slot as u32,
@@ -377,6 +410,7 @@ impl Sandbox {
             slot: slot as u32,
             name: name.clone(),
         });
+        self.journaled(started.elapsed());
         Ok(name)
     }
 
@@ -387,11 +421,13 @@ impl Sandbox {
         name: &str,
         value: serde_json::Value,
     ) -> Result<(), SandboxError> {
+        let started = Instant::now();
         self.live.define(name, &value, &self.recipe.limits).await?;
         self.journal.push(JournalEntry::Define {
             name: name.to_string(),
             value,
         });
+        self.journaled(started.elapsed());
         Ok(())
     }
 
@@ -428,6 +464,7 @@ impl Sandbox {
                 restored: false,
                 reset: false,
                 recovery: Duration::ZERO,
+                replayed: 0,
             });
         }
         let outcome = self
@@ -451,6 +488,7 @@ impl Sandbox {
             restored: false,
             reset: false,
             recovery: Duration::ZERO,
+            replayed: 0,
         };
         match outcome.result {
             Ok((step, calls)) => {
@@ -475,12 +513,14 @@ impl Sandbox {
                         code: code.to_string(),
                         calls,
                     });
+                    self.journaled(elapsed);
                 } else if !self.journal_full {
                     tracing::warn!(
                         bytes = self.journal_bytes,
                         "the step journal is full: a later trap will reset the REPL"
                     );
                     self.journal_full = true;
+                    self.standby = None;
                 }
             }
             Err(stop) => {
@@ -489,8 +529,10 @@ impl Sandbox {
                 result.limit = Some(stop.hit);
                 tracing::info!(limit = ?stop.hit, detail = %stop.detail, "step stopped by a limit");
                 let recovering = Instant::now();
-                let restored = self.recover().await?;
+                let (restored, replayed) = self.recover().await?;
                 result.recovery = recovering.elapsed();
+                self.after_recovery();
+                result.replayed = replayed;
                 result.restored = restored;
                 result.reset = !restored;
                 result.error = Some(stop.message(&self.recipe.limits, restored));
@@ -499,35 +541,259 @@ impl Sandbox {
         Ok(result)
     }
 
-    /// Rebuild the REPL after a trap: replay the journal into a fresh instance, or start afresh
-    /// if the replay fails. Returns whether the state was restored.
-    async fn recover(&mut self) -> Result<bool, SandboxError> {
+    /// Rebuild the REPL after a trap: swap in the standby (replaying only what it has not
+    /// caught up with yet), else replay the journal into a fresh instance, else start afresh.
+    /// Returns whether the state was restored, and how many journal entries were re-run.
+    async fn recover(&mut self) -> Result<(bool, u64), SandboxError> {
         let span = tracing::info_span!("restore", entries = self.journal.len());
         async {
             if !self.journal_full {
+                if let Some(standby) = self.standby.take()
+                    && standby.upto == self.journal.len()
+                {
+                    let behind = standby.behind();
+                    match standby.finish().await {
+                        Ok(live) => {
+                            self.swap_in(live);
+                            return Ok((true, behind));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "the standby failed; replaying"),
+                    }
+                }
+                let started = Instant::now();
                 match Live::start(&self.recipe, &self.journal).await {
                     Ok(live) => {
-                        self.live = live;
-                        return Ok(true);
+                        self.swap_in(live);
+                        self.replay_cost = started.elapsed();
+                        return Ok((true, self.journal.len() as u64));
                     }
                     Err(e) => tracing::warn!(error = %e, "replay failed; resetting the REPL"),
                 }
             }
             // Start afresh: the contexts and defined variables, not the steps.
+            self.standby = None;
             let setup: Vec<JournalEntry> = self
                 .journal
                 .iter()
                 .filter(|e| !matches!(e, JournalEntry::Step { .. }))
                 .cloned()
                 .collect();
-            self.live = Live::start(&self.recipe, &setup).await?;
+            let started = Instant::now();
+            let live = Live::start(&self.recipe, &setup).await?;
+            self.swap_in(live);
+            self.replay_cost = started.elapsed();
+            let replayed = setup.len() as u64;
             self.journal = setup;
             self.journal_bytes = 0;
             self.journal_full = false;
-            Ok(false)
+            Ok((false, replayed))
         }
         .instrument(span)
         .await
+    }
+
+    /// Make `live` the REPL's instance; the trapped one is kept for [`Self::after_recovery`].
+    fn swap_in(&mut self, live: Live) {
+        self.retired = Some(std::mem::replace(&mut self.live, live));
+    }
+
+    /// The work a recovery leaves for after the REPL is usable again: drop the trapped instance
+    /// on a blocking thread (unmapping its memory takes milliseconds; the memory goes back to
+    /// the budget when it is done), and start rebuilding a standby from the journal in the
+    /// background, so that the next trap is recovered by a swap too.
+    fn after_recovery(&mut self) {
+        if let Some(trapped) = self.retired.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(trapped))),
+                Err(_) => drop(trapped),
+            }
+        }
+        self.start_standby();
+    }
+
+    /// One more entry is in the journal (it took `cost` the first time): bring the standby
+    /// along, or start one once a replay would cost more than [`Limits::standby_after`].
+    fn journaled(&mut self, cost: Duration) {
+        self.replay_cost = self.replay_cost.saturating_add(cost);
+        if let Some(standby) = self.standby.take() {
+            if self.standby_affordable()
+                && let Some(entry) = self.journal.last()
+            {
+                self.standby = standby.push(self.recipe.clone(), entry.clone());
+            }
+            return;
+        }
+        self.start_standby();
+    }
+
+    /// Start a standby from the journal when the REPL wants one and can afford it.
+    fn start_standby(&mut self) {
+        if self.standby.is_none()
+            && !self.journal_full
+            && self.replay_cost > self.recipe.limits.standby_after
+            && self.standby_affordable()
+        {
+            self.standby = Standby::start(self.recipe.clone(), self.journal.clone());
+        }
+    }
+
+    /// A standby holds about as much memory as the REPL: keep one only while the shared budget
+    /// has room for it and one more copy (what a replay after a trap needs), so it does not
+    /// take memory the REPL itself needs.
+    fn standby_affordable(&self) -> bool {
+        self.recipe.pool.available() >= self.live.store.data().memory.held().saturating_mul(2)
+    }
+
+    /// Whether the REPL keeps a standby now (see [`Limits::standby_after`]).
+    pub fn has_standby(&self) -> bool {
+        self.standby.is_some()
+    }
+
+    /// Wait until the standby, if the REPL keeps one, has replayed the whole journal: a trap then
+    /// re-runs nothing. Returns whether a standby is ready. (Recovery works without calling
+    /// this: it waits for whatever the standby has left.)
+    pub async fn settle(&mut self) -> bool {
+        let Some(standby) = self.standby.take() else {
+            return false;
+        };
+        let upto = standby.upto;
+        match standby.finish().await {
+            Ok(live) => {
+                self.standby = Some(Standby::ready(upto, live));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the standby failed; a trap will replay the journal");
+                false
+            }
+        }
+    }
+}
+
+/// A second instance that follows the journal in the background: each journaled entry is
+/// replayed into it (model answers from the journal) on a tokio task, off the step's path, so
+/// that after a trap the REPL is restored by swapping it in rather than by replaying the whole
+/// history. At most one per REPL; its memory is charged to the REPL's memory budget.
+///
+/// Why not a snapshot of the guest restored in one copy: wasmtime 48 gives no way to take one
+/// without instrumenting all guest code. A trap poisons the whole store (`trapped` in
+/// `component/store.rs`, checked by `may_enter` before every call), so the state must go into a
+/// fresh store. A component instance exposes none of its core memories, globals or tables
+/// (`component::Instance` has functions, modules, resources and exports only); the core handles
+/// come only from `Store::debug_all_instances` and `Instance::debug_memory`/`debug_global`,
+/// which return nothing unless `Config::guest_debug` compiles the guest with state-tracking
+/// instrumentation and explicit bounds checks. A host-owned memory (`Config::with_host_memory`)
+/// cannot take the copy-on-write image (an on-demand memory with an image must be an mmap
+/// wasmtime made, `vm/memory.rs`), so every new REPL would copy the 16 MiB image eagerly (about
+/// 11 ms instead of 1), and it still reaches neither the guest's 493 mutable globals (the
+/// dynamically linked CPython's stack pointer and GOT entries, the WASI adapter's state) nor the
+/// component's resource handle tables, which must match the WASI handles (stdout and stderr
+/// streams) that wasi-libc keeps in linear memory.
+struct Standby {
+    /// Journal entries it will have applied once its work is done.
+    upto: usize,
+    /// Journal entries it has applied so far.
+    done: Arc<AtomicUsize>,
+    state: StandbyState,
+}
+
+enum StandbyState {
+    /// Caught up: nothing left to replay.
+    Ready(Box<Live>),
+    /// Replaying on a tokio task.
+    Running(AbortOnDrop),
+}
+
+/// A standby's task, stopped when the standby is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<Live, SandboxError>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl AbortOnDrop {
+    async fn join(mut self) -> Result<Live, SandboxError> {
+        match (&mut self.0).await {
+            Ok(live) => live,
+            Err(e) => Err(SandboxError::GuestInit(format!(
+                "the standby REPL stopped: {e}"
+            ))),
+        }
+    }
+}
+
+impl Standby {
+    /// A fresh instance brought to `journal`'s state in the background (`None` outside a tokio
+    /// runtime).
+    fn start(recipe: Recipe, journal: Vec<JournalEntry>) -> Option<Self> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let done = Arc::new(AtomicUsize::new(0));
+        let upto = journal.len();
+        let counter = done.clone();
+        let task = runtime.spawn(
+            async move {
+                let mut live = Live::new(&recipe).await?;
+                for entry in &journal {
+                    live.apply(&recipe, entry).await?;
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(live)
+            }
+            .instrument(tracing::debug_span!("standby", entries = upto)),
+        );
+        Some(Self {
+            upto,
+            done,
+            state: StandbyState::Running(AbortOnDrop(task)),
+        })
+    }
+
+    /// A standby that has applied `upto` entries and has nothing left to do.
+    fn ready(upto: usize, live: Live) -> Self {
+        Self {
+            upto,
+            done: Arc::new(AtomicUsize::new(upto)),
+            state: StandbyState::Ready(Box::new(live)),
+        }
+    }
+
+    /// Queue one more journal entry (`None` outside a tokio runtime).
+    fn push(self, recipe: Recipe, entry: JournalEntry) -> Option<Self> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let Self { upto, done, state } = self;
+        let counter = done.clone();
+        let task = runtime.spawn(
+            async move {
+                let mut live = match state {
+                    StandbyState::Ready(live) => *live,
+                    StandbyState::Running(task) => task.join().await?,
+                };
+                live.apply(&recipe, &entry).await?;
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok(live)
+            }
+            .instrument(tracing::debug_span!("standby_step")),
+        );
+        Some(Self {
+            upto: upto + 1,
+            done,
+            state: StandbyState::Running(AbortOnDrop(task)),
+        })
+    }
+
+    /// Entries it has yet to apply.
+    fn behind(&self) -> u64 {
+        self.upto.saturating_sub(self.done.load(Ordering::Relaxed)) as u64
+    }
+
+    /// Wait for its work and take the instance.
+    async fn finish(self) -> Result<Live, SandboxError> {
+        match self.state {
+            StandbyState::Ready(live) => Ok(*live),
+            StandbyState::Running(task) => task.join().await,
+        }
     }
 }
 
@@ -620,6 +886,15 @@ struct Live {
 impl Live {
     /// Instantiate, initialise, and bring the REPL to the state `journal` describes.
     async fn start(recipe: &Recipe, journal: &[JournalEntry]) -> Result<Self, SandboxError> {
+        let mut live = Self::new(recipe).await?;
+        for entry in journal {
+            live.apply(recipe, entry).await?;
+        }
+        Ok(live)
+    }
+
+    /// Instantiate and initialise a REPL with no context attached yet.
+    async fn new(recipe: &Recipe) -> Result<Self, SandboxError> {
         let Recipe {
             engine,
             limits,
@@ -680,45 +955,62 @@ impl Live {
             .await
             .map_err(|e| SandboxError::wasm("initialising the REPL", e))?
             .map_err(SandboxError::GuestInit)?;
-        let mut live = Self {
+        Ok(Self {
             store,
             guest,
             stdout,
             stderr,
             metered: engine.metered,
-        };
-        for entry in journal {
-            match entry {
-                JournalEntry::Attach { slot, name } => {
-                    let i = *slot as usize;
-                    let (Some(ctx), Some(&whole)) = (contexts.get(i), memory.whole.get(i)) else {
-                        return Err(SandboxError::GuestInit(format!("no context in slot {i}")));
-                    };
-                    live.attach(*slot, name, whole, limits, ctx).await?
+        })
+    }
+
+    /// Replay one journal entry (model answers from the journal). Fails when the replay cannot
+    /// be trusted: a step that stopped, made other model calls than recorded, or met a memory
+    /// budget the original did not meet.
+    async fn apply(&mut self, recipe: &Recipe, entry: &JournalEntry) -> Result<(), SandboxError> {
+        let limits = &recipe.limits;
+        match entry {
+            JournalEntry::Attach { slot, name } => {
+                let i = *slot as usize;
+                let (Some(ctx), Some(&whole)) =
+                    (recipe.contexts.get(i), recipe.memory.whole.get(i))
+                else {
+                    return Err(SandboxError::GuestInit(format!("no context in slot {i}")));
+                };
+                let data = self.store.data_mut();
+                if data.context_count() <= i {
+                    data.set_contexts(recipe.contexts.clone());
                 }
-                JournalEntry::Define { name, value } => live.define(name, value, limits).await?,
-                JournalEntry::Step { code, calls } => {
-                    let log = CallLog::Replay(calls.iter().cloned().collect::<VecDeque<_>>());
-                    let outcome = live.run(code, limits, log).await;
-                    live.stdout.take();
-                    live.stderr.take();
-                    if let Err(stop) = outcome.result {
-                        return Err(SandboxError::GuestInit(format!(
-                            "replaying an earlier step failed: {}",
-                            stop.detail
-                        )));
-                    }
-                    if let CallLog::Replay(left) = &live.store.data().log
-                        && !left.is_empty()
-                    {
-                        return Err(SandboxError::GuestInit(
-                            "replay made fewer model calls than the journal recorded".into(),
-                        ));
-                    }
+                data.memory.set_cap(recipe.memory.cap(limits));
+                self.attach(*slot, name, whole, limits, ctx).await?
+            }
+            JournalEntry::Define { name, value } => self.define(name, value, limits).await?,
+            JournalEntry::Step { code, calls } => {
+                let log = CallLog::Replay(calls.iter().cloned().collect::<VecDeque<_>>());
+                let outcome = self.run(code, limits, log).await;
+                self.stdout.take();
+                self.stderr.take();
+                if let Err(stop) = outcome.result {
+                    return Err(SandboxError::GuestInit(format!(
+                        "replaying an earlier step failed: {}",
+                        stop.detail
+                    )));
+                }
+                if let CallLog::Replay(left) = &self.store.data().log
+                    && !left.is_empty()
+                {
+                    return Err(SandboxError::GuestInit(
+                        "replay made fewer model calls than the journal recorded".into(),
+                    ));
                 }
             }
         }
-        Ok(live)
+        if self.store.data().memory.pool_refused {
+            return Err(SandboxError::GuestInit(
+                "the shared memory budget refused the replay memory the first run had".into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn attach(

@@ -156,6 +156,11 @@ impl HostState {
         self.tools = tools;
     }
 
+    /// Context slots the host serves now.
+    pub(crate) fn context_count(&self) -> usize {
+        self.contexts.len()
+    }
+
     /// Count one host call (or `n`), refusing past the per-step limit.
     fn charge(&mut self, n: u64) -> Result<(), String> {
         self.calls = self.calls.saturating_add(n);
