@@ -230,34 +230,48 @@ async fn tool_calls_per_step_are_limited() {
     );
 }
 
+/// Whether the REPL is rebuilt by replaying its journal or by swapping in its standby (which
+/// replayed the steps in the background), no tool is called again and the results are intact.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trapped_step_restores_without_calling_tools_again() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let l = Limits {
-        fuel_per_step: 300_000_000,
-        ..Limits::default()
-    };
-    let mut sb = with_tools(vec![lookup(calls.clone())], l).await;
-    ok(
-        &mut sb,
-        "a = lookup('fruit')\ntry:\n    lookup('fail')\nexcept ToolError as e:\n    b = str(e)",
-    )
-    .await;
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
-    let r = sb
-        .exec("c = lookup('fruit')\nwhile True:\n    pass")
-        .await
-        .unwrap();
-    assert_eq!(r.limit, Some(LimitHit::Fuel));
-    assert!(r.restored, "{r:?}");
-    assert_eq!(calls.load(Ordering::SeqCst), 3, "the replay called no tool");
-    assert_eq!(
-        out(&mut sb, "a['name'], b, 'c' in globals()").await,
-        "('apple', 'lookup: the table is closed today', False)"
-    );
-    // The journal holds the results, not the arguments.
-    let json = serde_json::to_string(sb.journal()).unwrap();
-    assert!(json.contains(r#""kind":"tool","name":"lookup""#), "{json}");
+    for standby_after in [std::time::Duration::MAX, std::time::Duration::ZERO] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let l = Limits {
+            fuel_per_step: 300_000_000,
+            standby_after,
+            ..Limits::default()
+        };
+        let mut sb = with_tools(vec![lookup(calls.clone())], l).await;
+        ok(
+            &mut sb,
+            "a = lookup('fruit')\ntry:\n    lookup('fail')\nexcept ToolError as e:\n    b = str(e)",
+        )
+        .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        if standby_after == std::time::Duration::ZERO {
+            assert!(
+                sb.has_standby() && sb.settle().await,
+                "the standby caught up"
+            );
+        }
+        let r = sb
+            .exec("c = lookup('fruit')\nwhile True:\n    pass")
+            .await
+            .unwrap();
+        assert_eq!(r.limit, Some(LimitHit::Fuel));
+        assert!(r.restored, "{r:?}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            3,
+            "neither the replay nor the standby called a tool ({standby_after:?})"
+        );
+        assert_eq!(
+            out(&mut sb, "a['name'], b, 'c' in globals()").await,
+            "('apple', 'lookup: the table is closed today', False)"
+        );
+        let json = serde_json::to_string(sb.journal()).unwrap();
+        assert!(json.contains(r#""kind":"tool","name":"lookup""#), "{json}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
