@@ -39,6 +39,7 @@ import io
 import json
 import linecache
 import os
+import random
 import sys
 import traceback
 
@@ -59,6 +60,7 @@ PREIMPORTED = (
 for _name in PREIMPORTED:
     importlib.import_module(_name)
 
+import rlm_checkpoint  # noqa: E402
 from componentize_py_types import Err  # noqa: E402
 from wit_world import exports  # noqa: E402
 from wit_world.exports import repl as _repl  # noqa: E402
@@ -1500,6 +1502,9 @@ class Repl(exports.Repl):
         if options.tools:
             _bind_tools(options.tools)
             _install_names()
+        # `random` was seeded when the guest was built: seed it from the sandbox's own
+        # randomness (seeded by the host), so REPLs differ and a rebuilt REPL draws the same.
+        random.seed(os.urandom(32))
 
     def attach_context(self, slot, name, whole):
         try:
@@ -1507,10 +1512,12 @@ class Repl(exports.Repl):
             _roots[name] = node
             value = _materialize(node, bool(whole), not whole)
             _globals[name] = value
+            rlm_checkpoint.register_context(name, value)
             if name == "context":
                 # The official rlm's name for the first context.
                 _roots["context_0"] = node
                 _globals["context_0"] = value
+                rlm_checkpoint.register_context("context_0", value)
             if isinstance(value, (LazyText, _LazyContainer)):
                 _lazy_re.install()
         except Err:
@@ -1526,6 +1533,19 @@ class Repl(exports.Repl):
         except BaseException as e:  # noqa: BLE001
             raise Err(f"could not define {name}: {type(e).__name__}: {e}") from None
 
+    def checkpoint(self, max_bytes):
+        try:
+            return rlm_checkpoint.save(_globals, _state.step, int(max_bytes))
+        except BaseException as e:  # noqa: BLE001 - a model's hook may raise anything
+            raise Err(f"{type(e).__name__}: {e}") from None
+
+    def restore(self, state):
+        try:
+            _state.step = rlm_checkpoint.load(_globals, bytes(state))
+        except BaseException as e:  # noqa: BLE001
+            raise Err(f"{type(e).__name__}: {e}") from None
+        _install_names()
+
     def exec(self, code):
         try:
             return _run(code)
@@ -1534,3 +1554,7 @@ class Repl(exports.Repl):
                 stdout="", stderr="", stdout_dropped=0, stderr_dropped=0,
                 error=f"internal REPL error: {type(e).__name__}: {e}", final_answer=None,
             )
+
+
+# Last: every object that exists now exists, at the same place, in every instance.
+rlm_checkpoint.register_known()

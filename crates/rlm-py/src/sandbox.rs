@@ -182,6 +182,15 @@ pub struct PyStepResult {
     /// Milliseconds spent rebuilding the REPL after a stopped step.
     #[pyo3(get)]
     recovery_ms: f64,
+    /// Earlier steps re-run while the REPL was rebuilt (those after its checkpoint).
+    #[pyo3(get)]
+    replayed: u64,
+    /// The REPL was rebuilt from a checkpoint of its state.
+    #[pyo3(get)]
+    from_checkpoint: bool,
+    /// Milliseconds spent saving the REPL's state after the step (0 when not saved).
+    #[pyo3(get)]
+    checkpoint_ms: f64,
     /// Bytes of stdout that were not kept.
     #[pyo3(get)]
     stdout_dropped: u64,
@@ -209,6 +218,9 @@ impl From<StepResult> for PyStepResult {
             restored: s.restored,
             reset: s.reset,
             recovery_ms: s.recovery.as_secs_f64() * 1e3,
+            replayed: s.replayed,
+            from_checkpoint: s.from_checkpoint,
+            checkpoint_ms: s.checkpoint.as_secs_f64() * 1e3,
             stdout_dropped: s.stdout_dropped,
             stderr_dropped: s.stderr_dropped,
         }

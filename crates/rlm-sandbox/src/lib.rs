@@ -12,12 +12,16 @@
 //! that model code calls like Python functions, registered with [`SandboxBuilder::tool`]. A step
 //! that hits a limit traps the instance (a trap poisons the whole wasmtime store). The sandbox
 //! keeps a journal of earlier steps with their recorded model answers and tool results, so the
-//! REPL can be rebuilt with its variables and no model or tool call made twice. Once replaying
-//! that journal would cost more than a few milliseconds ([`Limits::standby_after`]), the REPL
-//! keeps a standby: a second instance that replays each
-//! step in the background, off the step's path, and is swapped in after a trap, so recovery
-//! costs the same whatever the history's length. Without a standby (or when it failed), the
-//! journal is replayed into a fresh instance.
+//! REPL can be rebuilt with its variables and no model or tool call made twice. After a step,
+//! once the steps since the last checkpoint took longer than [`Limits::checkpoint_after`] (and
+//! longer than that checkpoint took), the guest saves its state (a pickle of its globals, with
+//! model-defined functions and classes by value and the contexts by reference). A trap is then
+//! recovered by restoring the latest checkpoint into a fresh instance and replaying only the
+//! steps after it: the cost follows the state, not the history. State that cannot be saved (a
+//! generator, a kept traceback) falls back to replaying the whole journal. Optionally
+//! ([`Limits::standby_after`]) a REPL keeps a standby, a second instance that follows each step
+//! in the background and is swapped in after a trap in microseconds, at twice the CPU and
+//! memory.
 //!
 //! A [`SandboxEngine`] compiles the guest component once, caches the compiled artifact on disk
 //! (keyed by the guest's hash and the engine settings) and instantiates REPLs from it in about a

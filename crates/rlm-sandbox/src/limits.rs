@@ -66,19 +66,41 @@ pub struct Limits {
     /// raises `ToolError` without reaching the tool. Default: 1,000.
     #[serde(default = "default_max_tool_calls")]
     pub max_tool_calls_per_step: u64,
+    /// Once the steps since the REPL's last checkpoint took longer than this (and longer than
+    /// taking the last checkpoint did), the REPL saves its state (its variables, functions and
+    /// classes, and the `random` generator; see the guest's `rlm_checkpoint`) after the step. A
+    /// trap is then recovered by restoring that checkpoint into a fresh instance and replaying
+    /// only the steps after it: the cost follows the size of the state, not the length of the
+    /// history. The rule keeps the time spent on checkpoints below the time spent on steps. A
+    /// state that cannot be saved (a generator, a kept traceback, ...) or is larger than
+    /// `max_checkpoint_bytes` makes recovery replay the journal instead. `Duration::MAX` turns
+    /// checkpoints off. Default: 1 ms.
+    #[serde(default = "default_checkpoint_after")]
+    pub checkpoint_after: Duration,
+    /// Bytes of one checkpoint at most (the host keeps the latest per REPL). Default: 32 MiB.
+    #[serde(default = "default_max_checkpoint")]
+    pub max_checkpoint_bytes: u64,
     /// Once replaying the journal would take longer than this (the time the journal's entries
     /// took: context loads, definitions, steps), the REPL keeps a standby: a second instance that
-    /// replays each successful step in the background, so a trap is recovered by swapping it in
-    /// instead of replaying the whole history. The standby's memory is charged to the same
-    /// memory budget; it is dropped when the budget runs short. `Duration::MAX` turns standbys
-    /// off (recovery then replays the journal). Default: 2 ms, so that a replay (which also
-    /// instantiates the guest, about 2 ms) stays within about 5 ms.
+    /// follows each successful step in the background (starting from the latest checkpoint), so
+    /// a trap is recovered by swapping it in, in microseconds. It doubles the REPL's CPU and
+    /// memory, so it is off by default (`Duration::MAX`): checkpoints bound recovery already.
+    /// The standby's memory is charged to the same memory budget; it is dropped when the budget
+    /// runs short.
     #[serde(default = "default_standby_after")]
     pub standby_after: Duration,
 }
 
+fn default_checkpoint_after() -> Duration {
+    Duration::from_millis(1)
+}
+
+fn default_max_checkpoint() -> u64 {
+    32 << 20
+}
+
 fn default_standby_after() -> Duration {
-    Duration::from_millis(2)
+    Duration::MAX
 }
 
 fn default_max_journal() -> u64 {
@@ -104,6 +126,8 @@ impl Default for Limits {
             max_search_results: 10_000,
             max_journal_bytes: default_max_journal(),
             max_tool_calls_per_step: default_max_tool_calls(),
+            checkpoint_after: default_checkpoint_after(),
+            max_checkpoint_bytes: default_max_checkpoint(),
             standby_after: default_standby_after(),
         }
     }

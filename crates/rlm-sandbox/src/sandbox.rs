@@ -69,6 +69,13 @@ pub struct StepResult {
     pub limit: Option<LimitHit>,
     /// Host calls the step made.
     pub host_calls: u64,
+    /// `search` calls the step made (each host-side regex search, including those behind
+    /// `re` functions on a lazy context).
+    #[serde(default)]
+    pub searches: u32,
+    /// Of those, the ones that matched nothing.
+    #[serde(default)]
+    pub empty_searches: u32,
     /// The step was stopped and the REPL restored to its state before the step.
     pub restored: bool,
     /// The step was stopped and the REPL could not be restored: it starts afresh (contexts
@@ -78,11 +85,18 @@ pub struct StepResult {
     #[serde(default)]
     pub recovery: Duration,
     /// Journal entries (earlier steps, context loads, definitions) re-run while the REPL was
-    /// rebuilt after the step was stopped: all of them when the journal was replayed, only those
-    /// the standby had not yet caught up with when it was swapped in (see
-    /// [`Limits::standby_after`]).
+    /// rebuilt after the step was stopped: only those after the checkpoint it was restored
+    /// from (see [`Limits::checkpoint_after`]), or those a standby had not yet caught up with,
+    /// or all of them when the journal was replayed.
     #[serde(default)]
     pub replayed: u64,
+    /// The REPL was rebuilt from a checkpoint of its state (plus the steps after it).
+    #[serde(default)]
+    pub from_checkpoint: bool,
+    /// Time spent saving the REPL's state after the step (see [`Limits::checkpoint_after`];
+    /// zero when no checkpoint was taken; not in `elapsed`).
+    #[serde(default)]
+    pub checkpoint: Duration,
 }
 
 impl StepResult {
@@ -91,9 +105,12 @@ impl StepResult {
         self.stdout_dropped > 0 || self.stderr_dropped > 0
     }
 
-    /// The step's whole cost in wall-clock time: its own time plus the recovery after it.
+    /// The step's whole cost in wall-clock time: its own time plus the recovery or the
+    /// checkpoint after it.
     pub fn total_time(&self) -> Duration {
-        self.elapsed.saturating_add(self.recovery)
+        self.elapsed
+            .saturating_add(self.recovery)
+            .saturating_add(self.checkpoint)
     }
 }
 
@@ -234,6 +251,9 @@ impl SandboxBuilder {
             journal_full: false,
             steps: 0,
             replay_cost: started.elapsed(),
+            checkpoint: None,
+            tail_cost: Duration::ZERO,
+            checkpoint_due: Duration::ZERO,
             standby: None,
             retired: None,
         })
@@ -289,13 +309,34 @@ pub fn slot_name(slot: usize) -> String {
     }
 }
 
+/// A checkpoint of a REPL's state: what the guest saved, where in the journal, and where the
+/// guest's random streams were.
+struct Checkpoint {
+    bytes: Vec<u8>,
+    /// Journal entries it covers (the first `at`).
+    at: usize,
+    rng: [u64; 2],
+}
+
+/// How a REPL was rebuilt after a trap.
+struct Recovered {
+    /// The state before the step is back (false: the REPL started afresh).
+    restored: bool,
+    /// Journal entries re-run.
+    replayed: u64,
+    /// Rebuilt from a checkpoint.
+    from_checkpoint: bool,
+}
+
 /// One persistent Python REPL in its own wasmtime store.
 ///
 /// Steps run one at a time (`exec` takes `&mut self`). Variables persist between steps. A step
 /// that hits a limit is stopped; the REPL is then brought back to its state before the step,
-/// without repeating any model call: by swapping in its standby (a second instance that follows
-/// the journal in the background, kept once a replay would cost more than
-/// [`Limits::standby_after`]), else by replaying its journal into a fresh instance.
+/// without repeating any model call: by restoring its latest checkpoint (its state, saved
+/// after a step once the steps since the last one took more than
+/// [`Limits::checkpoint_after`]) into a fresh instance and replaying the steps after it, or by
+/// swapping in its standby when it keeps one ([`Limits::standby_after`]), else by replaying its
+/// whole journal.
 pub struct Sandbox {
     recipe: Recipe,
     live: Live,
@@ -308,6 +349,14 @@ pub struct Sandbox {
     /// About how long replaying the journal into a fresh instance would take, beyond
     /// instantiating it: what each journaled entry took the first time.
     replay_cost: Duration,
+    /// The latest checkpoint of the REPL's state.
+    checkpoint: Option<Arc<Checkpoint>>,
+    /// What the journal's entries after the checkpoint took the first time.
+    tail_cost: Duration,
+    /// The next checkpoint is taken once `tail_cost` passes this (and
+    /// [`Limits::checkpoint_after`]): what the last one took, or, after one failed, twice the
+    /// tail it failed at.
+    checkpoint_due: Duration,
     /// A second instance following the journal in the background, swapped in after a trap.
     standby: Option<Standby>,
     /// The trapped instance, between a recovery and its clean-up.
@@ -461,10 +510,14 @@ impl Sandbox {
                 elapsed: started.elapsed(),
                 limit: None,
                 host_calls: 0,
+                searches: 0,
+                empty_searches: 0,
                 restored: false,
                 reset: false,
                 recovery: Duration::ZERO,
                 replayed: 0,
+                from_checkpoint: false,
+                checkpoint: Duration::ZERO,
             });
         }
         let outcome = self
@@ -485,10 +538,14 @@ impl Sandbox {
             elapsed,
             limit: None,
             host_calls: outcome.calls,
+            searches: self.live.store.data().searches,
+            empty_searches: self.live.store.data().empty_searches,
             restored: false,
             reset: false,
             recovery: Duration::ZERO,
             replayed: 0,
+            from_checkpoint: false,
+            checkpoint: Duration::ZERO,
         };
         match outcome.result {
             Ok((step, calls)) => {
@@ -522,6 +579,7 @@ impl Sandbox {
                     self.journal_full = true;
                     self.standby = None;
                 }
+                self.maybe_checkpoint(&mut result).await?;
             }
             Err(stop) => {
                 result.stdout = out;
@@ -529,22 +587,84 @@ impl Sandbox {
                 result.limit = Some(stop.hit);
                 tracing::info!(limit = ?stop.hit, detail = %stop.detail, "step stopped by a limit");
                 let recovering = Instant::now();
-                let (restored, replayed) = self.recover().await?;
+                let done = self.recover().await?;
                 result.recovery = recovering.elapsed();
                 self.after_recovery();
-                result.replayed = replayed;
-                result.restored = restored;
-                result.reset = !restored;
-                result.error = Some(stop.message(&self.recipe.limits, restored));
+                result.replayed = done.replayed;
+                result.from_checkpoint = done.from_checkpoint;
+                result.restored = done.restored;
+                result.reset = !done.restored;
+                result.error = Some(stop.message(&self.recipe.limits, done.restored));
             }
         }
         Ok(result)
     }
 
+    /// Save the REPL's state after a step once the steps since the last checkpoint took longer
+    /// than [`Limits::checkpoint_after`] and than the last checkpoint did (so checkpoints never
+    /// take more time than the steps they cover). A state that cannot be saved leaves the
+    /// previous checkpoint in place and puts the next try off until the tail has doubled. A
+    /// checkpoint stopped by a limit kills the instance: the REPL is rebuilt at once.
+    async fn maybe_checkpoint(&mut self, result: &mut StepResult) -> Result<(), SandboxError> {
+        let limits = self.recipe.limits.clone();
+        if self.journal_full
+            || limits.checkpoint_after == Duration::MAX
+            || self.tail_cost <= limits.checkpoint_after.max(self.checkpoint_due)
+        {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let outcome = self
+            .live
+            .checkpoint(&limits)
+            .instrument(tracing::debug_span!("checkpoint", tail = ?self.tail_cost))
+            .await;
+        let cost = started.elapsed();
+        result.checkpoint = cost;
+        match outcome {
+            Ok(Ok(bytes)) => {
+                tracing::debug!(bytes = bytes.len(), ?cost, "checkpoint taken");
+                let rng = self.live.store.data().rng_positions();
+                self.checkpoint = Some(Arc::new(Checkpoint {
+                    bytes,
+                    at: self.journal.len(),
+                    rng,
+                }));
+                self.tail_cost = Duration::ZERO;
+                self.checkpoint_due = cost;
+            }
+            Ok(Err(why)) => {
+                tracing::debug!(%why, "the REPL's state cannot be checkpointed now");
+                self.checkpoint_due = self.tail_cost.saturating_mul(2).max(cost);
+            }
+            Err(stop) => {
+                tracing::warn!(limit = ?stop.hit, detail = %stop.detail, "a checkpoint was stopped");
+                self.checkpoint_due = self.tail_cost.saturating_mul(2).max(cost);
+                let recovering = Instant::now();
+                let done = self.recover().await?;
+                result.recovery = recovering.elapsed();
+                self.after_recovery();
+                result.replayed = done.replayed;
+                result.from_checkpoint = done.from_checkpoint;
+                if !done.restored {
+                    result.reset = true;
+                    let note = "SandboxLimit: saving the REPL's state after this step hit a \
+                                limit, and the REPL could not be rebuilt: earlier variables are \
+                                gone, the context is loaded again.";
+                    result.error = Some(match result.error.take() {
+                        Some(e) => format!("{e}\n{note}"),
+                        None => note.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Rebuild the REPL after a trap: swap in the standby (replaying only what it has not
-    /// caught up with yet), else replay the journal into a fresh instance, else start afresh.
-    /// Returns whether the state was restored, and how many journal entries were re-run.
-    async fn recover(&mut self) -> Result<(bool, u64), SandboxError> {
+    /// caught up with yet), else restore the latest checkpoint into a fresh instance and replay
+    /// the entries after it, else replay the whole journal, else start afresh.
+    async fn recover(&mut self) -> Result<Recovered, SandboxError> {
         let span = tracing::info_span!("restore", entries = self.journal.len());
         async {
             if !self.journal_full {
@@ -555,9 +675,30 @@ impl Sandbox {
                     match standby.finish().await {
                         Ok(live) => {
                             self.swap_in(live);
-                            return Ok((true, behind));
+                            return Ok(Recovered {
+                                restored: true,
+                                replayed: behind,
+                                from_checkpoint: false,
+                            });
                         }
-                        Err(e) => tracing::warn!(error = %e, "the standby failed; replaying"),
+                        Err(e) => tracing::warn!(error = %e, "the standby failed; restoring"),
+                    }
+                }
+                if let Some(checkpoint) = self.checkpoint.clone() {
+                    match Live::from_checkpoint(&self.recipe, &self.journal, &checkpoint).await {
+                        Ok(live) => {
+                            self.swap_in(live);
+                            return Ok(Recovered {
+                                restored: true,
+                                replayed: self.journal.len().saturating_sub(checkpoint.at) as u64,
+                                from_checkpoint: true,
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "restoring the checkpoint failed; replaying");
+                            self.checkpoint = None;
+                            self.tail_cost = self.replay_cost;
+                        }
                     }
                 }
                 let started = Instant::now();
@@ -565,13 +706,18 @@ impl Sandbox {
                     Ok(live) => {
                         self.swap_in(live);
                         self.replay_cost = started.elapsed();
-                        return Ok((true, self.journal.len() as u64));
+                        return Ok(Recovered {
+                            restored: true,
+                            replayed: self.journal.len() as u64,
+                            from_checkpoint: false,
+                        });
                     }
                     Err(e) => tracing::warn!(error = %e, "replay failed; resetting the REPL"),
                 }
             }
             // Start afresh: the contexts and defined variables, not the steps.
             self.standby = None;
+            self.checkpoint = None;
             let setup: Vec<JournalEntry> = self
                 .journal
                 .iter()
@@ -582,11 +728,17 @@ impl Sandbox {
             let live = Live::start(&self.recipe, &setup).await?;
             self.swap_in(live);
             self.replay_cost = started.elapsed();
+            self.tail_cost = Duration::ZERO;
+            self.checkpoint_due = Duration::ZERO;
             let replayed = setup.len() as u64;
             self.journal = setup;
             self.journal_bytes = 0;
             self.journal_full = false;
-            Ok((false, replayed))
+            Ok(Recovered {
+                restored: false,
+                replayed,
+                from_checkpoint: false,
+            })
         }
         .instrument(span)
         .await
@@ -615,6 +767,7 @@ impl Sandbox {
     /// along, or start one once a replay would cost more than [`Limits::standby_after`].
     fn journaled(&mut self, cost: Duration) {
         self.replay_cost = self.replay_cost.saturating_add(cost);
+        self.tail_cost = self.tail_cost.saturating_add(cost);
         if let Some(standby) = self.standby.take() {
             if self.standby_affordable()
                 && let Some(entry) = self.journal.last()
@@ -633,7 +786,11 @@ impl Sandbox {
             && self.replay_cost > self.recipe.limits.standby_after
             && self.standby_affordable()
         {
-            self.standby = Standby::start(self.recipe.clone(), self.journal.clone());
+            self.standby = Standby::start(
+                self.recipe.clone(),
+                self.journal.clone(),
+                self.checkpoint.clone(),
+            );
         }
     }
 
@@ -725,15 +882,25 @@ impl AbortOnDrop {
 }
 
 impl Standby {
-    /// A fresh instance brought to `journal`'s state in the background (`None` outside a tokio
-    /// runtime).
-    fn start(recipe: Recipe, journal: Vec<JournalEntry>) -> Option<Self> {
+    /// A fresh instance brought to `journal`'s state in the background, from `checkpoint` when
+    /// there is one (`None` outside a tokio runtime).
+    fn start(
+        recipe: Recipe,
+        journal: Vec<JournalEntry>,
+        checkpoint: Option<Arc<Checkpoint>>,
+    ) -> Option<Self> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let done = Arc::new(AtomicUsize::new(0));
         let upto = journal.len();
         let counter = done.clone();
         let task = runtime.spawn(
             async move {
+                if let Some(checkpoint) = checkpoint
+                    && let Ok(live) = Live::from_checkpoint(&recipe, &journal, &checkpoint).await
+                {
+                    counter.store(journal.len(), Ordering::Relaxed);
+                    return Ok(live);
+                }
                 let mut live = Live::new(&recipe).await?;
                 for entry in &journal {
                     live.apply(&recipe, entry).await?;
@@ -891,6 +1058,93 @@ impl Live {
             live.apply(recipe, entry).await?;
         }
         Ok(live)
+    }
+
+    /// Instantiate, attach the contexts, restore `checkpoint` and replay the journal's entries
+    /// after it.
+    async fn from_checkpoint(
+        recipe: &Recipe,
+        journal: &[JournalEntry],
+        checkpoint: &Checkpoint,
+    ) -> Result<Self, SandboxError> {
+        let (before, after) = journal.split_at(checkpoint.at.min(journal.len()));
+        let mut live = Self::new(recipe).await?;
+        for entry in before {
+            if matches!(entry, JournalEntry::Attach { .. }) {
+                live.apply(recipe, entry).await?;
+            }
+        }
+        live.restore(&recipe.limits, checkpoint).await?;
+        for entry in after {
+            live.apply(recipe, entry).await?;
+        }
+        Ok(live)
+    }
+
+    /// Save the REPL's state. `Err` when the call was stopped by a limit (the instance is then
+    /// dead); `Ok(Err(why))` when the state cannot be saved.
+    async fn checkpoint(&mut self, limits: &Limits) -> Result<Result<Vec<u8>, String>, Stop> {
+        if let Err(e) = self.prepare(limits, CallLog::Closed) {
+            return Err(Stop {
+                hit: LimitHit::Crash,
+                detail: e.to_string(),
+            });
+        }
+        let call = self
+            .guest
+            .rlm_sandbox_repl()
+            .call_checkpoint(&mut self.store, limits.max_checkpoint_bytes);
+        let outcome = tokio::time::timeout(limits.step_timeout + BACKSTOP_GRACE, call).await;
+        // Whatever a model's pickling hook printed or asked for is not part of any step.
+        self.stdout.take();
+        self.stderr.take();
+        let calls = self.store.data().calls;
+        self.store.data_mut().log = CallLog::Record(Vec::new());
+        match outcome {
+            Ok(Ok(Ok(_))) if calls > 0 => Ok(Err(format!(
+                "saving the state made {calls} host calls (a pickling hook in model code)"
+            ))),
+            Ok(Ok(Ok(bytes))) if bytes.len() as u64 > limits.max_checkpoint_bytes => Ok(Err(
+                format!("the state is {} bytes, over the cap", bytes.len()),
+            )),
+            Ok(Ok(Ok(bytes))) => Ok(Ok(bytes)),
+            Ok(Ok(Err(why))) => Ok(Err(why)),
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => Err(Stop {
+                hit: LimitHit::Deadline,
+                detail: "saving the state timed out".into(),
+            }),
+        }
+    }
+
+    /// Replace the REPL's state with `checkpoint`'s, and move the random streams to where the
+    /// checkpoint's instance had them.
+    async fn restore(
+        &mut self,
+        limits: &Limits,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), SandboxError> {
+        // No model or tool call may happen while a state loads.
+        self.prepare(limits, CallLog::Closed)?;
+        self.store.data().set_rng_positions(checkpoint.rng);
+        let call = self
+            .guest
+            .rlm_sandbox_repl()
+            .call_restore(&mut self.store, &checkpoint.bytes);
+        let outcome = tokio::time::timeout(limits.step_timeout + BACKSTOP_GRACE, call).await;
+        self.stdout.take();
+        self.stderr.take();
+        self.store.data_mut().log = CallLog::Record(Vec::new());
+        match outcome {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(why))) => Err(SandboxError::GuestInit(format!(
+                "restoring a checkpoint failed: {why}"
+            ))),
+            Ok(Err(e)) => Err(SandboxError::wasm("restoring a checkpoint", e)),
+            Err(_) => Err(SandboxError::GuestInit(
+                "restoring a checkpoint timed out".into(),
+            )),
+        }
     }
 
     /// Instantiate and initialise a REPL with no context attached yet.
@@ -1085,6 +1339,8 @@ impl Live {
         let state = self.store.data_mut();
         state.calls = 0;
         state.tool_calls = 0;
+        state.searches = 0;
+        state.empty_searches = 0;
         state.deadline = Instant::now() + limits.step_timeout;
         state.log = log;
         if !self.metered {
@@ -1123,7 +1379,7 @@ impl Live {
                     std::mem::replace(&mut self.store.data_mut().log, CallLog::Record(Vec::new()));
                 let calls = match log {
                     CallLog::Record(v) => v,
-                    CallLog::Replay(_) => Vec::new(),
+                    CallLog::Replay(_) | CallLog::Closed => Vec::new(),
                 };
                 Ok((step, calls))
             }

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
 
 /// A fresh random seed from the process's hash keys, the clock and a counter (for
 /// [`SandboxBuilder::seed`](crate::SandboxBuilder::seed) and callers that derive seeds).
@@ -21,14 +22,38 @@ pub fn fresh_seed() -> [u8; 32] {
     *hasher.finalize().as_bytes()
 }
 
-/// An endless deterministic byte stream keyed by `seed` and a purpose label.
-pub(crate) struct SeededRng(blake3::OutputReader);
+/// An endless deterministic byte stream keyed by `seed` and a purpose label. Clones share the
+/// stream, so the host can read and move its position (a REPL restored from a checkpoint goes on
+/// drawing where the original was when the checkpoint was taken).
+#[derive(Clone)]
+pub(crate) struct SeededRng(Arc<Mutex<blake3::OutputReader>>);
 
 impl SeededRng {
     pub(crate) fn new(seed: &[u8; 32], purpose: &str) -> Self {
         let mut hasher = blake3::Hasher::new_keyed(seed);
         hasher.update(purpose.as_bytes());
-        Self(hasher.finalize_xof())
+        Self(Arc::new(Mutex::new(hasher.finalize_xof())))
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, blake3::OutputReader> {
+        // The reader holds no invariant a panic elsewhere could break.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Bytes drawn so far.
+    pub(crate) fn position(&self) -> u64 {
+        self.reader().position()
+    }
+
+    /// Go on drawing from byte `position` of the stream.
+    pub(crate) fn set_position(&self, position: u64) {
+        self.reader().set_position(position);
+    }
+
+    fn fill(&self, dest: &mut [u8]) {
+        self.reader().fill(dest);
     }
 }
 
@@ -37,18 +62,18 @@ impl rand_core::TryRng for SeededRng {
 
     fn try_next_u32(&mut self) -> Result<u32, Infallible> {
         let mut b = [0u8; 4];
-        self.0.fill(&mut b);
+        self.fill(&mut b);
         Ok(u32::from_le_bytes(b))
     }
 
     fn try_next_u64(&mut self) -> Result<u64, Infallible> {
         let mut b = [0u8; 8];
-        self.0.fill(&mut b);
+        self.fill(&mut b);
         Ok(u64::from_le_bytes(b))
     }
 
     fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Infallible> {
-        self.0.fill(dest);
+        self.fill(dest);
         Ok(())
     }
 }

@@ -82,7 +82,13 @@ impl ModelCall {
 pub(crate) enum CallLog {
     Record(Vec<ModelCall>),
     Replay(VecDeque<ModelCall>),
+    /// No model or tool call may be made (the REPL's state is being saved or restored): each is
+    /// refused, and counted.
+    Closed,
 }
+
+/// The refusal a call gets while the log is [`CallLog::Closed`].
+const CLOSED: &str = "no model or tool calls while the REPL's state is saved or restored";
 
 /// What one store holds besides the guest.
 pub(crate) struct HostState {
@@ -99,11 +105,16 @@ pub(crate) struct HostState {
     tools: Arc<[Tool]>,
     /// Tool calls made by the current step.
     pub(crate) tool_calls: u64,
+    /// `search` calls the current step made, and how many of them matched nothing.
+    pub(crate) searches: u32,
+    pub(crate) empty_searches: u32,
     /// When the current step must end.
     pub(crate) deadline: Instant,
     pub(crate) log: CallLog,
     /// Held by the search running on a blocking thread (at most one per REPL).
     search_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The guest's random streams (shared with the WASI context).
+    rngs: [SeededRng; 2],
 }
 
 impl HostState {
@@ -118,6 +129,10 @@ impl HostState {
     ) -> Self {
         // Closed by construction: no preopened directories, no environment, no arguments, no
         // network, no stdin; stdout/stderr go to capped in-memory pipes.
+        let rngs = [
+            SeededRng::new(seed, "secure"),
+            SeededRng::new(seed, "insecure"),
+        ];
         let wasi = WasiCtx::builder()
             .stdout(stdout)
             .stderr(stderr)
@@ -125,8 +140,8 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
-            .secure_random(SeededRng::new(seed, "secure"))
-            .insecure_random(SeededRng::new(seed, "insecure"))
+            .secure_random(rngs[0].clone())
+            .insecure_random(rngs[1].clone())
             .insecure_random_seed(u128::from_le_bytes(
                 seed[..16].try_into().unwrap_or([0; 16]),
             ))
@@ -142,10 +157,24 @@ impl HostState {
             calls: 0,
             tools: Arc::new([]),
             tool_calls: 0,
+            searches: 0,
+            empty_searches: 0,
             deadline: Instant::now(),
             log: CallLog::Record(Vec::new()),
             search_lock: Arc::new(tokio::sync::Mutex::new(())),
+            rngs,
         }
+    }
+
+    /// Where the guest's random streams (secure, insecure) are.
+    pub(crate) fn rng_positions(&self) -> [u64; 2] {
+        [self.rngs[0].position(), self.rngs[1].position()]
+    }
+
+    /// Move the guest's random streams (to where a checkpoint's instance had them).
+    pub(crate) fn set_rng_positions(&self, positions: [u64; 2]) {
+        self.rngs[0].set_position(positions[0]);
+        self.rngs[1].set_position(positions[1]);
     }
 
     pub(crate) fn set_contexts(&mut self, contexts: Vec<Arc<Context>>) {
@@ -240,7 +269,7 @@ impl HostState {
     fn replay_next(&mut self) -> Option<ModelCall> {
         match &mut self.log {
             CallLog::Replay(q) => q.pop_front(),
-            CallLog::Record(_) => None,
+            CallLog::Record(_) | CallLog::Closed => None,
         }
     }
 
@@ -252,6 +281,15 @@ impl HostState {
 
     fn replaying(&self) -> bool {
         matches!(self.log, CallLog::Replay(_))
+    }
+
+    /// Whether calls are refused now (counting this one, or these `n`).
+    fn closed(&mut self, n: u64) -> bool {
+        let closed = matches!(self.log, CallLog::Closed);
+        if closed {
+            self.calls = self.calls.saturating_add(n);
+        }
+        closed
     }
 }
 
@@ -413,7 +451,13 @@ impl wit_ctx::Host for HostState {
             .await
         };
         let hits = match tokio::time::timeout(remaining, work).await {
-            Ok(Ok(hits)) => hits,
+            Ok(Ok(hits)) => {
+                self.searches = self.searches.saturating_add(1);
+                if hits.is_empty() {
+                    self.empty_searches = self.empty_searches.saturating_add(1);
+                }
+                hits
+            }
             Ok(Err(e)) => return Err(format!("the search failed on the host: {e}")),
             Err(_) => {
                 cancel.store(true, Ordering::Relaxed);
@@ -485,6 +529,9 @@ impl HostState {
         prompt: String,
         model: Option<String>,
     ) -> wasmtime::Result<Result<String, String>> {
+        if self.closed(1) {
+            return Ok(Err(CLOSED.to_string()));
+        }
         if self.replaying() {
             return match (kind, self.replay_next()) {
                 (Single::Llm, Some(ModelCall::Query { model: m, result }))
@@ -550,6 +597,9 @@ impl HostState {
         prompts: Vec<String>,
         model: Option<String>,
     ) -> wasmtime::Result<Vec<Result<String, String>>> {
+        if self.closed(prompts.len() as u64) {
+            return Ok(refuse_all(prompts.len(), CLOSED.to_string()));
+        }
         if self.replaying() {
             return match (kind, self.replay_next()) {
                 (Single::Llm, Some(ModelCall::Batch { model: m, results }))
@@ -677,6 +727,9 @@ impl HostState {
         name: String,
         args_json: String,
     ) -> wasmtime::Result<Result<String, String>> {
+        if self.closed(1) {
+            return Ok(Err(CLOSED.to_string()));
+        }
         if self.replaying() {
             return match self.replay_next() {
                 Some(ModelCall::Tool { name: n, result }) if n == name => Ok(result),

@@ -12,11 +12,13 @@ use common::{EchoHost, engine, out};
 use rlm_sandbox::{Context, Limits, MemoryPool, Sandbox};
 
 /// Limits that stop `while True: pass` quickly, with a standby from the first step on
-/// (`standby_after` zero) or never (`Duration::MAX`).
+/// (`standby_after` zero) or never (`Duration::MAX`), and no checkpoints (`checkpoint.rs` tests
+/// them, and a standby started from one).
 fn limits(standby_after: Duration) -> Limits {
     Limits {
         fuel_per_step: 200_000_000,
         standby_after,
+        checkpoint_after: Duration::MAX,
         ..Limits::default()
     }
 }

@@ -192,6 +192,8 @@ impl NodeRun {
             let mut feedback = Vec::new();
             let mut repeated_step = None;
             let mut printed = false;
+            // (searches made, searches that matched nothing) over the reply's blocks.
+            let mut searches = (0u32, 0u32);
             let blocks = parsed.code_blocks.len();
             for (i, code) in parsed.code_blocks.iter().enumerate() {
                 let (step, shown) = match self.exec(code, iteration).instrument(span.clone()).await
@@ -215,6 +217,8 @@ impl NodeRun {
                 if let Some(r) = self.repeats.step(code, &shown, iteration) {
                     repeated_step = Some(r);
                 }
+                searches.0 = searches.0.saturating_add(step.searches);
+                searches.1 = searches.1.saturating_add(step.empty_searches);
                 if step.error.is_none() && !step.stdout.trim().is_empty() {
                     printed = true;
                     self.evidence = Some(shown);
@@ -241,6 +245,10 @@ impl NodeRun {
             } else if let Some(first) = repeated_reply {
                 feedback.push(prompt::repeated_reply(first));
                 self.sample_next = true;
+            } else if searches.0 > 0 && searches.1 == searches.0 {
+                // Small models take "0 matches" for "not in the document" and give up; the
+                // document usually says it in other words.
+                feedback.push(prompt::NOTHING_FOUND.to_string());
             } else if printed {
                 feedback.push(prompt::FINISH_HINT.to_string());
             }
@@ -334,7 +342,8 @@ impl NodeRun {
             error: step.error.clone(),
             final_answer: step.final_answer.clone(),
             fuel: step.fuel,
-            ms: step.elapsed.as_secs_f64() * 1e3,
+            // The step's whole cost: its run plus the recovery or the checkpoint after it.
+            ms: step.total_time().as_secs_f64() * 1e3,
             restored: step.restored,
             reset: step.reset,
         });

@@ -407,6 +407,12 @@ const LAST_CALL_EVIDENCE_CHARS: usize = 2_000;
 pub const FINISH_HINT: &str = "If this output answers the question, reply with FINAL(...) \
 holding that answer; otherwise keep going.";
 
+/// Instead of [`FINISH_HINT`] after a reply whose searches all matched nothing.
+pub const NOTHING_FOUND: &str = "Every search in this step matched nothing. That rarely means \
+the answer is not in the context: the text may say it in other words (another form of the word, \
+e.g. a shorter stem, a synonym, different spacing or punctuation). Try broader patterns or other \
+words, or read a part of the context, before you answer.";
+
 /// Sent when a block ran the same code as an earlier one and printed the same output.
 pub fn repeated_step(first_iteration: u32, times: u32, query: &str) -> String {
     format!(

@@ -935,3 +935,42 @@ async fn a_copied_placeholder_is_not_taken_as_the_answer() {
             .contains("FINAL(...) is not an answer")
     );
 }
+
+/// A step whose searches all matched nothing is not followed by the hint to finish, but by
+/// the advice to try other words (small models read "0 matches" as "not in the document").
+#[tokio::test(flavor = "multi_thread")]
+async fn searches_that_matched_nothing_steer_to_other_words_not_to_finishing() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| match turn(r) {
+        0 => code("hits = search('headquarters')\nprint(len(hits), 'matches')"),
+        1 => code("hits = search('headquarter')\nprint(hits[0]['snippet'])"),
+        _ => Reply::text("FINAL(Oslo)"),
+    });
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .max_iterations(5)
+        .build()
+        .unwrap();
+    let result = rlm
+        .run(
+            "Acme Corp is headquartered in Oslo.\nIt makes anvils.",
+            "Where is Acme's head office?",
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.answer.as_deref(), Some("Oslo"));
+    let roots: Vec<_> = mock.requests().into_iter().filter(is_root).collect();
+    assert_eq!(roots.len(), 3);
+    let after_nothing = roots[1].last_user();
+    assert!(
+        after_nothing.contains("0 matches") && after_nothing.contains("matched nothing"),
+        "{after_nothing}"
+    );
+    assert!(!after_nothing.contains("FINAL(...) holding that answer"));
+    let after_found = roots[2].last_user();
+    assert!(
+        after_found.contains("FINAL(...) holding that answer")
+            && !after_found.contains("matched nothing"),
+        "{after_found}"
+    );
+}

@@ -71,6 +71,12 @@ class StepResult:
     restored: bool
     reset: bool
     recovery_ms: float
+    replayed: int
+    """Earlier steps re-run while the REPL was rebuilt (those after its checkpoint)."""
+    from_checkpoint: bool
+    """The REPL was rebuilt from a checkpoint of its state."""
+    checkpoint_ms: float
+    """Milliseconds spent saving the REPL's state after the step (0 when not saved)."""
     stdout_dropped: int
     stderr_dropped: int
     @property
