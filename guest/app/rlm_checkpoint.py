@@ -40,39 +40,61 @@ class CheckpointError(Exception):
 # Objects that exist in every instance
 # --------------------------------------------------------------------------------------------
 
-# Every object reachable as a module attribute when the guest was built, in a fixed order: the
-# same index names the same object in every instance (the guest's memory image is the same).
-# The list also pins them, so their ids are never reused.
+# Every object reachable as a module attribute when the guest was built (other than plain
+# values), in a fixed order: the same index names the same object in every instance (the
+# guest's memory image is the same). The list also pins them, so their ids are never reused.
 _KNOWN = []
-# The contexts attached to this REPL, by Python name (pinned here too).
+_KNOWN_IDS = {}
+_PLAIN = (str, int, float, complex, bytes, bool, type(None), tuple, list, dict, set, frozenset)
+
+# The contexts attached to this REPL, by Python name (pinned here, so ids are not reused).
 _CONTEXTS = {}
-# id -> what a checkpoint saves instead of the object: ("k", index in _KNOWN) or ("c", name).
-_REFS = {}
-_ATOMS = (str, int, float, complex, bytes, bool, type(None), tuple)
 
 
 def register_known():
     """Record the objects that exist at build time (call once, at the end of the build-time
-    imports)."""
+    imports). Plain values (strings, numbers, containers) are saved by value instead."""
     for name in sorted(k for k, m in sys.modules.items() if m is not None):
         mod = sys.modules[name]
         for obj in (mod, *vars(mod).values()):
-            if isinstance(obj, _ATOMS) or id(obj) in _REFS:
+            if type(obj) in _PLAIN or id(obj) in _KNOWN_IDS:
                 continue
-            _REFS[id(obj)] = ("k", len(_KNOWN))
+            _KNOWN_IDS[id(obj)] = len(_KNOWN)
             _KNOWN.append(obj)
 
 
 def register_context(name, value):
     """Record that the context called `name` is `value`: checkpoints refer to it by name, and
     it is attached again (not copied) when one is restored."""
-    old = _CONTEXTS.get(name)
-    if old is not None and _REFS.get(id(old)) == ("c", name):
-        del _REFS[id(old)]
     _CONTEXTS[name] = value
-    if id(value) not in _REFS and not isinstance(value, (int, float, bool, type(None))):
-        _REFS[id(value)] = ("c", name)
 
+
+def _context_memo():
+    """The contexts as the first entries of a pickle's memo: (name, object) pairs, one per
+    distinct object. Every reference to a context is then saved as a reference to its memo
+    entry, without a Python call per saved object (as `persistent_id` would make)."""
+    seen = set()
+    pairs = []
+    for name in sorted(_CONTEXTS):
+        value = _CONTEXTS[name]
+        if id(value) not in seen and not isinstance(value, (int, float, bool, type(None))):
+            seen.add(id(value))
+            pairs.append((name, value))
+    return pairs
+
+
+def _primed(names):
+    """A pickle stream that puts the contexts `names` into an unpickler's memo at 0, 1, ...:
+    read it with the same unpickler before the state (setting `Unpickler.memo` does not make
+    later memo entries go after them)."""
+    out = [b"\x80\x02"]  # PROTO 2
+    for i, name in enumerate(names):
+        raw = name.encode()
+        # BINUNICODE name, BINPERSID, LONG_BINPUT i, POP
+        out.append(b"X" + len(raw).to_bytes(4, "little") + raw + b"Q")
+        out.append(b"r" + i.to_bytes(4, "little") + b"0")
+    out.append(b"N.")  # NONE, STOP
+    return b"".join(out)
 
 # --------------------------------------------------------------------------------------------
 # Model-defined functions, cells and classes, by value
@@ -179,10 +201,12 @@ class _Pickler(pickle.Pickler):
         super().__init__(file, protocol=_PROTOCOL)
         self.files = set()
 
-    def persistent_id(self, obj, _get=_REFS.get, _id=id):
-        return _get(_id(obj))
-
     def reducer_override(self, obj):
+        index = _KNOWN_IDS.get(id(obj))
+        if index is not None:
+            if id(obj) in _OWN:
+                return NotImplemented  # this module's rebuilders: saved by name
+            return _known, (index,)
         t = type(obj)
         if t is types.FunctionType:
             return self._function(obj)
@@ -263,22 +287,45 @@ def _module(name):
     return sys.modules[name]
 
 
+def _known(index):
+    return _KNOWN[index]
+
+
+# The functions that rebuild objects (saved by name, like any importable function).
+_OWN = frozenset(id(f) for f in (_known, _new_cell, _set_cell, _new_function, _set_function,
+                                 _new_class, _set_class, _rematch, _wrapped, _module))
+
+
 class _Unpickler(pickle.Unpickler):
     def persistent_load(self, pid):
-        kind, key = pid
-        if kind == "k":
-            return _KNOWN[key]
-        if kind == "c" and key in _CONTEXTS:
-            return _CONTEXTS[key]
-        raise CheckpointError(f"the checkpoint refers to {pid!r}, which this REPL lacks")
+        if pid in _CONTEXTS:
+            return _CONTEXTS[pid]
+        raise CheckpointError(f"the checkpoint refers to context {pid!r}, which this REPL lacks")
+
+
+class _CappedBuffer(io.BytesIO):
+    """Bytes up to a cap: pickling stops as soon as the state is known to be too large (pickle
+    writes in frames of about 64 KiB)."""
+
+    def __init__(self, cap):
+        super().__init__()
+        self.cap = cap
+
+    def write(self, b):
+        if self.tell() + len(b) > self.cap:
+            raise CheckpointError(f"the state is over the {self.cap}-byte cap")
+        return super().write(b)
 
 
 def save(repl_globals, step, max_bytes):
     """The REPL's state as bytes, at most `max_bytes` of them."""
     _globals_ref[0] = repl_globals
     names = {k: v for k, v in repl_globals.items() if k != "__builtins__"}
-    buf = io.BytesIO()
+    buf = _CappedBuffer(max_bytes)
+    contexts = _context_memo()
+    pickle.Pickler(buf, protocol=_PROTOCOL).dump([name for name, _ in contexts])
     pickler = _Pickler(buf)
+    pickler.memo = {id(value): (i, value) for i, (_, value) in enumerate(contexts)}
     try:
         pickler.dump(names)
     except CheckpointError:
@@ -289,11 +336,9 @@ def save(repl_globals, step, max_bytes):
         raise CheckpointError(f"{type(e).__name__}: {e}") from None
     files = {f: linecache.cache[f] for f in pickler.files if f in linecache.cache}
     meta = {"step": step, "random": random.getstate(), "files": files}
-    pickle.Pickler(buf, protocol=_PROTOCOL).dump(meta)
-    data = buf.getvalue()
-    if len(data) > max_bytes:
-        raise CheckpointError(f"the state is {len(data)} bytes, over the {max_bytes}-byte cap")
-    return data
+    # The same pickler: one unpickler reads both, its memo going on from one to the next.
+    pickler.dump(meta)
+    return buf.getvalue()
 
 
 def load(repl_globals, data):
@@ -303,8 +348,12 @@ def load(repl_globals, data):
     _scanners.clear()
     buf = io.BytesIO(data)
     try:
-        names = _Unpickler(buf).load()
-        meta = pickle.Unpickler(buf).load()
+        contexts = pickle.Unpickler(buf).load()
+        rest = buf.read()
+        unpickler = _Unpickler(io.BytesIO(_primed(contexts) + rest))
+        unpickler.load()
+        names = unpickler.load()
+        meta = unpickler.load()
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the unpickling raised

@@ -465,7 +465,7 @@ async fn recovery(engine: &Arc<SandboxEngine>) {
         (6, light, "light"),
         (60, light, "light"),
         (600, light, "light"),
-        (6, heavy, "0.3-s"),
+        (6, heavy, "0.2-s"),
     ];
     for (steps, code, kind) in cases {
         for how in [
@@ -479,9 +479,15 @@ async fn recovery(engine: &Arc<SandboxEngine>) {
                 Recovery::Checkpoint => (defaults.checkpoint_after, defaults.standby_after),
                 Recovery::StandbySettled => (defaults.checkpoint_after, Duration::ZERO),
             };
+            // Enough fuel for the heavy steps; a trap spends it all.
+            let fuel_per_step = if kind == "light" {
+                300_000_000
+            } else {
+                6_000_000_000
+            };
             let mut sb = Sandbox::builder(engine.clone())
                 .limits(Limits {
-                    fuel_per_step: 300_000_000,
+                    fuel_per_step,
                     checkpoint_after,
                     standby_after,
                     ..Limits::default()

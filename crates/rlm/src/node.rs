@@ -250,7 +250,7 @@ impl NodeRun {
                 // document usually says it in other words.
                 feedback.push(prompt::NOTHING_FOUND.to_string());
             } else if printed {
-                feedback.push(prompt::FINISH_HINT.to_string());
+                feedback.push(prompt::finish_hint(query));
             }
             self.messages.push(Message::user(feedback.join("\n\n")));
         }

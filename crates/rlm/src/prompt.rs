@@ -161,7 +161,20 @@ pub fn small_system_prompt(f: &PromptFacts) -> String {
     let helper = if f.sub_calls {
         "llm_query(prompt) asks a helper model about text you give it and returns its answer as \
          a str: use it to read or classify pieces you found, e.g. \
-         print(llm_query(\"Which date is the visit? \" + h[\"line\"])).\n"
+         print(llm_query(\"Which date is the visit? \" + h[\"line\"])). llm_batch(prompts) \
+         asks about many pieces at once and returns the answers as a list.\n"
+    } else {
+        ""
+    };
+    // When what the question asks about is not written word for word (a kind, a mood, a
+    // topic), searching for the word finds nothing: the pieces must be read.
+    let classify = if f.sub_calls {
+        "Example (what is counted is not written in the text, so each piece is read).\n\
+         Question: How many reviews are complaints?\nYou reply:\n```repl\n\
+         items = [x for x in context.splitlines() if x.strip()]\n\
+         labels = llm_batch([\"Is this review a complaint? Answer yes or no.\\n\" + x for x in items])\n\
+         print(len(items), \"items,\", sum(\"yes\" in a.lower() for a in labels), \"yes\")\n```\n\
+         The output is:\n120 items, 31 yes\nYou reply:\nFINAL(31)\n\n"
     } else {
         ""
     };
@@ -180,6 +193,7 @@ pub fn small_system_prompt(f: &PromptFacts) -> String {
          You reply (the next search uses the name just found):\n{}\
          The output is:\n2 matches\nFamily: mother Rosa Diaz (born 1961)\n\
          Rosa Diaz: blood type A-, no known allergies\nYou reply:\nFINAL(A-)\n\n\
+         {classify}\
          Rules: search for names and exact words from the question or from the output, not \
          general words; if nothing is found, try a shorter or different word; when a match names \
          something the question depends on, search for that next; do not repeat a search you \
@@ -403,11 +417,18 @@ pub fn last_call(iterations: u32, query: &str, evidence: Option<&str>) -> String
 /// Most characters of evidence repeated in the last call.
 const LAST_CALL_EVIDENCE_CHARS: usize = 2_000;
 
-/// One line after a step that printed something: how to finish.
-pub const FINISH_HINT: &str = "If this output answers the question, reply with FINAL(...) \
-holding that answer; otherwise keep going.";
+/// After a step that printed something: the question again (as the official RLM restates it
+/// every turn) and how to finish, or to take the next hop when the output is only a step on the
+/// way (small models answer a two-hop question with the first hop's result).
+pub fn finish_hint(query: &str) -> String {
+    format!(
+        "The question: {query}\nIf this output answers it, reply with FINAL(...) holding that \
+         answer, in the form the question asks for. If it only gives a step toward the answer \
+         (a name or a place to look up next), search for that next; otherwise keep going."
+    )
+}
 
-/// Instead of [`FINISH_HINT`] after a reply whose searches all matched nothing.
+/// Instead of [`finish_hint`] after a reply whose searches all matched nothing.
 pub const NOTHING_FOUND: &str = "Every search in this step matched nothing. That rarely means \
 the answer is not in the context: the text may say it in other words (another form of the word, \
 e.g. a shorter stem, a synonym, different spacing or punctuation). Try broader patterns or other \
@@ -552,8 +573,10 @@ mod tests {
         assert!(p.contains("h[\"snippet\"] for h in hits"), "{p}");
         assert_eq!(p.matches("search(r\"").count(), 3, "{p}");
         assert!(p.contains("at most 8 replies"), "{p}");
+        assert!(p.contains("labels = llm_batch(["), "{p}");
         f.sub_calls = false;
-        assert!(!small_system_prompt(&f).contains("llm_query"));
+        let p = small_system_prompt(&f);
+        assert!(!p.contains("llm_query") && !p.contains("llm_batch"), "{p}");
     }
 
     #[test]
