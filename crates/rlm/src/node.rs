@@ -248,7 +248,9 @@ impl NodeRun {
             } else if searches.0 > 0 && searches.1 == searches.0 {
                 // Small models take "0 matches" for "not in the document" and give up; the
                 // document usually says it in other words.
-                feedback.push(prompt::NOTHING_FOUND.to_string());
+                let shape = self.shapes.first().map(|s| &s.1);
+                let shape = shape.cloned().unwrap_or(ContextShape::Text { chars: 0 });
+                feedback.push(prompt::nothing_found(self.node.depth < c.max_depth, &shape));
             } else if printed {
                 feedback.push(prompt::finish_hint(query));
             }

@@ -168,15 +168,16 @@ pub fn small_system_prompt(f: &PromptFacts) -> String {
     };
     // When what the question asks about is not written word for word (a kind, a mood, a
     // topic), searching for the word finds nothing: the pieces must be read.
-    let classify = if f.sub_calls {
-        "Example (what is counted is not written in the text, so each piece is read).\n\
-         Question: How many reviews are complaints?\nYou reply:\n```repl\n\
-         items = [x for x in context.splitlines() if x.strip()]\n\
-         labels = llm_batch([\"Is this review a complaint? Answer yes or no.\\n\" + x for x in items])\n\
-         print(len(items), \"items,\", sum(\"yes\" in a.lower() for a in labels), \"yes\")\n```\n\
-         The output is:\n120 items, 31 yes\nYou reply:\nFINAL(31)\n\n"
-    } else {
-        ""
+    let classify = match (f.sub_calls, pieces_expr(&f.shape)) {
+        (true, Some(items)) => format!(
+            "Example (what is counted is not written in the text, so each piece is read).\n\
+             Question: How many reviews are complaints?\nYou reply:\n```repl\n\
+             items = {items}\n\
+             labels = llm_batch([\"Is this review a complaint? Answer yes or no.\\n\" + x for x in items])\n\
+             print(len(items), \"items,\", sum(\"yes\" in a.lower() for a in labels), \"yes\")\n```\n\
+             The output is:\n120 items, 31 yes\nYou reply:\nFINAL(31)\n\n"
+        ),
+        _ => String::new(),
     };
     format!(
         "You answer questions about a document. The document is in a Python variable named \
@@ -428,11 +429,39 @@ pub fn finish_hint(query: &str) -> String {
     )
 }
 
-/// Instead of [`finish_hint`] after a reply whose searches all matched nothing.
-pub const NOTHING_FOUND: &str = "Every search in this step matched nothing. That rarely means \
-the answer is not in the context: the text may say it in other words (another form of the word, \
-e.g. a shorter stem, a synonym, different spacing or punctuation). Try broader patterns or other \
-words, or read a part of the context, before you answer.";
+/// Instead of [`finish_hint`] after a reply whose searches all matched nothing. With sub-calls
+/// on, it shows the code that reads every piece instead (small models copy the code they saw
+/// last, and keep searching for a word that is never written).
+pub fn nothing_found(sub_calls: bool, shape: &ContextShape) -> String {
+    let mut s = String::from(
+        "Every search in this step matched nothing. That rarely means the answer is not in the \
+         context: the text may say it in other words (another form of the word, e.g. a shorter \
+         stem, a synonym, different spacing or punctuation). Try broader patterns or other \
+         words, or read a part of the context, before you answer.",
+    );
+    if let (true, Some(items)) = (sub_calls, pieces_expr(shape)) {
+        s.push_str(&format!(
+            " If what the question asks about is not written word for word (a kind, a topic, a \
+             mood), read each piece with the helper model instead, like this (put your own \
+             question about one piece in the prompt):\n```repl\n\
+             items = {items}\n\
+             labels = llm_batch([\"Question about this text. Answer in one word.\\n\" + x for x in items])\n\
+             print(len(items), \"items\", labels[:10])\n```"
+        ));
+    }
+    s
+}
+
+/// A Python expression for the pieces of `context` as a list of str, by its shape (lines of a
+/// text, the documents of a list, the entries of an object).
+fn pieces_expr(shape: &ContextShape) -> Option<&'static str> {
+    match shape {
+        ContextShape::Text { .. } => Some("[x for x in context.splitlines() if x.strip()]"),
+        ContextShape::List { .. } => Some("[str(x) for x in context]"),
+        ContextShape::Object { .. } => Some("[f\"{k}: {v}\" for k, v in context.items()]"),
+        ContextShape::Scalar => None,
+    }
+}
 
 /// Sent when a block ran the same code as an earlier one and printed the same output.
 pub fn repeated_step(first_iteration: u32, times: u32, query: &str) -> String {

@@ -974,3 +974,46 @@ async fn searches_that_matched_nothing_steer_to_other_words_not_to_finishing() {
         "{after_found}"
     );
 }
+
+/// The code the nothing-found advice shows runs as is on every shape of context (it once
+/// called `splitlines()` on a list of documents, and small models copy it word for word).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_code_shown_after_nothing_found_runs_on_every_shape_of_context() {
+    let inputs = [
+        rlm::ContextInput::Text("first line\nsecond line".into()),
+        rlm::ContextInput::Documents(vec!["doc one".into(), "doc two".into()]),
+        rlm::ContextInput::Json(serde_json::json!({"a": "x", "b": [1, 2]})),
+    ];
+    for input in inputs {
+        let mock = MockProvider::start().await;
+        mock.respond_with(|r| {
+            if !is_root(r) {
+                return Reply::text("yes");
+            }
+            match turn(r) {
+                0 => code("hits = search('never written')\nprint(len(hits), 'matches')"),
+                1 => {
+                    // Copy the advice's code block, as a small model does.
+                    let last = r.last_user();
+                    let start = last.find("```repl\n").map(|i| i + 8).unwrap_or(0);
+                    let end = last[start..].find("```").map_or(last.len(), |e| start + e);
+                    code(last[start..end].trim_end())
+                }
+                _ => Reply::text("FINAL(done)"),
+            }
+        });
+        let rlm = Rlm::builder(model(&mock))
+            .engine(engine())
+            .max_iterations(4)
+            .build()
+            .unwrap();
+        let result = rlm.run(input.clone(), "How many?").await.unwrap();
+        assert_eq!(result.answer.as_deref(), Some("done"));
+        let roots: Vec<_> = mock.requests().into_iter().filter(is_root).collect();
+        let out = roots[2].last_user();
+        assert!(
+            out.contains("items") && out.contains("'yes'") && !out.contains("Error"),
+            "{input:?}: {out}"
+        );
+    }
+}
