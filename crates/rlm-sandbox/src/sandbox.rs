@@ -1135,7 +1135,13 @@ impl Live {
         self.stdout.take();
         self.stderr.take();
         self.store.data_mut().log = CallLog::Record(Vec::new());
+        let calls = self.store.data().calls;
         match outcome {
+            // A model's unpickling hook asked for a model or tool call (refused): the state it
+            // built may differ from the original's, so the journal is replayed instead.
+            Ok(Ok(Ok(()))) if calls > 0 => Err(SandboxError::GuestInit(format!(
+                "restoring a checkpoint made {calls} host calls"
+            ))),
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(why))) => Err(SandboxError::GuestInit(format!(
                 "restoring a checkpoint failed: {why}"

@@ -273,7 +273,8 @@ async fn a_checkpoint_stopped_by_a_limit_rebuilds_the_repl_with_the_step() {
     let mut sb = sandbox().await;
     out(&mut sb, "before = 1").await;
     let r = sb
-        .exec("class Spin:\n    def __reduce__(self):\n        while True:\n            pass\nspin = Spin()\nafter = 2\nprint('ran')")
+        // The loop makes the step take longer than the first checkpoint did, so one is due.
+        .exec("class Spin:\n    def __reduce__(self):\n        while True:\n            pass\nspin = Spin()\nafter = 2\nfor _ in range(30_000):\n    pass\nprint('ran')")
         .await
         .unwrap();
     assert_eq!(r.stdout.trim(), "ran");
