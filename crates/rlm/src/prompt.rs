@@ -440,13 +440,16 @@ pub fn nothing_found(sub_calls: bool, shape: &ContextShape) -> String {
          words, or read a part of the context, before you answer.",
     );
     if let (true, Some(items)) = (sub_calls, pieces_expr(shape)) {
+        // `query` is the question, bound in the REPL: the code works as written, so a model
+        // that copies it word for word still asks the right thing of every piece.
         s.push_str(&format!(
             " If what the question asks about is not written word for word (a kind, a topic, a \
-             mood), read each piece with the helper model instead, like this (put your own \
-             question about one piece in the prompt):\n```repl\n\
-             items = {items}\n\
-             labels = llm_batch([\"Question about this text. Answer in one word.\\n\" + x for x in items])\n\
-             print(len(items), \"items\", labels[:10])\n```"
+             mood), ask the helper model the question about each piece instead, e.g.:\n\
+             ```repl\npieces = {items}\n\
+             answers = llm_batch([\"Question: \" + query + \"\\nAnswer it from this text alone, in a \
+             few words. If the text says nothing about it, answer: none.\\nText: \" + x for x in pieces])\n\
+             found = [(i, a) for i, a in enumerate(answers) if \"none\" not in a.lower()]\n\
+             print(len(pieces), \"pieces,\", len(found), \"with an answer:\", found[:20])\n```"
         ));
     }
     s

@@ -1012,8 +1012,16 @@ async fn the_code_shown_after_nothing_found_runs_on_every_shape_of_context() {
         let roots: Vec<_> = mock.requests().into_iter().filter(is_root).collect();
         let out = roots[2].last_user();
         assert!(
-            out.contains("items") && out.contains("'yes'") && !out.contains("Error"),
+            out.contains("2 pieces, 2 with an answer") && !out.contains("Error"),
             "{input:?}: {out}"
         );
+        // The helper was asked the question about each piece.
+        let asked = mock
+            .requests()
+            .into_iter()
+            .filter(|r| !is_root(r))
+            .filter(|r| r.last_user().contains("Question: How many?"))
+            .count();
+        assert_eq!(asked, 2, "{input:?}");
     }
 }
