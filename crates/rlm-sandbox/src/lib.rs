@@ -49,10 +49,12 @@ mod engine;
 mod error;
 mod host;
 mod limits;
+mod live;
 pub mod memory;
 mod pipe;
 mod sandbox;
 mod seeded;
+mod standby;
 mod state;
 mod tools;
 
