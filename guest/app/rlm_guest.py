@@ -1429,12 +1429,21 @@ class _Replies(list):
 
 class _State:
     step = 0
+    # Whether `random` has been seeded from the sandbox's randomness (see `_run`).
+    seeded = False
 
 
 _state = _State()
 
 
 def _run(code):
+    if not _state.seeded:
+        # `random` was seeded when the guest was built: seed it from the sandbox's own
+        # randomness (seeded by the host), so REPLs differ and a rebuilt REPL draws the same.
+        # At the first step, not at init: an instance made ahead of time (the host's warm
+        # pool) gets its seed when it is taken.
+        random.seed(os.urandom(32))
+        _state.seeded = True
     _state.step += 1
     filename = f"{_STEP_PREFIX}{_state.step}>"
     out = _CappedStream(_settings.max_output_bytes)
@@ -1502,9 +1511,6 @@ class Repl(exports.Repl):
         if options.tools:
             _bind_tools(options.tools)
             _install_names()
-        # `random` was seeded when the guest was built: seed it from the sandbox's own
-        # randomness (seeded by the host), so REPLs differ and a rebuilt REPL draws the same.
-        random.seed(os.urandom(32))
 
     def attach_context(self, slot, name, whole):
         try:
@@ -1542,6 +1548,7 @@ class Repl(exports.Repl):
     def restore(self, state):
         try:
             _state.step = rlm_checkpoint.load(_globals, bytes(state))
+            _state.seeded = True
         except BaseException as e:  # noqa: BLE001
             raise Err(f"{type(e).__name__}: {e}") from None
         _install_names()

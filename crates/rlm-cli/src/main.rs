@@ -396,6 +396,7 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
             "replayed": step.replayed,
             "from_checkpoint": step.from_checkpoint,
             "checkpoint_ms": step.checkpoint.as_secs_f64() * 1000.0,
+            "checkpointed": step.checkpointed,
             "reset": step.reset,
             "limit": step.limit,
             "truncated": step.truncated(),

@@ -13,6 +13,10 @@ use crate::bindings::SandboxPre;
 use crate::error::SandboxError;
 use crate::memory::MemoryPool;
 use crate::state::HostState;
+use crate::warm::WarmPool;
+
+/// Instances the warm pool keeps ready by default.
+const DEFAULT_WARM_INSTANCES: usize = 2;
 
 /// File name of the guest component.
 pub const GUEST_FILE: &str = "rlm_guest.wasm";
@@ -41,6 +45,10 @@ pub struct EngineOptions {
     /// Bytes of guest memory all REPLs of this engine may hold together (see
     /// [`crate::memory`]). Default: [`MemoryPool::default_total`].
     pub memory_budget: Option<u64>,
+    /// Instances to keep instantiated and initialised ahead of time, so a new REPL starts by
+    /// taking one (see `warm.rs`; each holds about 10 MiB of the memory budget). Default: 2.
+    /// 0 turns the warm pool off.
+    pub warm_instances: Option<usize>,
     /// Benchmarks only: turn fuel and epoch interruption off to measure their overhead. Steps
     /// then have no CPU or deadline limit inside wasm (the tokio backstop still applies).
     #[doc(hidden)]
@@ -54,6 +62,8 @@ pub struct SandboxEngine {
     pub(crate) pre: SandboxPre<HostState>,
     pub(crate) metered: bool,
     pool: Arc<MemoryPool>,
+    /// Instances made ahead of time for new REPLs.
+    pub(crate) warm: WarmPool,
     guest_path: Option<PathBuf>,
     artifact: PathBuf,
     cache_hit: bool,
@@ -144,6 +154,7 @@ impl SandboxEngine {
             pre,
             metered,
             pool,
+            warm: WarmPool::new(options.warm_instances.unwrap_or(DEFAULT_WARM_INSTANCES)),
             guest_path,
             artifact,
             cache_hit,
@@ -155,6 +166,11 @@ impl SandboxEngine {
     /// another, [`crate::SandboxBuilder::memory_pool`]).
     pub fn memory_pool(&self) -> &Arc<MemoryPool> {
         &self.pool
+    }
+
+    /// Instances ready for new REPLs now (see [`EngineOptions::warm_instances`]).
+    pub fn warm_instances(&self) -> usize {
+        self.warm.len()
     }
 
     /// The guest component file in use; `None` for the guest built into this crate.

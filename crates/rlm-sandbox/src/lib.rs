@@ -57,6 +57,7 @@ mod seeded;
 mod standby;
 mod state;
 mod tools;
+mod warm;
 
 pub use context::{
     Context, ContextData, ContextFormat, ContextShape, PathStep, SearchHit, TextDoc,

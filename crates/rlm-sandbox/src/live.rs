@@ -21,6 +21,7 @@ use crate::pipe::CappedPipe;
 use crate::sandbox::{JournalEntry, LimitHit};
 use crate::state::{CallLog, HostState, ModelCall, ReplayDiverged};
 use crate::tools::Tool;
+use crate::warm::{InitKey, WarmPool};
 
 /// Extra time the tokio backstop allows past a step's deadline before it drops the step
 /// (the epoch interrupt normally fires first, within one tick).
@@ -241,8 +242,36 @@ impl Live {
         }
     }
 
-    /// Instantiate and initialise a REPL with no context attached yet.
+    /// A REPL with no context attached yet: a ready instance from the engine's warm pool when
+    /// one fits (see [`crate::warm`]), else a new one.
     pub(crate) async fn new(recipe: &Recipe) -> Result<Self, SandboxError> {
+        let poolable =
+            recipe.tools.is_empty() && Arc::ptr_eq(&recipe.pool, recipe.engine.memory_pool());
+        if !poolable {
+            return Self::instantiate(recipe).await;
+        }
+        let key = InitKey::of(&recipe.limits);
+        let warm = recipe.engine.warm.take(&key);
+        WarmPool::refill(&recipe.engine, key, recipe.limits.clone());
+        match warm {
+            Some(mut live) => {
+                live.adopt(recipe);
+                Ok(live)
+            }
+            None => Self::instantiate(recipe).await,
+        }
+    }
+
+    /// Give a ready instance to the REPL `recipe` describes.
+    fn adopt(&mut self, recipe: &Recipe) {
+        let data = self.store.data_mut();
+        data.adopt(recipe.limits.clone(), recipe.model.clone(), &recipe.seed);
+        data.set_contexts(recipe.contexts.to_vec());
+        data.memory.set_cap(recipe.memory.cap(&recipe.limits));
+    }
+
+    /// Instantiate and initialise a REPL with no context attached yet.
+    pub(crate) async fn instantiate(recipe: &Recipe) -> Result<Self, SandboxError> {
         let Recipe {
             engine,
             limits,

@@ -82,9 +82,13 @@ pub struct StepResult {
     #[serde(default)]
     pub from_checkpoint: bool,
     /// Time spent saving the REPL's state after the step (see [`Limits::checkpoint_after`];
-    /// zero when no checkpoint was taken; not in `elapsed`).
+    /// zero when none was due; not in `elapsed`).
     #[serde(default)]
     pub checkpoint: Duration,
+    /// A checkpoint of the state after this step was taken (false when none was due, or the
+    /// state could not be saved).
+    #[serde(default)]
+    pub checkpointed: bool,
 }
 
 impl StepResult {
@@ -457,6 +461,7 @@ impl Sandbox {
                 replayed: 0,
                 from_checkpoint: false,
                 checkpoint: Duration::ZERO,
+                checkpointed: false,
             });
         }
         let outcome = self
@@ -485,6 +490,7 @@ impl Sandbox {
             replayed: 0,
             from_checkpoint: false,
             checkpoint: Duration::ZERO,
+            checkpointed: false,
         };
         match outcome.result {
             Ok((step, calls)) => {
@@ -571,6 +577,7 @@ impl Sandbox {
                 }));
                 self.tail_cost = Duration::ZERO;
                 self.checkpoint_due = cost;
+                result.checkpointed = true;
             }
             Ok(Err(why)) => {
                 tracing::debug!(%why, "the REPL's state cannot be checkpointed now");

@@ -42,6 +42,15 @@ impl SeededRng {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Draw from `seed`'s stream for `purpose` instead, from byte `position` on.
+    pub(crate) fn reseed(&self, seed: &[u8; 32], purpose: &str, position: u64) {
+        let mut hasher = blake3::Hasher::new_keyed(seed);
+        hasher.update(purpose.as_bytes());
+        let mut reader = hasher.finalize_xof();
+        reader.set_position(position);
+        *self.reader() = reader;
+    }
+
     /// Bytes drawn so far.
     pub(crate) fn position(&self) -> u64 {
         self.reader().position()

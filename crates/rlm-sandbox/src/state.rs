@@ -177,6 +177,22 @@ impl HostState {
         self.rngs[1].set_position(positions[1]);
     }
 
+    /// Make this store serve another REPL (one taken from the warm pool): its limits, model
+    /// host and seed. The random streams go on from the positions they have now, under the new
+    /// seed, as a store made for that REPL would have them after the same start.
+    pub(crate) fn adopt(
+        &mut self,
+        limits: Arc<Limits>,
+        model: Arc<dyn ModelHost>,
+        seed: &[u8; 32],
+    ) {
+        self.limits = limits;
+        self.model = model;
+        let [secure, insecure] = self.rng_positions();
+        self.rngs[0].reseed(seed, "secure", secure);
+        self.rngs[1].reseed(seed, "insecure", insecure);
+    }
+
     pub(crate) fn set_contexts(&mut self, contexts: Vec<Arc<Context>>) {
         self.contexts = contexts;
     }

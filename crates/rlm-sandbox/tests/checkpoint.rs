@@ -208,7 +208,7 @@ async fn state_that_cannot_be_saved_falls_back_to_the_journal() {
     // After a failed checkpoint the next try waits until the steps since have doubled.
     let mut taken = false;
     for _ in 0..30 {
-        if common::ok(&mut sb, "keep = 5").await.checkpoint > Duration::ZERO {
+        if common::ok(&mut sb, "keep = 5").await.checkpointed {
             taken = true;
             break;
         }
