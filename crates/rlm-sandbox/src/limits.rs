@@ -78,7 +78,7 @@ pub struct Limits {
     /// history. The rule keeps the time spent on checkpoints below the time spent on steps. A
     /// state that cannot be saved (a generator, a kept traceback, ...) or is larger than
     /// `max_checkpoint_bytes` makes recovery replay the journal instead. `Duration::MAX` turns
-    /// checkpoints off. Default: 1 ms.
+    /// checkpoints off. Default: 2 ms (short sessions take none: replaying them is as cheap).
     #[serde(default = "default_checkpoint_after")]
     pub checkpoint_after: Duration,
     /// Bytes of one checkpoint at most (the host keeps the latest per REPL). Default: 32 MiB.
@@ -96,7 +96,7 @@ pub struct Limits {
 }
 
 fn default_checkpoint_after() -> Duration {
-    Duration::from_millis(1)
+    Duration::from_millis(2)
 }
 
 fn default_max_checkpoint() -> u64 {

@@ -105,7 +105,14 @@ impl WarmPool {
             };
             while pool.len() < pool.target {
                 match Live::instantiate(&recipe).await {
-                    Ok(live) => pool.ready().push((key, live)),
+                    Ok(mut live) => {
+                        // A first checkpoint costs several times a later one (code and data
+                        // the pickler touches for the first time in this instance): pay it
+                        // here, off the REPL's path. Its result is not kept.
+                        if let Ok(Ok(_)) = live.checkpoint(&recipe.limits).await {
+                            pool.ready().push((key, live));
+                        }
+                    }
                     Err(e) => {
                         // Out of memory budget, most likely: REPLs instantiate their own.
                         tracing::debug!(error = %e, "no warm instance made");
