@@ -16,6 +16,9 @@ use crate::engine::SandboxEngine;
 use crate::limits::Limits;
 use crate::live::{Live, MemoryPlan, Recipe};
 
+/// How long a refill waits before it makes instances.
+const REFILL_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// What the guest's `init` is given: instances made for one key serve REPLs with that key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct InitKey {
@@ -83,6 +86,9 @@ impl WarmPool {
         };
         let engine = engine.clone();
         runtime.spawn(async move {
+            // Let the REPL that just took an instance run its first steps first: making one
+            // maps memory and faults pages in, which slows the same process's other threads.
+            tokio::time::sleep(REFILL_DELAY).await;
             let pool = &engine.warm;
             let stale: Vec<_> = {
                 let mut ready = pool.ready();
