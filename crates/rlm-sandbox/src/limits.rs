@@ -89,6 +89,9 @@ pub struct Limits {
     /// follows each successful step in the background (starting from the latest checkpoint), so
     /// a trap is recovered by swapping it in, in microseconds. It doubles the REPL's CPU and
     /// memory, so it is off by default (`Duration::MAX`): checkpoints bound recovery already.
+    /// (A REPL whose state cannot be checkpointed keeps one anyway once replaying its steps
+    /// since the last checkpoint would take more than 50 ms, and drops it when a checkpoint
+    /// succeeds again.)
     /// The standby's memory is charged to the same memory budget; it is dropped when the budget
     /// runs short.
     #[serde(default = "default_standby_after")]

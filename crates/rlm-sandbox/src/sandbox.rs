@@ -17,6 +17,10 @@ use crate::standby::Standby;
 use crate::state::{CallLog, ModelCall};
 use crate::tools::Tool;
 
+/// When the REPL's state cannot be checkpointed (a live generator, a kept traceback) and
+/// replaying the steps since its last checkpoint would take longer than this, it keeps a
+/// standby (budget permitting), so that a trap is still recovered without replaying them.
+const UNSAVEABLE_STANDBY_AFTER: Duration = Duration::from_millis(50);
 /// Most context slots a sandbox holds (`context`, `context_1`, ...).
 const MAX_CONTEXTS: usize = 4096;
 
@@ -246,6 +250,7 @@ impl SandboxBuilder {
             checkpoint: None,
             tail_cost: Duration::ZERO,
             checkpoint_due: Duration::ZERO,
+            unsaveable: false,
             standby: None,
             retired: None,
         })
@@ -300,6 +305,10 @@ pub struct Sandbox {
     /// [`Limits::checkpoint_after`]): what the last one took, or, after one failed, twice the
     /// tail it failed at.
     checkpoint_due: Duration,
+    /// The last checkpoint could not be taken (the state holds something that cannot be
+    /// saved): past [`UNSAVEABLE_STANDBY_AFTER`] of steps since the last one, the REPL keeps a
+    /// standby instead.
+    unsaveable: bool,
     /// A second instance following the journal in the background, swapped in after a trap.
     standby: Option<Standby>,
     /// The trapped instance, between a recovery and its clean-up.
@@ -578,10 +587,19 @@ impl Sandbox {
                 self.tail_cost = Duration::ZERO;
                 self.checkpoint_due = cost;
                 result.checkpointed = true;
+                if self.unsaveable {
+                    // The standby stood in for checkpoints: drop it unless it is wanted anyway.
+                    self.unsaveable = false;
+                    if self.replay_cost <= self.recipe.limits.standby_after {
+                        self.standby = None;
+                    }
+                }
             }
             Ok(Err(why)) => {
                 tracing::debug!(%why, "the REPL's state cannot be checkpointed now");
                 self.checkpoint_due = self.tail_cost.saturating_mul(2).max(cost);
+                self.unsaveable = true;
+                self.start_standby();
             }
             Err(stop) => {
                 tracing::warn!(limit = ?stop.hit, detail = %stop.detail, "a checkpoint was stopped");
@@ -727,11 +745,9 @@ impl Sandbox {
 
     /// Start a standby from the journal when the REPL wants one and can afford it.
     fn start_standby(&mut self) {
-        if self.standby.is_none()
-            && !self.journal_full
-            && self.replay_cost > self.recipe.limits.standby_after
-            && self.standby_affordable()
-        {
+        let wanted = self.replay_cost > self.recipe.limits.standby_after
+            || (self.unsaveable && self.tail_cost > UNSAVEABLE_STANDBY_AFTER);
+        if self.standby.is_none() && !self.journal_full && wanted && self.standby_affordable() {
             self.standby = Standby::start(
                 self.recipe.clone(),
                 self.journal.clone(),

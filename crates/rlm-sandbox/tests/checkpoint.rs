@@ -359,3 +359,34 @@ async fn a_standby_starts_from_the_checkpoint() {
     assert_eq!(r.replayed, 0, "{r:?}");
     assert_eq!(out(&mut sb, "print(w, f10())").await, "64 20");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_that_cannot_be_saved_gets_a_standby_once_replaying_it_costs_enough() {
+    let mut sb = sandbox_with(limits(Duration::ZERO), Context::text("doc")).await;
+    out(&mut sb, "gen = (i for i in range(100))").await;
+    // Steps of a few milliseconds each, until replaying them would take more than 50 ms.
+    for _ in 0..200 {
+        if sb.has_standby() {
+            break;
+        }
+        out(&mut sb, "n = 0\nfor _ in range(20_000):\n    n += 1").await;
+    }
+    assert!(sb.has_standby(), "a standby stands in for the checkpoints");
+    assert!(sb.settle().await);
+    let r = trap(&mut sb).await;
+    assert!(r.replayed == 0 && !r.from_checkpoint, "{r:?}");
+    assert_eq!(out(&mut sb, "print(next(gen), n)").await, "0 20000");
+    // Once the state can be saved again, the checkpoint takes over and the standby goes.
+    out(&mut sb, "del gen").await;
+    // (After failures the next try waits until the steps since have doubled.)
+    let mut taken = false;
+    for _ in 0..200 {
+        let step = "n = 0\nfor _ in range(20_000):\n    n += 1";
+        if common::ok(&mut sb, step).await.checkpointed {
+            taken = true;
+            break;
+        }
+    }
+    assert!(taken, "a checkpoint was taken again");
+    assert!(!sb.has_standby(), "the standby was dropped");
+}
