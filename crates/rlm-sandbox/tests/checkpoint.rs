@@ -207,7 +207,7 @@ async fn state_that_cannot_be_saved_falls_back_to_the_journal() {
     out(&mut sb, "del gen\nkeep = 5").await;
     // After a failed checkpoint the next try waits until the steps since have doubled.
     let mut taken = false;
-    for _ in 0..30 {
+    for _ in 0..200 {
         if common::ok(&mut sb, "keep = 5").await.checkpointed {
             taken = true;
             break;
@@ -272,24 +272,37 @@ async fn a_pickling_hook_cannot_reach_the_host() {
 async fn a_checkpoint_stopped_by_a_limit_rebuilds_the_repl_with_the_step() {
     let mut sb = sandbox().await;
     out(&mut sb, "before = 1").await;
-    let r = sb
-        // The loop makes the step take longer than the first checkpoint did, so one is due.
-        .exec("class Spin:\n    def __reduce__(self):\n        while True:\n            pass\nspin = Spin()\nafter = 2\nfor _ in range(30_000):\n    pass\nprint('ran')")
-        .await
-        .unwrap();
-    assert_eq!(r.stdout.trim(), "ran");
-    assert!(r.error.is_none() && !r.reset, "{r:?}");
-    assert!(
-        r.recovery > Duration::ZERO,
-        "the instance died in the checkpoint: {r:?}"
-    );
+    out(
+        &mut sb,
+        "class Spin:\n    def __reduce__(self):\n        while True:\n            pass\nspin = Spin()",
+    )
+    .await;
+    // Steps that do some work, until one makes a checkpoint due (the steps since the last
+    // one must take longer than it did): that checkpoint spins and is stopped by the fuel.
+    let mut stopped = None;
+    for i in 0..200 {
+        let r = sb
+            .exec(&format!(
+                "after = {i}\nfor _ in range(30_000):\n    pass\nprint('ran')"
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.stdout.trim(), "ran");
+        assert!(r.error.is_none() && !r.reset, "{r:?}");
+        if r.recovery > Duration::ZERO {
+            stopped = Some((i, r));
+            break;
+        }
+    }
+    let (i, r) = stopped.expect("a checkpoint was due and stopped");
     assert!(
         r.from_checkpoint,
         "rebuilt from the previous checkpoint: {r:?}"
     );
+    // The REPL has the step whose checkpoint was stopped.
     assert_eq!(
         out(&mut sb, "print(before, after, type(spin).__name__)").await,
-        "1 2 Spin"
+        format!("1 {i} Spin")
     );
 }
 
