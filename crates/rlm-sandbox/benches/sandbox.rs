@@ -75,6 +75,25 @@ const WORKLOADS: [(&str, &str); 5] = [
     ),
 ];
 
+/// Round-trip times of 3,000 `x = 1` steps in one REPL with `limits`, sorted.
+async fn x_equals_1(engine: &Arc<SandboxEngine>, limits: Limits) -> Vec<Duration> {
+    let mut sb = Sandbox::builder(engine.clone())
+        .limits(limits)
+        .context(Context::text("doc"))
+        .build()
+        .await
+        .unwrap();
+    let mut steps = Vec::new();
+    for _ in 0..3000 {
+        let t = Instant::now();
+        let r = sb.exec("x = 1").await.unwrap();
+        steps.push(t.elapsed());
+        assert!(r.error.is_none());
+    }
+    steps.sort();
+    steps
+}
+
 /// The CPU time and fuel one step of `code` takes.
 async fn cpu_of(sb: &mut Sandbox, code: &str) -> (Duration, u64) {
     let t = process_cpu();
@@ -298,45 +317,20 @@ async fn main() {
     }
 
     if want("step") {
-        // Step round trip.
-        let mut sb = Sandbox::builder(engine.clone())
-            .context(Context::text("doc"))
-            .build()
-            .await
-            .unwrap();
-        let mut steps = Vec::new();
-        for _ in 0..3000 {
-            let t = Instant::now();
-            let r = sb.exec("x = 1").await.unwrap();
-            steps.push(t.elapsed());
-            assert!(r.error.is_none());
-        }
-        steps.sort();
+        // Step round trip, with the default limits and without checkpoints (the default takes
+        // one once the steps since the last took longer than it did).
+        let steps = x_equals_1(&engine, Limits::default()).await;
         row(
             "step round trip `x = 1` p50",
             ms(pct(&steps, 0.5)),
             "<= 0.1 ms",
         );
         row("step round trip `x = 1` p99", ms(pct(&steps, 0.99)), "");
-        // The same without checkpoints (the default takes one once the steps since the last
-        // took longer than it did).
-        let mut sb = Sandbox::builder(engine.clone())
-            .limits(Limits {
-                checkpoint_after: Duration::MAX,
-                ..Limits::default()
-            })
-            .context(Context::text("doc"))
-            .build()
-            .await
-            .unwrap();
-        let mut steps = Vec::new();
-        for _ in 0..3000 {
-            let t = Instant::now();
-            let r = sb.exec("x = 1").await.unwrap();
-            steps.push(t.elapsed());
-            assert!(r.error.is_none());
-        }
-        steps.sort();
+        let no_checkpoints = Limits {
+            checkpoint_after: Duration::MAX,
+            ..Limits::default()
+        };
+        let steps = x_equals_1(&engine, no_checkpoints).await;
         row(
             "step round trip `x = 1` p50, no checkpoints",
             ms(pct(&steps, 0.5)),

@@ -540,12 +540,7 @@ impl Sandbox {
                 result.stderr = err;
                 result.limit = Some(stop.hit);
                 tracing::info!(limit = ?stop.hit, detail = %stop.detail, "step stopped by a limit");
-                let recovering = Instant::now();
-                let done = self.recover().await?;
-                result.recovery = recovering.elapsed();
-                self.after_recovery();
-                result.replayed = done.replayed;
-                result.from_checkpoint = done.from_checkpoint;
+                let done = self.rebuild(&mut result).await?;
                 result.restored = done.restored;
                 result.reset = !done.restored;
                 result.error = Some(stop.message(&self.recipe.limits, done.restored));
@@ -604,12 +599,7 @@ impl Sandbox {
             Err(stop) => {
                 tracing::warn!(limit = ?stop.hit, detail = %stop.detail, "a checkpoint was stopped");
                 self.checkpoint_due = self.tail_cost.saturating_mul(2).max(cost);
-                let recovering = Instant::now();
-                let done = self.recover().await?;
-                result.recovery = recovering.elapsed();
-                self.after_recovery();
-                result.replayed = done.replayed;
-                result.from_checkpoint = done.from_checkpoint;
+                let done = self.rebuild(result).await?;
                 if !done.restored {
                     result.reset = true;
                     let note = "SandboxLimit: saving the REPL's state after this step hit a \
@@ -623,6 +613,18 @@ impl Sandbox {
             }
         }
         Ok(())
+    }
+
+    /// Rebuild the REPL after its instance trapped (see [`Self::recover`]) and say so in
+    /// `result`: the time it took, what was re-run and whether it came from a checkpoint.
+    async fn rebuild(&mut self, result: &mut StepResult) -> Result<Recovered, SandboxError> {
+        let recovering = Instant::now();
+        let done = self.recover().await?;
+        result.recovery = recovering.elapsed();
+        self.after_recovery();
+        result.replayed = done.replayed;
+        result.from_checkpoint = done.from_checkpoint;
+        Ok(done)
     }
 
     /// Rebuild the REPL after a trap: swap in the standby (replaying only what it has not

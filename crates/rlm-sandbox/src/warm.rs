@@ -77,7 +77,8 @@ impl WarmPool {
     /// tokio runtime or while a refill runs.
     pub(crate) fn refill(engine: &Arc<SandboxEngine>, key: InitKey, limits: Arc<Limits>) {
         let pool = &engine.warm;
-        if pool.target == 0 || pool.filling.swap(true, Ordering::AcqRel) {
+        let full = || pool.ready().iter().filter(|(k, _)| *k == key).count() >= pool.target;
+        if pool.target == 0 || full() || pool.filling.swap(true, Ordering::AcqRel) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {

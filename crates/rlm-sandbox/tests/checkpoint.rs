@@ -22,12 +22,7 @@ fn limits(checkpoint_after: Duration) -> Limits {
 }
 
 async fn sandbox_with(limits: Limits, context: Arc<Context>) -> Sandbox {
-    Sandbox::builder(engine())
-        .limits(limits)
-        .context(context)
-        .build()
-        .await
-        .expect("sandbox")
+    common::sandbox_with(context, limits).await
 }
 
 async fn sandbox() -> Sandbox {
