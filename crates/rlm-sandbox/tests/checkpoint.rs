@@ -398,3 +398,34 @@ async fn a_state_that_cannot_be_saved_gets_a_standby_once_replaying_it_costs_eno
     assert!(taken, "a checkpoint was taken again");
     assert!(!sb.has_standby(), "the standby was dropped");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_whose_unpickling_hook_calls_the_host_is_refused() {
+    let host = Arc::new(EchoHost::default());
+    let mut sb = Sandbox::builder(engine())
+        .limits(limits(Duration::ZERO))
+        .model(host.clone())
+        .build()
+        .await
+        .unwrap();
+    // Saving calls nothing; restoring runs __setstate__, which asks for a model call.
+    out(
+        &mut sb,
+        "class Wake:\n    def __setstate__(self, state):\n        self.__dict__.update(state)\n        self.said = llm_query('from a hook')\nw = Wake()\nw.x = 1",
+    )
+    .await;
+    let r = trap(&mut sb).await;
+    assert!(
+        !r.from_checkpoint,
+        "a restore that asked for a host call is not trusted: {r:?}"
+    );
+    assert_eq!(
+        host.calls.load(Ordering::SeqCst),
+        0,
+        "no model call reached the host"
+    );
+    assert_eq!(
+        out(&mut sb, "print(w.x, hasattr(w, 'said'))").await,
+        "1 False"
+    );
+}
