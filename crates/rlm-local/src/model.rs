@@ -55,6 +55,9 @@ struct Job {
     messages: Vec<Message>,
     max_tokens: u32,
     temperature: Option<f32>,
+    /// The sampling seed when `temperature` is set: the request's `extra.seed` if given, else
+    /// drawn from the prompt (reproducible, but not the same draws for every conversation).
+    seed: Option<u32>,
     stop: Vec<String>,
     stop_after_code_block: bool,
     reply: tokio::sync::oneshot::Sender<Result<Generated, String>>,
@@ -171,6 +174,15 @@ fn worker_main(
     }
 }
 
+/// A sampling seed drawn from the prompt: the same conversation samples the same reply (runs
+/// replay), and each new conversation gets other draws (a fixed seed makes a peaked model pick
+/// the same tokens turn after turn).
+fn prompt_seed(prompt: &str) -> u32 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(prompt.as_bytes());
+    u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
 fn generate(
     model: &LlamaModel,
     ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
@@ -232,7 +244,8 @@ fn generate(
 
     let mut sampler = match job.temperature {
         Some(t) if t > 0.0 => {
-            LlamaSampler::chain_simple([LlamaSampler::temp(t), LlamaSampler::dist(1234)])
+            let seed = job.seed.unwrap_or_else(|| prompt_seed(&prompt));
+            LlamaSampler::chain_simple([LlamaSampler::temp(t), LlamaSampler::dist(seed)])
         }
         _ => LlamaSampler::greedy(),
     };
@@ -355,6 +368,12 @@ impl ChatModel for LocalModel {
                 .max_output_tokens
                 .unwrap_or(self.options.max_output_tokens),
             temperature: request.params.temperature,
+            seed: request
+                .params
+                .extra
+                .get("seed")
+                .and_then(|v| v.as_u64())
+                .map(|v| v as u32),
             stop: request.params.stop.clone(),
             stop_after_code_block: self.options.stop_after_code_block
                 && request.tag.role == CallRole::Root,

@@ -35,8 +35,9 @@ pub(crate) struct NodeRun {
     shapes: Vec<(String, ContextShape)>,
     /// What this RLM has run and replied, to notice repetition.
     repeats: Repeats,
-    /// Ask the next root call for a sampled reply (the last one repeated an earlier one).
-    sample_next: bool,
+    /// Ask the next root call for a sampled reply: how many times the last one repeated an
+    /// earlier step or reply (0: not at all).
+    sample_next: u32,
     /// The output of the latest step that printed something without an error.
     evidence: Option<String>,
 }
@@ -60,9 +61,12 @@ fn close_cut_fence(text: &mut String) {
 }
 
 /// The temperature of a root call after the model repeated itself, for small models (which
-/// decode greedily otherwise and would give the same reply again). Hosted models keep their own
-/// sampling: some refuse a temperature.
-const REPEAT_TEMPERATURE: f32 = 0.7;
+/// decode greedily otherwise and would give the same reply again): 0.7 after the first repeat,
+/// rising by 0.15 with each further one up to 1.0 (a 1.5B model sent the same block six times
+/// at 0.7). Hosted models keep their own sampling: some refuse a temperature.
+fn repeat_temperature(times: u32) -> f32 {
+    (0.7 + 0.15 * times.saturating_sub(2) as f32).min(1.0)
+}
 
 impl NodeRun {
     pub(crate) async fn start(
@@ -95,7 +99,7 @@ impl NodeRun {
             messages: Vec::new(),
             shapes,
             repeats: Repeats::default(),
-            sample_next: false,
+            sample_next: 0,
             evidence: None,
         };
         let system = run.system_prompt();
@@ -239,19 +243,27 @@ impl NodeRun {
                     None => feedback.push(prompt::NUDGE.to_string()),
                 }
             }
+            let found_nothing = searches.0 > 0 && searches.1 == searches.0;
             if let Some(r) = repeated_step {
-                feedback.push(prompt::repeated_step(r.first_iteration, r.times, query));
-                self.sample_next = true;
-            } else if let Some(first) = repeated_reply {
-                feedback.push(prompt::repeated_reply(first));
-                self.sample_next = true;
-            } else if searches.0 > 0 && searches.1 == searches.0 {
-                // Small models take "0 matches" for "not in the document" and give up; the
-                // document usually says it in other words.
+                feedback.push(prompt::repeated_step(
+                    r.first_iteration,
+                    r.times,
+                    query,
+                    found_nothing,
+                ));
+                self.sample_next = r.times;
+            } else if let Some(r) = repeated_reply {
+                feedback.push(prompt::repeated_reply(r.first_iteration));
+                self.sample_next = r.times;
+            }
+            if found_nothing {
+                // Small models take "0 matches" for "not in the document" and give up, or run
+                // the same search again; the document usually says it in other words. Repeated
+                // or not, they get code to copy that does something else.
                 let shape = self.shapes.first().map(|s| &s.1);
                 let shape = shape.cloned().unwrap_or(ContextShape::Text { chars: 0 });
                 feedback.push(prompt::nothing_found(self.node.depth < c.max_depth, &shape));
-            } else if printed {
+            } else if printed && repeated_step.is_none() && repeated_reply.is_none() {
                 feedback.push(prompt::finish_hint(query));
             }
             self.messages.push(Message::user(feedback.join("\n\n")));
@@ -302,12 +314,13 @@ impl NodeRun {
         if open_model {
             request.params.stop = vec![CODE_BLOCK_STOP.to_string()];
         }
-        if std::mem::take(&mut self.sample_next)
+        let repeats = std::mem::take(&mut self.sample_next);
+        if repeats > 0
             && (self.tree.config.profile == PromptProfile::Small
                 || open_model
                 || model_id.starts_with("local/"))
         {
-            request.params.temperature = Some(REPEAT_TEMPERATURE);
+            request.params.temperature = Some(repeat_temperature(repeats));
         }
         let started = Instant::now();
         let mut response = self.tree.call_model(&model, request).await?;

@@ -189,19 +189,21 @@ pub fn small_system_prompt(f: &PromptFacts) -> String {
          different snippets, never the whole document.\n{helper}\
          When the printed output shows the answer, reply with FINAL(the answer) and no code.\n\n\
          Example (the answer takes two searches).\n\
-         Question: What is the blood type of the patient's mother?\nYou reply:\n{}\
-         The output is:\n1 matches\nFamily: mother Rosa Diaz (born 1961)\n\
+         Question: What is the blood type of Tom Reyes's mother?\n\
+         You reply (first search the most specific name in the question):\n{}\
+         The output is:\n1 matches\nTom Reyes (born 1990), son of Rosa Diaz, works as a nurse\n\
          You reply (the next search uses the name just found):\n{}\
-         The output is:\n2 matches\nFamily: mother Rosa Diaz (born 1961)\n\
+         The output is:\n2 matches\nTom Reyes (born 1990), son of Rosa Diaz, works as a nurse\n\
          Rosa Diaz: blood type A-, no known allergies\nYou reply:\nFINAL(A-)\n\n\
          {classify}\
-         Rules: search for names and exact words from the question or from the output, not \
-         general words; if nothing is found, try a shorter or different word; when a match names \
+         Rules: search first for the most specific name, code or number in the question, then \
+         for the names the output gives; general words (like \"mother\" above) are often \
+         written differently in the text; if nothing is found, try a shorter or different word; when a match names \
          something the question depends on, search for that next; do not repeat a search you \
          already ran; keep answers short; you have at most {} replies.",
         describe_shape(&f.shape),
         small_search_block("keyword"),
-        small_search_block("mother"),
+        small_search_block("Tom Reyes"),
         small_search_block("Rosa Diaz"),
         f.max_iterations
     ) + &small_tools(&f.tools)
@@ -423,9 +425,10 @@ const LAST_CALL_EVIDENCE_CHARS: usize = 2_000;
 /// way (small models answer a two-hop question with the first hop's result).
 pub fn finish_hint(query: &str) -> String {
     format!(
-        "The question: {query}\nIf this output answers it, reply with FINAL(...) holding that \
-         answer, in the form the question asks for. If it only gives a step toward the answer \
-         (a name or a place to look up next), search for that next; otherwise keep going."
+        "The question: {query}\nDoes this output state the answer itself, of the kind the \
+         question asks for? If so, reply with FINAL(...) holding that answer. If it only names \
+         something the answer depends on (a person, a company, a place, an id: a step on the \
+         way), search for that name next; otherwise keep going."
     )
 }
 
@@ -466,14 +469,22 @@ fn pieces_expr(shape: &ContextShape) -> Option<&'static str> {
     }
 }
 
-/// Sent when a block ran the same code as an earlier one and printed the same output.
-pub fn repeated_step(first_iteration: u32, times: u32, query: &str) -> String {
+/// Sent when a block ran the same code as an earlier one and printed the same output. When its
+/// searches matched nothing, it does not invite an answer from that output ("0 matches" is not
+/// evidence that the answer is 0 or absent); [`nothing_found`] follows with what to do instead.
+pub fn repeated_step(first_iteration: u32, times: u32, query: &str, found_nothing: bool) -> String {
+    let next = if found_nothing {
+        "It matched nothing again, so do not run it again and do not answer from it: search \
+         with other words or read the pieces, as below."
+    } else {
+        "Use what it printed: if it answers the question, reply with FINAL(...) holding that \
+         answer. Otherwise do something different: another pattern or word, another part of the \
+         context, or llm_query on the text found."
+    };
     format!(
         "Note: this block is the same code as in reply {first_iteration} and printed the same \
-         output ({times} times now). Running it again will not change anything. Use what it \
-         printed: if it answers the question, reply with FINAL(...) holding that answer. Otherwise do something \
-         different: another pattern or word, another part of the context, or llm_query on the \
-         text found.\nThe question: {query}"
+         output ({times} times now). Running it again will not change anything. {next}\n\
+         The question: {query}"
     )
 }
 

@@ -23,8 +23,8 @@ pub(crate) struct Repeat {
 pub(crate) struct Repeats {
     /// Code (normalised) → (first iteration, hash of its last output, times run with it).
     steps: HashMap<blake3::Hash, (u32, blake3::Hash, u32)>,
-    /// Reply text → the iteration that first sent it.
-    replies: HashMap<blake3::Hash, u32>,
+    /// Reply text → (the iteration that first sent it, times sent).
+    replies: HashMap<blake3::Hash, (u32, u32)>,
 }
 
 impl Repeats {
@@ -47,13 +47,17 @@ impl Repeats {
         })
     }
 
-    /// Record a reply; if the same text was sent before, the iteration that first sent it.
-    pub(crate) fn reply(&mut self, text: &str, iteration: u32) -> Option<u32> {
-        let first = *self
+    /// Record a reply; if the same text was sent before, when first and how often.
+    pub(crate) fn reply(&mut self, text: &str, iteration: u32) -> Option<Repeat> {
+        let entry = self
             .replies
             .entry(blake3::hash(text.trim().as_bytes()))
-            .or_insert(iteration);
-        (first != iteration).then_some(first)
+            .or_insert((iteration, 0));
+        entry.1 += 1;
+        (entry.1 > 1).then_some(Repeat {
+            first_iteration: entry.0,
+            times: entry.1,
+        })
     }
 }
 
@@ -111,7 +115,13 @@ mod tests {
         let mut r = Repeats::default();
         assert_eq!(r.reply("look", 1), None);
         assert_eq!(r.reply("other", 2), None);
-        assert_eq!(r.reply(" look\n", 3), Some(1));
-        assert_eq!(r.reply("look", 4), Some(1));
+        let again = |first_iteration, times| {
+            Some(Repeat {
+                first_iteration,
+                times,
+            })
+        };
+        assert_eq!(r.reply(" look\n", 3), again(1, 2));
+        assert_eq!(r.reply("look", 4), again(1, 3));
     }
 }

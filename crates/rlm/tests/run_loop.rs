@@ -1025,3 +1025,60 @@ async fn the_code_shown_after_nothing_found_runs_on_every_shape_of_context() {
         assert_eq!(asked, 2, "{input:?}");
     }
 }
+
+/// A search re-run with nothing found again gets the note that it repeats, without the
+/// invitation to answer from "0 matches" (a 1.5B model answered 0 from it), the nothing-found
+/// advice with code to copy, and each further repeat a hotter sample (a 1.5B model re-sent one
+/// block six times at 0.7).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_repeated_with_nothing_found_gets_the_advice_and_hotter_samples() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| match turn(r) {
+        0..=2 => code("hits = search('kind')\nprint(len(hits), 'matches')"),
+        _ => Reply::text("FINAL(none)"),
+    });
+    let client = LlmClient::builder()
+        .retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+    let config = ModelConfig {
+        base_url: Some(mock.openai_base_url()),
+        api_key: Some(rlm_llm::ApiKey::new("test-key")),
+        ..ModelConfig::default()
+    };
+    let rlm = Rlm::builder(Arc::new(
+        client.model_with("compat/scripted", config).unwrap(),
+    ))
+    .engine(engine())
+    .prompt_profile(rlm::PromptProfile::Small)
+    .max_iterations(6)
+    .build()
+    .unwrap();
+    let result = rlm
+        .run(
+            "The parcel never arrived.\nI was charged twice.",
+            "How many are about billing?",
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.stop, StopReason::Final);
+    let roots: Vec<_> = mock.requests().into_iter().filter(is_root).collect();
+    assert_eq!(roots.len(), 4);
+    for (i, r) in roots.iter().enumerate().skip(2) {
+        let note = r.last_user();
+        assert!(
+            note.contains("same code as in reply 1")
+                && note.contains("matched nothing again")
+                && note.contains("llm_batch(")
+                && note.contains("How many are about billing?"),
+            "reply {i}: {note}"
+        );
+        assert!(!note.contains("holding that answer"), "reply {i}: {note}");
+    }
+    let sent: Vec<_> = roots
+        .iter()
+        .map(|r| r.body.get("temperature").and_then(|t| t.as_f64()))
+        .map(|t| t.map(|t| (t * 100.0).round() / 100.0))
+        .collect();
+    assert_eq!(sent, [Some(0.0), Some(0.0), Some(0.7), Some(0.85)]);
+}
