@@ -331,6 +331,20 @@ bench:
     cargo bench -p rlm-sandbox --bench sandbox
     cargo bench -p rlm --bench loop
     just py-bench
+    just peer-bench
+
+# The peers' figures for the rows of `just bench` (Monty, the official RLM's LocalREPL, eryx),
+# from PyPI into a private venv (pinned in crates/rlm-py/bench/peers-requirements.txt); a peer
+# that does not install here is printed with its earlier figure, labelled. PEERS_BIG=1 adds the
+# official RLM with a 1 GiB context (about 3 GB of RAM).
+peer-bench:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    venv="{{target_dir}}/peers-venv"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r crates/rlm-py/bench/peers-requirements.txt \
+        || echo "peer-bench: some peers did not install; their earlier figures are printed" >&2
+    "$venv/bin/python" crates/rlm-py/bench/peers.py
 
 # The Python package (crates/rlm-py, import name rlm_rs): an abi3 wheel for CPython 3.9+ with
 # the sandbox guest inside, into <target>/wheels. maturin comes from PyPI into a private venv

@@ -547,19 +547,30 @@ pub struct TextDoc {
     width: u8,
 }
 
+/// Characters JSON escaping adds to `bytes`: one for `"`, `\\` and the control characters
+/// with a short escape (`\n`, `\r`, `\t`, `\b`, `\f`), five for the other control characters
+/// (`\u00XX`). Counted in blocks of 255 bytes into byte-wide counters, without branches, so the
+/// compiler vectorises it: a 1 GB context is indexed in a fraction of the time a byte-by-byte
+/// branching loop takes.
+fn json_escapes(bytes: &[u8]) -> u64 {
+    let mut total = 0u64;
+    for block in bytes.chunks(255) {
+        let (mut any, mut long) = (0u8, 0u8);
+        for &b in block {
+            let control = b < 0x20;
+            any += (control | (b == b'"') | (b == b'\\')) as u8;
+            long +=
+                (control & (b != b'\n') & (b != b'\r') & (b != b'\t') & (b != 8) & (b != 12)) as u8;
+        }
+        total += u64::from(any) + 4 * u64::from(long);
+    }
+    total
+}
+
 impl TextDoc {
     fn new(text: String) -> Self {
         let bytes = text.as_bytes();
-        let mut escapes = 0u64;
-        for &b in bytes {
-            if b == b'"' || b == b'\\' || b < 0x20 {
-                escapes += if b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 8 | 12) {
-                    5
-                } else {
-                    1
-                };
-            }
-        }
+        let escapes = json_escapes(bytes);
         if text.is_ascii() {
             let chars = bytes.len() as u64;
             return Self {
@@ -704,6 +715,22 @@ impl TextDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_size_counts_every_escape_across_blocks() {
+        // Every ASCII byte, at every offset of a 255-byte block, plus non-ASCII text.
+        let all: String = (0u8..128).map(char::from).collect();
+        for text in [
+            all.repeat(9),
+            format!("{}\u{1}\"\\\n", "x".repeat(254)),
+            format!("é{}\u{1f}", all.repeat(3)),
+            String::new(),
+        ] {
+            let json = serde_json::to_string(&text).unwrap();
+            let doc = TextDoc::new(text);
+            assert_eq!(doc.json_chars, json.chars().count() as u64);
+        }
+    }
 
     #[test]
     fn unicode_offsets_match_code_points() {
