@@ -136,6 +136,8 @@ fn big_context_processes(bin: &std::path::Path, big_mb: usize) {
                 cmd.args(["--lazy-threshold", t]);
             }
             let t = Instant::now();
+            // Reaped by `wait_with_peak_rss` (wait4, for the child's own rusage).
+            #[allow(clippy::zombie_processes)]
             let mut child = cmd
                 .arg("-")
                 .stdin(std::process::Stdio::piped())
