@@ -470,12 +470,14 @@ fn pieces_expr(shape: &ContextShape) -> Option<&'static str> {
 }
 
 /// Sent when a block ran the same code as an earlier one and printed the same output. When its
-/// searches matched nothing, it does not invite an answer from that output ("0 matches" is not
-/// evidence that the answer is 0 or absent); [`nothing_found`] follows with what to do instead.
+/// searches matched nothing, it does not invite an answer from that output ("0 matches" is
+/// rarely the answer): [`nothing_found`] follows with what to do instead, and the model may
+/// still end by saying the context does not hold the answer.
 pub fn repeated_step(first_iteration: u32, times: u32, query: &str, found_nothing: bool) -> String {
     let next = if found_nothing {
-        "It matched nothing again, so do not run it again and do not answer from it: search \
-         with other words or read the pieces, as below."
+        "It matched nothing again, so do not run it again: search with other words or read \
+         the pieces, as below. Only if you are sure the context does not hold the answer, reply \
+         with FINAL(...) saying so."
     } else {
         "Use what it printed: if it answers the question, reply with FINAL(...) holding that \
          answer. Otherwise do something different: another pattern or word, another part of the \

@@ -1027,7 +1027,7 @@ async fn the_code_shown_after_nothing_found_runs_on_every_shape_of_context() {
 }
 
 /// A search re-run with nothing found again gets the note that it repeats, without the
-/// invitation to answer from "0 matches" (a 1.5B model answered 0 from it), the nothing-found
+/// invitation to answer from what it printed ("0 matches" is not an answer), the nothing-found
 /// advice with code to copy, and each further repeat a hotter sample (a 1.5B model re-sent one
 /// block six times at 0.7).
 #[tokio::test(flavor = "multi_thread")]
