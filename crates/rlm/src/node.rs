@@ -40,6 +40,9 @@ pub(crate) struct NodeRun {
     sample_next: u32,
     /// The output of the latest step that printed something without an error.
     evidence: Option<String>,
+    /// While the model repeats itself: the feedback message its first copy got, to which the
+    /// latest note is added (the conversation keeps one copy of a repeated exchange).
+    collapsed: Option<String>,
 }
 
 /// Where a root reply from an OpenAI-compatible server stops: at the fence that closes its first
@@ -101,6 +104,7 @@ impl NodeRun {
             repeats: Repeats::default(),
             sample_next: 0,
             evidence: None,
+            collapsed: None,
         };
         let system = run.system_prompt();
         run.messages.push(Message::system(system));
@@ -195,6 +199,7 @@ impl NodeRun {
 
             let mut feedback = Vec::new();
             let mut repeated_step = None;
+            let mut repeated_blocks = 0usize;
             let mut printed = false;
             // (searches made, searches that matched nothing) over the reply's blocks.
             let mut searches = (0u32, 0u32);
@@ -220,6 +225,7 @@ impl NodeRun {
                 }
                 if let Some(r) = self.repeats.step(code, &shown, iteration) {
                     repeated_step = Some(r);
+                    repeated_blocks += 1;
                 }
                 searches.0 = searches.0.saturating_add(step.searches);
                 searches.1 = searches.1.saturating_add(step.empty_searches);
@@ -266,7 +272,28 @@ impl NodeRun {
             } else if printed && repeated_step.is_none() && repeated_reply.is_none() {
                 feedback.push(prompt::finish_hint(query));
             }
-            self.messages.push(Message::user(feedback.join("\n\n")));
+            let feedback = feedback.join("\n\n");
+            let all_repeated =
+                repeated_reply.is_some() || (blocks > 0 && repeated_blocks == blocks);
+            match (all_repeated, self.messages.len()) {
+                // A reply that only repeats earlier steps is not kept as a new exchange: the
+                // conversation keeps its first copy, whose feedback gets the note. Copies piling
+                // up make a small model all the more sure to send the same block again (a 1.5B
+                // model re-sent one block seven times at temperatures up to 1.0).
+                (true, n) if n >= 3 => {
+                    self.messages.pop();
+                    if let Some(last) = self.messages.last_mut() {
+                        let first = self.collapsed.get_or_insert_with(|| last.content.clone());
+                        last.content = format!(
+                            "{first}\n\nYour next reply repeated an earlier one.\n{feedback}"
+                        );
+                    }
+                }
+                _ => {
+                    self.collapsed = None;
+                    self.messages.push(Message::user(feedback));
+                }
+            }
         }
         // Out of iterations: ask once for the best answer.
         if let Some(spent) = self.tree.budget.exhausted() {

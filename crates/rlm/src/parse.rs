@@ -41,6 +41,9 @@ pub fn parse_reply(reply: &str) -> ParsedReply {
     let mut code_blocks = Vec::new();
     // Text outside every fenced block (where FINAL is looked for) and the prose.
     let mut outside = String::new();
+    // `outside` plus the bodies of blocks that are not run: small models fence their answer
+    // (`FINAL(5)` in a bare ``` block), and a block that is not run cannot call FINAL itself.
+    let mut not_run = String::new();
     let mut prose = String::new();
     let mut last = 0;
     for cap in fence().captures_iter(reply) {
@@ -52,6 +55,7 @@ pub fn parse_reply(reply: &str) -> ParsedReply {
             continue;
         }
         outside.push_str(&reply[last..all.start()]);
+        not_run.push_str(&reply[last..all.start()]);
         prose.push_str(&reply[last..all.start()]);
         last = all.end();
         let tag = cap.get(2).map_or("", |m| m.as_str()).to_ascii_lowercase();
@@ -59,14 +63,17 @@ pub fn parse_reply(reply: &str) -> ParsedReply {
         if RUN_TAGS.contains(&tag.as_str()) {
             code_blocks.push(body.to_string());
         } else {
+            not_run.push_str(body);
+            not_run.push('\n');
             prose.push_str(body);
         }
     }
     outside.push_str(&reply[last..]);
+    not_run.push_str(&reply[last..]);
     prose.push_str(&reply[last..]);
     ParsedReply {
         code_blocks,
-        final_answer: find_final(&outside).or_else(|| answer_line(&outside)),
+        final_answer: find_final(&not_run).or_else(|| answer_line(&outside)),
         prose: prose.trim().to_string(),
     }
 }
@@ -378,5 +385,23 @@ mod tests {
         let p = parse_reply("```repl\nFINAL(x)\n```");
         assert_eq!(p.final_answer, None);
         assert_eq!(p.code_blocks, vec!["FINAL(x)\n"]);
+    }
+
+    #[test]
+    fn final_in_a_block_that_is_not_run_is_the_answer() {
+        // As the 1.5B model wrote it, over and over, when it was not taken.
+        for reply in [
+            "```\nFINAL(5)\n```",
+            "```text\nFINAL(5)\n```",
+            "Done.\n```\nFINAL(5)\n```",
+        ] {
+            let p = parse_reply(reply);
+            assert_eq!(
+                p.final_answer,
+                Some(TextFinal::Answer("5".into())),
+                "{reply}"
+            );
+            assert!(p.code_blocks.is_empty());
+        }
     }
 }

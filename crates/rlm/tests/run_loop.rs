@@ -1029,14 +1029,18 @@ async fn the_code_shown_after_nothing_found_runs_on_every_shape_of_context() {
 /// A search re-run with nothing found again gets the note that it repeats, without the
 /// invitation to answer from what it printed ("0 matches" is not an answer), the nothing-found
 /// advice with code to copy, and each further repeat a hotter sample (a 1.5B model re-sent one
-/// block six times at 0.7).
+/// block six times at 0.7); the repeated exchanges are not kept in the conversation.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_search_repeated_with_nothing_found_gets_the_advice_and_hotter_samples() {
     let mock = MockProvider::start().await;
-    mock.respond_with(|r| match turn(r) {
-        0..=2 => code("hits = search('kind')\nprint(len(hits), 'matches')"),
-        _ => Reply::text("FINAL(none)"),
-    });
+    // Counted by calls: the conversation does not grow while the model repeats itself.
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    mock.respond_with(
+        move |_| match calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0..=2 => code("hits = search('kind')\nprint(len(hits), 'matches')"),
+            _ => Reply::text("FINAL(none)"),
+        },
+    );
     let client = LlmClient::builder()
         .retry(RetryPolicy::none())
         .build()
@@ -1064,6 +1068,12 @@ async fn a_search_repeated_with_nothing_found_gets_the_advice_and_hotter_samples
     assert_eq!(result.stop, StopReason::Final);
     let roots: Vec<_> = mock.requests().into_iter().filter(is_root).collect();
     assert_eq!(roots.len(), 4);
+    // The conversation keeps one copy of the repeated exchange (system, question, the block,
+    // its output with the latest note), so copies do not pile up in front of the model.
+    for r in &roots[1..] {
+        assert_eq!(r.messages().len(), 4);
+        assert_eq!(turn(r), 1);
+    }
     for (i, r) in roots.iter().enumerate().skip(2) {
         let note = r.last_user();
         assert!(
