@@ -100,11 +100,11 @@ eval-smoke: build
 
 # The offline quality benchmark: the local 1.5B model (fetched once, 1.1 GB) on s-niah, oolong
 # and multi-hop at 4K, 16K and 64K tokens (64K is beyond its 16K window), `direct` against `rlm`,
-# `tasks` tasks each. Measured on 2 cores: `direct` takes 60-110 s per task at 4K and 420-490 s
-# at 16K (it reads a whole window) and fails at once beyond the window, `rlm` 14-48 s; `just
-# eval-local 1` took 25 minutes, the defaults about 75. Writes the results, traces and report to
-# target/eval-local/ (re-running starts afresh). Not part of `just test` (too slow).
-eval-local tasks="3" sizes="4k,16k,64k": build
+# `tasks` tasks each. Measured on 2 cores: `direct` takes 60-115 s per task at 4K and 440-570 s
+# at 16K (it reads a whole window) and fails at once beyond the window, `rlm` 15-60 s; `just
+# eval-local 1` took 25 minutes, the default (2 tasks) about 55-65. Writes the results, traces
+# and report to target/eval-local/ (re-running starts afresh). Not part of `just test` (too slow).
+eval-local tasks="2" sizes="4k,16k,64k": build
     #!/usr/bin/env bash
     set -euo pipefail
     out="{{target_dir}}/eval-local"
