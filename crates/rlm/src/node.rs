@@ -172,6 +172,8 @@ impl NodeRun {
         self.messages
             .push(Message::user(prompt::first_user_message(query)));
         let mut last_prose = String::new();
+        // Where the latest feedback of this question is in the conversation.
+        let mut feedback_at: Option<usize> = None;
         for iteration in 1..=c.max_iterations {
             if let Some(spent) = self.tree.budget.exhausted() {
                 return self
@@ -275,24 +277,23 @@ impl NodeRun {
             let feedback = feedback.join("\n\n");
             let all_repeated =
                 repeated_reply.is_some() || (blocks > 0 && repeated_blocks == blocks);
-            match (all_repeated, self.messages.len()) {
-                // A reply that only repeats earlier steps is not kept as a new exchange: the
-                // conversation keeps its first copy, whose feedback gets the note. Copies piling
-                // up make a small model all the more sure to send the same block again (a 1.5B
-                // model re-sent one block seven times at temperatures up to 1.0).
-                (true, n) if n >= 3 => {
-                    self.messages.pop();
-                    if let Some(last) = self.messages.last_mut() {
-                        let first = self.collapsed.get_or_insert_with(|| last.content.clone());
-                        last.content = format!(
-                            "{first}\n\nYour next reply repeated an earlier one.\n{feedback}"
-                        );
-                    }
+            // A reply that only repeats earlier steps is not kept as a new exchange: the
+            // conversation keeps the exchange before it, whose feedback gets the note. Copies
+            // piling up make a small model all the more sure to send the same block again (a
+            // 1.5B model re-sent one block seven times at temperatures up to 1.0). Only after
+            // this question's own feedback: in a session, a question's message stays as asked.
+            let after_feedback = feedback_at.is_some_and(|i| i + 2 == self.messages.len());
+            if all_repeated && after_feedback {
+                self.messages.pop();
+                if let Some(last) = self.messages.last_mut() {
+                    let first = self.collapsed.get_or_insert_with(|| last.content.clone());
+                    last.content =
+                        format!("{first}\n\nYour next reply repeated an earlier one.\n{feedback}");
                 }
-                _ => {
-                    self.collapsed = None;
-                    self.messages.push(Message::user(feedback));
-                }
+            } else {
+                self.collapsed = None;
+                self.messages.push(Message::user(feedback));
+                feedback_at = Some(self.messages.len() - 1);
             }
         }
         // Out of iterations: ask once for the best answer.

@@ -1092,3 +1092,44 @@ async fn a_search_repeated_with_nothing_found_gets_the_advice_and_hotter_samples
         .collect();
     assert_eq!(sent, [Some(0.0), Some(0.0), Some(0.7), Some(0.85)]);
 }
+
+/// In a session, a question whose first step is the same as the last question's (a model looks
+/// at the context again) keeps its own exchange: the repeat note goes after it, and the
+/// question's message is left as asked (the scripted examples' session looped on it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeat_across_questions_of_a_session_keeps_the_question_as_asked() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| {
+        let last = r.last_user();
+        if last.starts_with("Question:") {
+            code("print(len(context))")
+        } else if r
+            .messages()
+            .iter()
+            .any(|(_, t)| t.contains("Question: second"))
+        {
+            Reply::text("FINAL(two)")
+        } else {
+            Reply::text("FINAL(one)")
+        }
+    });
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .max_iterations(4)
+        .build()
+        .unwrap();
+    let mut session = rlm.session("hello world").await.unwrap();
+    let a = session.ask("first?").await;
+    assert_eq!(
+        (a.answer.as_deref(), a.stop),
+        (Some("one"), StopReason::Final)
+    );
+    let b = session.ask("second?").await;
+    assert_eq!(
+        (b.answer.as_deref(), b.stop),
+        (Some("two"), StopReason::Final)
+    );
+    let roots: Vec<_> = mock.requests().into_iter().filter(is_root).collect();
+    let last = roots.last().unwrap().last_user();
+    assert!(last.contains("same code as in reply"), "{last}");
+}
