@@ -129,35 +129,18 @@ fn big_context_processes(bin: &std::path::Path, big_mb: usize) {
         } else {
             format!("{mb} MB")
         };
-        for (mode, extra) in [("whole str", None), ("lazy", Some("0"))] {
-            let mut cmd = std::process::Command::new(bin);
-            cmd.arg("exec").arg("--context").arg(&file);
-            if let Some(t) = extra {
-                cmd.args(["--lazy-threshold", t]);
-            }
-            let t = Instant::now();
-            // Reaped by `wait_with_peak_rss` (wait4, for the child's own rusage).
-            #[allow(clippy::zombie_processes)]
-            let mut child = cmd
-                .arg("-")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .expect("spawn rlm");
-            {
-                use std::io::Write;
-                let mut stdin = child.stdin.take().expect("stdin");
-                stdin.write_all(b"print(len(context))").expect("write step");
-            }
-            let mut out = String::new();
-            {
-                use std::io::Read;
-                let mut stdout = child.stdout.take().expect("stdout");
-                stdout.read_to_string(&mut out).expect("read output");
-            }
-            let first_output = t.elapsed();
-            let (ok, peak) = wait_with_peak_rss(child.id());
-            assert!(ok && out.contains(&format!("{}", (mb << 20) + 17)), "{out}");
+        for (mode, extra) in [
+            ("whole str", &[][..]),
+            ("lazy", &["--lazy-threshold", "0"][..]),
+        ] {
+            let mut args = vec!["--context".as_ref(), file.as_os_str()];
+            args.extend(extra.iter().map(std::ffi::OsStr::new));
+            let run = rlm_exec(bin, &args, "print(len(context))");
+            assert!(
+                run.ok && run.out.contains(&format!("{}", (mb << 20) + 17)),
+                "{}",
+                run.out
+            );
             let peers = if mb >= 1024 {
                 "<= 1 s; official rlm 3.58 s / 3098 MiB, eryx 1.59 s / 2162 MiB (earlier)"
             } else {
@@ -165,10 +148,54 @@ fn big_context_processes(bin: &std::path::Path, big_mb: usize) {
             };
             row(
                 &format!("`rlm exec` {label} context, {mode}"),
-                format!("{:.2} s, {} MiB", first_output.as_secs_f64(), peak >> 20),
+                format!(
+                    "{:.2} s, {} MiB",
+                    run.time.as_secs_f64(),
+                    run.peak_rss >> 20
+                ),
                 peers,
             );
         }
+    }
+}
+
+/// One `rlm exec` process.
+struct ExecRun {
+    /// From start until its output was complete.
+    time: Duration,
+    out: String,
+    ok: bool,
+    /// Its peak resident set, in bytes.
+    peak_rss: u64,
+}
+
+/// Run `rlm exec ARGS -` with `step` on stdin, to the end.
+fn rlm_exec(bin: &std::path::Path, args: &[&std::ffi::OsStr], step: &str) -> ExecRun {
+    use std::io::{Read, Write};
+    let t = Instant::now();
+    // Reaped by `wait_with_peak_rss` (wait4, for the child's own rusage).
+    #[allow(clippy::zombie_processes)]
+    let mut child = std::process::Command::new(bin)
+        .arg("exec")
+        .args(args)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn rlm");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(step.as_bytes()).expect("write step");
+    drop(stdin);
+    let mut out = String::new();
+    let mut stdout = child.stdout.take().expect("stdout");
+    stdout.read_to_string(&mut out).expect("read output");
+    let time = t.elapsed();
+    let (ok, peak_rss) = wait_with_peak_rss(child.id());
+    ExecRun {
+        time,
+        out,
+        ok,
+        peak_rss,
     }
 }
 
@@ -299,20 +326,9 @@ async fn main() {
             Some(bin) => {
                 let mut runs = Vec::new();
                 for _ in 0..10 {
-                    let t = Instant::now();
-                    let mut child = std::process::Command::new(&bin)
-                        .args(["exec", "-"])
-                        .stdin(std::process::Stdio::piped())
-                        .stdout(std::process::Stdio::null())
-                        .spawn()
-                        .expect("spawn rlm");
-                    {
-                        use std::io::Write;
-                        let mut stdin = child.stdin.take().expect("stdin");
-                        stdin.write_all(b"x = 1").expect("write step");
-                    }
-                    assert!(child.wait().expect("wait").success());
-                    runs.push(t.elapsed());
+                    let run = rlm_exec(&bin, &[], "x = 1");
+                    assert!(run.ok, "{}", run.out);
+                    runs.push(run.time);
                 }
                 runs.sort();
                 row(

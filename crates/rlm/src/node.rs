@@ -40,9 +40,6 @@ pub(crate) struct NodeRun {
     sample_next: u32,
     /// The output of the latest step that printed something without an error.
     evidence: Option<String>,
-    /// While the model repeats itself: the feedback message its first copy got, to which the
-    /// latest note is added (the conversation keeps one copy of a repeated exchange).
-    collapsed: Option<String>,
 }
 
 /// Where a root reply from an OpenAI-compatible server stops: at the fence that closes its first
@@ -104,7 +101,6 @@ impl NodeRun {
             repeats: Repeats::default(),
             sample_next: 0,
             evidence: None,
-            collapsed: None,
         };
         let system = run.system_prompt();
         run.messages.push(Message::system(system));
@@ -174,6 +170,9 @@ impl NodeRun {
         let mut last_prose = String::new();
         // Where the latest feedback of this question is in the conversation.
         let mut feedback_at: Option<usize> = None;
+        // While the model repeats itself: that feedback as first sent, to which the latest
+        // note is added.
+        let mut folded: Option<String> = None;
         for iteration in 1..=c.max_iterations {
             if let Some(spent) = self.tree.budget.exhausted() {
                 return self
@@ -286,12 +285,12 @@ impl NodeRun {
             if all_repeated && after_feedback {
                 self.messages.pop();
                 if let Some(last) = self.messages.last_mut() {
-                    let first = self.collapsed.get_or_insert_with(|| last.content.clone());
+                    let first = folded.get_or_insert_with(|| last.content.clone());
                     last.content =
                         format!("{first}\n\nYour next reply repeated an earlier one.\n{feedback}");
                 }
             } else {
-                self.collapsed = None;
+                folded = None;
                 self.messages.push(Message::user(feedback));
                 feedback_at = Some(self.messages.len() - 1);
             }

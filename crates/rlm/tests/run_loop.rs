@@ -1041,23 +1041,12 @@ async fn a_search_repeated_with_nothing_found_gets_the_advice_and_hotter_samples
             _ => Reply::text("FINAL(none)"),
         },
     );
-    let client = LlmClient::builder()
-        .retry(RetryPolicy::none())
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .prompt_profile(rlm::PromptProfile::Small)
+        .max_iterations(6)
         .build()
         .unwrap();
-    let config = ModelConfig {
-        base_url: Some(mock.openai_base_url()),
-        api_key: Some(rlm_llm::ApiKey::new("test-key")),
-        ..ModelConfig::default()
-    };
-    let rlm = Rlm::builder(Arc::new(
-        client.model_with("compat/scripted", config).unwrap(),
-    ))
-    .engine(engine())
-    .prompt_profile(rlm::PromptProfile::Small)
-    .max_iterations(6)
-    .build()
-    .unwrap();
     let result = rlm
         .run(
             "The parcel never arrived.\nI was charged twice.",
