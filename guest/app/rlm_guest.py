@@ -1314,10 +1314,11 @@ def _new_answer():
     return {"content": "", "ready": False}
 
 
-def _install_names():
+def _install_names(g=None):
     """Put the scaffold back: the REPL's functions, `print`, the builtins, `answer` when it is
-    gone, and the `context_0` alias of `context`."""
-    g = _globals
+    gone, and the `context_0` alias of `context` (in the REPL's globals, or in `g`)."""
+    if g is None:
+        g = _globals
     g.update(_SCAFFOLD)
     g["__builtins__"] = builtins
     b = vars(builtins)
@@ -1395,10 +1396,10 @@ def _new_loop():
     return _Loop()
 
 
-def _execute(node, filename, mode):
-    """Run a compiled body or expression in the REPL's globals, awaiting it when it awaits."""
+def _execute(node, filename, mode, g):
+    """Run a compiled body or expression in globals `g`, awaiting it when it awaits."""
     code = compile(node, filename, mode, flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-    result = eval(code, _globals)
+    result = eval(code, g)
     if code.co_flags & _CO_COROUTINE:
         import asyncio
 
@@ -1436,16 +1437,18 @@ class _State:
 _state = _State()
 
 
-def _run(code):
-    if not _state.seeded:
+def _run(code, g, state):
+    """Run one step of `code` in globals `g` (the REPL's, or scratch ones for the warm-up),
+    counting it in `state`."""
+    if not state.seeded:
         # `random` was seeded when the guest was built: seed it from the sandbox's own
         # randomness (seeded by the host), so REPLs differ and a rebuilt REPL draws the same.
         # At the first step, not at init: an instance made ahead of time (the host's warm
         # pool) gets its seed when it is taken.
         random.seed(os.urandom(32))
-        _state.seeded = True
-    _state.step += 1
-    filename = f"{_STEP_PREFIX}{_state.step}>"
+        state.seeded = True
+    state.step += 1
+    filename = f"{_STEP_PREFIX}{state.step}>"
     out = _CappedStream(_settings.max_output_bytes)
     err = _CappedStream(_settings.max_output_bytes)
     _finish.value = None
@@ -1464,11 +1467,11 @@ def _run(code):
             last = None
             if tree.body and isinstance(tree.body[-1], ast.Expr):
                 last = ast.Expression(tree.body.pop().value)
-            _execute(tree, filename, "exec")
+            _execute(tree, filename, "exec", g)
             if last is not None:
-                value = _execute(last, filename, "eval")
+                value = _execute(last, filename, "eval", g)
                 if value is not None:
-                    _globals["_"] = value
+                    g["_"] = value
                     print(repr(value))
     except SystemExit as e:
         code_ = e.code
@@ -1483,12 +1486,12 @@ def _run(code):
         sys.stdout, sys.stderr = saved
     final = _finish.value
     if final is None:
-        ans = _globals.get("answer")
+        ans = g.get("answer")
         if isinstance(ans, dict) and ans.get("ready"):
             content = ans.get("content")
             final = content if isinstance(content, str) else str(content)
     try:
-        _install_names()
+        _install_names(g)
     except BaseException as e:  # noqa: BLE001
         error = (error or "") + f"\n(the REPL could not restore its names: {type(e).__name__})"
     return _repl.StepResult(
@@ -1499,6 +1502,52 @@ def _run(code):
         error=error,
         final_answer=None if final is None else _clean(final),
     )
+
+
+# Steps the warm-up runs in scratch globals: the kinds of code model code sends (imports,
+# definitions, comprehensions, regex, json, string work, printing, a displayed value, an error,
+# an answer), so that the scaffold's and the interpreter's first-time work is done.
+_WARM_UP_STEPS = (
+    "x = 1",
+    "import re, json, math, collections",
+    "def f(v, k=2):\n    return [w * k for w in v if w]\n\n\nclass P:\n"
+    "    def __init__(self, n):\n        self.n = n\n\n\np = P(f([1, 0, 3]))",
+    "rows = [{'i': i, 's': f'item {i}'} for i in range(50)]\n"
+    "rows.sort(key=lambda r: -r['i'])\nby = collections.Counter(r['i'] % 3 for r in rows)",
+    "text = 'Alpha beta 12, gamma 345.\\nDelta 6 epsilon'\nlines = text.splitlines()\n"
+    "parts = [l.strip().lower().split() for l in lines]\nnums = re.findall(r'\\d+', text)\n"
+    "m = re.search(r'(\\w+) (\\d+)', text)\nhit = m.group(1) if m else None",
+    "doc = json.loads(json.dumps({'a': [1, 2.5, None, True], 'b': 'x'}))\n"
+    "out = ', '.join(f'{k}={v!r}' for k, v in sorted(doc.items()))\nprint(out[:20], len(out))",
+    "for i, (a, b) in enumerate(zip(nums, parts)):\n    if i > 1:\n        break\n"
+    "    print(i, a, b[:1], math.sqrt(i))",
+    "{'n': len(rows), 'top': rows[0], 'hit': hit, 'x': x}",
+    "missing_name + 1",
+    "def g(:\n    pass",
+    "FINAL(f'{len(rows)} rows')",
+)
+
+
+def _warm_up(slot):
+    """Run the warm-up steps in scratch globals, and load context `slot` (when given) both
+    ways, keeping nothing: see the `warm-up` export."""
+    state = _State()
+    state.seeded = True
+    scratch = {"__name__": "__main__", "__builtins__": builtins}
+    _install_names(scratch)
+    try:
+        for code in _WARM_UP_STEPS:
+            _run(code, scratch, state)
+        if slot is not None:
+            node = _ctx.root(slot)
+            whole = _materialize(node, True, False)
+            lazy = _materialize(node, False, True)
+            _ = (len(lazy), lazy[:8], lazy.find("a"), whole.find("a"), whole.splitlines())
+    finally:
+        _finish.value = None
+        for i in range(1, state.step + 1):
+            linecache.cache.pop(f"{_STEP_PREFIX}{i}>", None)
+        scratch.clear()
 
 
 class Repl(exports.Repl):
@@ -1553,9 +1602,15 @@ class Repl(exports.Repl):
             raise Err(f"{type(e).__name__}: {e}") from None
         _install_names()
 
+    def warm_up(self, slot):
+        try:
+            _warm_up(slot)
+        except BaseException as e:  # noqa: BLE001
+            raise Err(f"warm-up failed: {type(e).__name__}: {e}") from None
+
     def exec(self, code):
         try:
-            return _run(code)
+            return _run(code, _globals, _state)
         except BaseException as e:  # noqa: BLE001 - never let an exception escape the export
             return _repl.StepResult(
                 stdout="", stderr="", stdout_dropped=0, stderr_dropped=0,

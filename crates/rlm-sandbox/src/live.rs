@@ -27,6 +27,10 @@ use crate::warm::{InitKey, WarmPool};
 /// (the epoch interrupt normally fires first, within one tick).
 const BACKSTOP_GRACE: Duration = Duration::from_millis(250);
 
+/// The scratch context the warm-up loads (lines, words, digits and a non-ASCII character, so
+/// the text paths the guest takes for real contexts are the ones warmed).
+const WARM_UP_TEXT: &str = "Warm-up line one: alpha 12.\nLine two: beta 345, gamma.\nÉtoile 6\n";
+
 /// Extra fuel a context's load may burn per character it loads whole.
 const LOAD_FUEL_PER_CHAR: u64 = 64;
 
@@ -203,6 +207,39 @@ impl Live {
                 hit: LimitHit::Deadline,
                 detail: "saving the state timed out".into(),
             }),
+        }
+    }
+
+    /// Do the REPL's first-time work ahead of time (see the guest's `warm-up`): typical steps in
+    /// scratch globals, and the load of a scratch text context, whole and lazy. For an instance
+    /// made ahead of time only: it leaves the REPL's state and random streams as they were, and
+    /// the context slots empty.
+    pub(crate) async fn warm_up(&mut self, limits: &Limits) -> Result<(), SandboxError> {
+        self.prepare(limits, CallLog::Closed)?;
+        let rng = self.store.data().rng_positions();
+        self.store
+            .data_mut()
+            .set_contexts(vec![Context::text(WARM_UP_TEXT)]);
+        let call = self
+            .guest
+            .rlm_sandbox_repl()
+            .call_warm_up(&mut self.store, Some(0));
+        let outcome = tokio::time::timeout(limits.step_timeout + BACKSTOP_GRACE, call).await;
+        self.stdout.take();
+        self.stderr.take();
+        let data = self.store.data_mut();
+        data.set_contexts(Vec::new());
+        data.log = CallLog::Record(Vec::new());
+        if data.rng_positions() != rng {
+            return Err(SandboxError::GuestInit(
+                "the warm-up drew random bytes".into(),
+            ));
+        }
+        match outcome {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(why))) => Err(SandboxError::GuestInit(why)),
+            Ok(Err(e)) => Err(SandboxError::wasm("warming up the REPL", e)),
+            Err(_) => Err(SandboxError::GuestInit("the warm-up timed out".into())),
         }
     }
 

@@ -113,9 +113,14 @@ impl WarmPool {
             while pool.len() < pool.target {
                 match Live::instantiate(&recipe).await {
                     Ok(mut live) => {
-                        // A first checkpoint costs several times a later one (code and data
-                        // the pickler touches for the first time in this instance): pay it
-                        // here, off the REPL's path. Its result is not kept.
+                        // First-time work (bytecode specialisation, first writes to memory
+                        // pages) costs a new REPL about 0.3 ms on its first call and 0.6 ms on
+                        // its first step, and a first checkpoint several times a later one:
+                        // pay both here, off the REPL's path. The checkpoint is not kept.
+                        if let Err(e) = live.warm_up(&recipe.limits).await {
+                            tracing::warn!(error = %e, "a warm instance failed its warm-up");
+                            break;
+                        }
                         if let Ok(Ok(_)) = live.checkpoint(&recipe.limits).await {
                             pool.ready().push((key, live));
                         }

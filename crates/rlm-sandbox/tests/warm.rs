@@ -58,6 +58,32 @@ async fn a_repl_from_the_pool_draws_what_a_new_instance_draws() {
     assert_eq!(plain.warm_instances(), 0, "no pool when it is off");
 }
 
+/// What a new REPL shows of itself: its names, the source lines it keeps for tracebacks, its
+/// first step's number (in a traceback) and `_`.
+const SELF: &str = "import linecache\nprint(sorted(globals()), sorted(k for k in linecache.cache \
+     if k.startswith('<')), '_' in globals())\nSHOW_VARS()\n1 / 0";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_warm_up_of_a_pooled_instance_leaves_no_trace() {
+    let (pooled, plain) = (engine(1).await, engine(0).await);
+    drop(Sandbox::builder(pooled.clone()).build().await.unwrap());
+    ready(&pooled, 1).await;
+    let mut seen = Vec::new();
+    for engine in [pooled, plain] {
+        let mut sb = Sandbox::builder(engine)
+            .context(Context::text("a doc"))
+            .build()
+            .await
+            .unwrap();
+        let r = sb.exec(SELF).await.unwrap();
+        let error = r.error.expect("1 / 0 raises");
+        assert!(error.contains("ZeroDivisionError"), "{error}");
+        seen.push((r.stdout, error));
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert!(!seen[0].0.contains("rows"), "{}", seen[0].0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_repl_from_the_pool_has_its_own_limits_model_and_contexts() {
     let engine = engine(1).await;
