@@ -448,7 +448,7 @@ async fn main() {
 
     if want("fuel") {
         // Where CPU-heavy Python's time goes: native CPython, the sandbox without metering, the
-        // sandbox with fuel + epoch; and fuel per CPU-second (CPU time of this process, so a
+        // sandbox with fuel (which also paces the deadline checks); and fuel per CPU-second (CPU time of this process, so a
         // busy machine does not skew it), which calibrates FUEL_PER_CPU_SECOND.
         let big = Limits {
             fuel_per_step: u64::MAX / 4,

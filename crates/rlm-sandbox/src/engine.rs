@@ -3,7 +3,6 @@
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -20,8 +19,14 @@ const DEFAULT_WARM_INSTANCES: usize = 2;
 
 /// File name of the guest component.
 pub const GUEST_FILE: &str = "rlm_guest.wasm";
-/// How often the epoch advances; the granularity of step deadlines and of yields to tokio.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Fuel a running step burns between two yields to tokio (about 10 ms of CPU at
+/// [`crate::FUEL_PER_CPU_SECOND`]): the granularity at which a step's deadline is checked while
+/// the guest computes, and at which other tasks on the same worker thread get to run.
+///
+/// Deadlines are enforced this way rather than by wasmtime's epoch interruption: each of the
+/// two instruments the guest's code (a check at every loop head and call), and on CPU-heavy
+/// Python epoch checks on top of fuel cost 10–18 % (`RLM_BENCH_ONLY=fuel just bench`).
+pub const FUEL_YIELD_INTERVAL: u64 = crate::limits::FUEL_PER_CPU_SECOND / 100;
 /// The wasmtime version this crate is built on (part of the artifact cache key).
 pub const WASMTIME_VERSION: &str = "48.0.8";
 
@@ -49,8 +54,9 @@ pub struct EngineOptions {
     /// taking one (see `warm.rs`; each holds about 10 MiB of the memory budget). Default: 2.
     /// 0 turns the warm pool off.
     pub warm_instances: Option<usize>,
-    /// Benchmarks only: turn fuel and epoch interruption off to measure their overhead. Steps
-    /// then have no CPU or deadline limit inside wasm (the tokio backstop still applies).
+    /// Benchmarks only: turn fuel off to measure its overhead. Steps then have no CPU limit and
+    /// never yield while the guest computes, so their deadline applies only when they wait on
+    /// the host.
     #[doc(hidden)]
     pub unmetered: bool,
 }
@@ -67,7 +73,6 @@ pub struct SandboxEngine {
     guest_path: Option<PathBuf>,
     artifact: PathBuf,
     cache_hit: bool,
-    stop_ticker: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SandboxEngine {
@@ -77,12 +82,6 @@ impl std::fmt::Debug for SandboxEngine {
             .field("artifact", &self.artifact)
             .field("cache_hit", &self.cache_hit)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for SandboxEngine {
-    fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
     }
 }
 
@@ -142,8 +141,6 @@ impl SandboxEngine {
             .and_then(SandboxPre::new)
             .map_err(|e| SandboxError::wasm("pre-instantiating the guest", e))?;
 
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        spawn_ticker(engine.clone(), stop_ticker.clone());
         let pool = MemoryPool::new(
             options
                 .memory_budget
@@ -158,7 +155,6 @@ impl SandboxEngine {
             guest_path,
             artifact,
             cache_hit,
-            stop_ticker,
         }))
     }
 
@@ -193,7 +189,6 @@ fn engine_config(metered: bool) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.consume_fuel(metered);
-    config.epoch_interruption(metered);
     config.memory_init_cow(true);
     config.cranelift_opt_level(OptLevel::Speed);
     config.parallel_compilation(true);
@@ -301,21 +296,6 @@ pub fn default_cache_dir() -> PathBuf {
     dirs::cache_dir()
         .unwrap_or_else(std::env::temp_dir)
         .join("rlm")
-}
-
-fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) {
-    let spawned = std::thread::Builder::new()
-        .name("rlm-epoch".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "could not start the epoch thread; step deadlines then rely \
-            on the tokio timeout alone");
-    }
 }
 
 #[cfg(test)]

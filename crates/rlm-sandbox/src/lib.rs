@@ -3,8 +3,8 @@
 //!
 //! Model code is untrusted. Each [`Sandbox`] is one Python REPL running in its own wasmtime store:
 //! no files, no network, no environment, no processes. Every step burns fuel from a per-step
-//! budget, runs under a wall-clock deadline (epoch interruption, plus a tokio backstop that also
-//! covers time spent waiting on the host), and lives in a memory capped by the store limiter. The
+//! budget, runs under a wall-clock deadline (a tokio timeout, checked whenever the guest waits on
+//! the host and every [`FUEL_YIELD_INTERVAL`] units of fuel while it computes), and lives in a memory capped by the store limiter. The
 //! guest reaches the world only through host imports: reads and regex searches of the
 //! [`Context`] (which stays on the host, shared by every sandbox that reads it) and model calls,
 //! which the sandbox forwards to a [`ModelHost`] that the embedding application implements (the
@@ -63,7 +63,8 @@ pub use context::{
     Context, ContextData, ContextFormat, ContextShape, PathStep, SearchHit, TextDoc,
 };
 pub use engine::{
-    EPOCH_TICK, EngineOptions, GUEST_FILE, SandboxEngine, WASMTIME_VERSION, default_cache_dir,
+    EngineOptions, FUEL_YIELD_INTERVAL, GUEST_FILE, SandboxEngine, WASMTIME_VERSION,
+    default_cache_dir,
 };
 pub use error::SandboxError;
 pub use host::{ModelHost, NoModel};

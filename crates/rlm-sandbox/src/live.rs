@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap};
 
 use crate::bindings::Sandbox as GuestWorld;
 use crate::bindings::exports::rlm::sandbox::repl;
@@ -23,8 +23,8 @@ use crate::state::{CallLog, HostState, ModelCall, ReplayDiverged};
 use crate::tools::Tool;
 use crate::warm::{InitKey, WarmPool};
 
-/// Extra time the tokio backstop allows past a step's deadline before it drops the step
-/// (the epoch interrupt normally fires first, within one tick).
+/// Extra time the calls that are not steps (a context load, a checkpoint, a restore, a
+/// definition) get past a step's deadline before they are dropped.
 const BACKSTOP_GRACE: Duration = Duration::from_millis(250);
 
 /// The scratch context the warm-up loads (lines, words, digits and a non-ASCII character, so
@@ -335,16 +335,13 @@ impl Live {
         store.limiter(|s| &mut s.memory);
         store.data_mut().deadline = Instant::now() + limits.step_timeout;
         if engine.metered {
-            store.epoch_deadline_callback(|ctx| {
-                if Instant::now() >= ctx.data().deadline {
-                    Ok(UpdateDeadline::Interrupt)
-                } else {
-                    Ok(UpdateDeadline::Yield(1))
-                }
-            });
-            store.set_epoch_deadline(1);
+            // Yield to tokio every FUEL_YIELD_INTERVAL units, so the step's timeout is checked
+            // while the guest computes (and the worker's other tasks run).
             store
                 .set_fuel(limits.fuel_per_step)
+                .and_then(|()| {
+                    store.fuel_async_yield_interval(Some(crate::engine::FUEL_YIELD_INTERVAL))
+                })
                 .map_err(|e| SandboxError::wasm("setting fuel", e))?;
         }
         let guest = match engine.pre.instantiate_async(&mut store).await {
@@ -510,7 +507,6 @@ impl Live {
         if !self.metered {
             return Ok(());
         }
-        self.store.set_epoch_deadline(1);
         self.store
             .set_fuel(limits.fuel_per_step)
             .map_err(|e| SandboxError::wasm("setting fuel", e))
@@ -531,7 +527,9 @@ impl Live {
             .guest
             .rlm_sandbox_repl()
             .call_exec(&mut self.store, code);
-        let outcome = tokio::time::timeout(limits.step_timeout + BACKSTOP_GRACE, call).await;
+        // The deadline: checked when the guest waits on the host, and at each fuel yield while
+        // it computes. Dropping the call at either kills the instance, as a trap does.
+        let outcome = tokio::time::timeout(limits.step_timeout, call).await;
         let fuel = match self.store.get_fuel() {
             Ok(left) if self.metered => limits.fuel_per_step.saturating_sub(left),
             _ => 0,
@@ -550,7 +548,7 @@ impl Live {
             Ok(Err(e)) => Err(classify(&e)),
             Err(_) => Err(Stop {
                 hit: LimitHit::Deadline,
-                detail: "stopped by the timeout backstop while waiting on the host".into(),
+                detail: "the step ran past its deadline".into(),
             }),
         };
         RunOutcome {

@@ -451,8 +451,7 @@ impl wit_ctx::Host for HostState {
         let local = (node & 0xFFFF_FFFF) as LocalId;
         // A character is at most 4 bytes: keep any one match well inside the string cap.
         let max_chars = u64::from(options.max_match_chars).min(cap as u64 / 8);
-        // The search runs on a blocking thread, so the async workers (and the epoch that stops
-        // the guest) go on, and it gets only the step's remaining time. One search per REPL at
+        // The search runs on a blocking thread, so the async workers go on, and it gets only the step's remaining time. One search per REPL at
         // a time: a search given up on must finish (or see its cancel flag) before the next.
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         let lock = self.search_lock.clone();
@@ -798,7 +797,7 @@ impl HostState {
         drop(args_json);
         tool.check_args(&args)?;
         // Spawned, so a panic in the handler is caught by tokio (not the host); aborted when the
-        // step is given up (its deadline's backstop drops this future, as for model calls).
+        // step is given up (its deadline drops this future, as for model calls).
         let handle = tokio::spawn(tool.call(args));
         let _abort = AbortOnDrop(handle.abort_handle());
         let value = match handle.await {
