@@ -7,6 +7,8 @@ checkpoint costs as much as the state. A checkpoint is a pickle of the REPL's gl
 - objects that existed when the guest was built (modules, their functions, classes and
   singletons such as `dataclasses.MISSING`) saved as references to the same objects in the new
   instance;
+- names still bound to the REPL's own functions and pre-imported modules saved by name only
+  (most of a young REPL's globals; pickling them took two thirds of its checkpoint);
 - the contexts saved as references (they are attached again from the host, never copied);
 - functions, lambdas, closures and classes defined by model code saved by value (their code
   objects), bound to the new instance's REPL globals, so that they keep seeing later changes to
@@ -317,10 +319,20 @@ class _CappedBuffer(io.BytesIO):
         return super().write(b)
 
 
-def save(repl_globals, step, max_bytes):
-    """The REPL's state as bytes, at most `max_bytes` of them."""
+_ABSENT = object()
+
+
+def save(repl_globals, step, max_bytes, fixed):
+    """The REPL's state as bytes, at most `max_bytes` of them. Names bound to their value in
+    `fixed` (the REPL's own functions and pre-imported modules, the same objects in every
+    instance) are saved by name only."""
     _globals_ref[0] = repl_globals
-    names = {k: v for k, v in repl_globals.items() if k != "__builtins__"}
+    order = [k for k in repl_globals if k != "__builtins__"]
+    names = {
+        k: v
+        for k, v in repl_globals.items()
+        if k != "__builtins__" and fixed.get(k, _ABSENT) is not v
+    }
     buf = _CappedBuffer(max_bytes)
     contexts = _context_memo()
     pickle.Pickler(buf, protocol=_PROTOCOL).dump([name for name, _ in contexts])
@@ -335,15 +347,15 @@ def save(repl_globals, step, max_bytes):
     except Exception as e:  # noqa: BLE001 - whatever pickling (or a model's hook) raised
         raise CheckpointError(f"{type(e).__name__}: {e}") from None
     files = {f: linecache.cache[f] for f in pickler.files if f in linecache.cache}
-    meta = {"step": step, "random": random.getstate(), "files": files}
+    meta = {"step": step, "random": random.getstate(), "files": files, "order": order}
     # The same pickler: one unpickler reads both, its memo going on from one to the next.
     pickler.dump(meta)
     return buf.getvalue()
 
 
-def load(repl_globals, data):
+def load(repl_globals, data, fixed):
     """Put the state `save` produced into `repl_globals` (a fresh REPL with the same contexts
-    attached); returns the step counter it had."""
+    attached and the same `fixed` names); returns the step counter it had."""
     _globals_ref[0] = repl_globals
     _scanners.clear()
     buf = io.BytesIO(data)
@@ -354,6 +366,7 @@ def load(repl_globals, data):
         unpickler.load()
         names = unpickler.load()
         meta = unpickler.load()
+        values = [(k, names[k] if k in names else fixed[k]) for k in meta["order"]]
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the unpickling raised
@@ -364,7 +377,7 @@ def load(repl_globals, data):
     repl_globals.clear()
     if builtins_ is not None:
         repl_globals["__builtins__"] = builtins_
-    repl_globals.update(names)
+    repl_globals.update(values)
     random.setstate(meta["random"])
     linecache.cache.update(meta["files"])
     return meta["step"]

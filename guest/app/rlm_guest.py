@@ -1338,6 +1338,9 @@ def _install_names(g=None):
 for _name in PREBOUND:
     _globals[_name] = sys.modules[_name]
 _install_names()
+# The names a checkpoint saves by name only while they keep these values (the same objects in
+# every instance).
+_FIXED = {**{n: sys.modules[n] for n in PREBOUND}, **_SCAFFOLD}
 
 
 def _filtered(te):
@@ -1590,13 +1593,13 @@ class Repl(exports.Repl):
 
     def checkpoint(self, max_bytes):
         try:
-            return rlm_checkpoint.save(_globals, _state.step, int(max_bytes))
+            return rlm_checkpoint.save(_globals, _state.step, int(max_bytes), _FIXED)
         except BaseException as e:  # noqa: BLE001 - a model's hook may raise anything
             raise Err(f"{type(e).__name__}: {e}") from None
 
     def restore(self, state):
         try:
-            _state.step = rlm_checkpoint.load(_globals, bytes(state))
+            _state.step = rlm_checkpoint.load(_globals, bytes(state), _FIXED)
             _state.seeded = True
         except BaseException as e:  # noqa: BLE001
             raise Err(f"{type(e).__name__}: {e}") from None

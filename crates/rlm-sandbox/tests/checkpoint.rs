@@ -93,6 +93,8 @@ async fn what_model_code_defines_survives_a_restore() {
          \x20   b: list = field(default_factory=list)\np = P(1)",
         "import functools, random, json\npart = functools.partial(bump, 2)\n\
          g = globals()\nsame = words\ndel json",
+        // A pre-imported module's name, rebound by model code.
+        "math = 'shadowed'\norder = list(globals())",
     ];
     for code in steps {
         out(&mut sb, code).await;
@@ -121,6 +123,8 @@ assert p == P(1) and P(2).b == [] and repr(p) == 'P(a=1, b=[])'
 assert part() == 13
 assert g is globals()
 assert 'json' not in globals()
+assert math == 'shadowed' and re.search('x', 'x')
+assert [k for k in globals() if k in order] == order
 print(random.random())";
     assert_eq!(out(&mut sb, checks).await, next_random);
 }
