@@ -14,19 +14,19 @@ const DEFAULT_PIECE_CHARS: u64 = 64 << 20;
 
 /// Fuel units that one CPU-second of guest Python burns, measured on the reference machine
 /// (2-core x86_64) by CPU time over five workloads (a loop, json, regex, string building,
-/// sorting dicts): 3.2 to 8.5 × 10^9, median 6.3 × 10^9 (`RLM_BENCH_ONLY=fuel just bench` prints
-/// the figures for yours). Code that spends its time in C (sorting) burns fuel slowest. Used to
+/// sorting dicts): 3.6 × 10^9 to 1.1 × 10^10, median 7.4 × 10^9 (`RLM_BENCH_ONLY=fuel just bench`
+/// prints the figures for yours). Code that spends its time in C (sorting) burns fuel slowest. Used to
 /// turn CPU-time budgets into fuel.
 pub const FUEL_PER_CPU_SECOND: u64 = 7_000_000_000;
 
 /// CPU-seconds of fuel a step gets by default (at [`FUEL_PER_CPU_SECOND`]; measured rates make
-/// it 49 CPU-seconds for regex in Python to over 120 for sorting, where the step's 120 s
-/// deadline stops it first). Chosen so that the
+/// it 38 CPU-seconds for regex in Python to over 110 for sorting, where the step's 120 s
+/// deadline may stop it first). Chosen so that the
 /// whole-document sweeps real model code makes finish: over 32 MB, `re.findall` and a
 /// line-by-line `re.search` loop take under 1 s, and the slowest sweep of the compatibility corpus,
 /// a real model's `re.findall(r'.{0,200}(grew up|born|...).{0,200}', context, re.I)` over 8.4 M
-/// characters, needs about 3.7 × 10^11 units. A runaway loop is still stopped after at most about
-/// 60 CPU-seconds (a Python loop burns 8.1 × 10^9 units per CPU-second), within the 120 s step
+/// characters, needs about 3.7 × 10^11 units. A runaway loop is still stopped after about
+/// 47 CPU-seconds (a Python loop burns 9.0 × 10^9 units per CPU-second), within the 120 s step
 /// deadline.
 pub const DEFAULT_STEP_CPU_SECONDS: u64 = 60;
 
