@@ -25,7 +25,7 @@ pub const GUEST_FILE: &str = "rlm_guest.wasm";
 ///
 /// Deadlines are enforced this way rather than by wasmtime's epoch interruption: each of the
 /// two instruments the guest's code (a check at every loop head and call), and on CPU-heavy
-/// Python epoch checks on top of fuel cost 10–18 % (`RLM_BENCH_ONLY=fuel just bench`).
+/// Python epoch checks on top of fuel cost 8–21 % (`RLM_BENCH_ONLY=fuel just bench`).
 pub const FUEL_YIELD_INTERVAL: u64 = crate::limits::FUEL_PER_CPU_SECOND / 100;
 /// The wasmtime version this crate is built on (part of the artifact cache key).
 pub const WASMTIME_VERSION: &str = "48.0.8";
