@@ -61,6 +61,7 @@ for _name in PREIMPORTED:
     importlib.import_module(_name)
 
 import rlm_checkpoint  # noqa: E402
+import rlm_fastre  # noqa: E402
 from componentize_py_types import Err  # noqa: E402
 from wit_world import exports  # noqa: E402
 from wit_world.exports import repl as _repl  # noqa: E402
@@ -1571,6 +1572,7 @@ class Repl(exports.Repl):
             value = _materialize(node, bool(whole), not whole)
             _globals[name] = value
             rlm_checkpoint.register_context(name, value)
+            rlm_fastre.register(node, value)
             if name == "context":
                 # The official rlm's name for the first context.
                 _roots["context_0"] = node

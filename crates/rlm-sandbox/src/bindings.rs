@@ -11,6 +11,7 @@ wasmtime::component::bindgen!({
         "rlm:sandbox/tools": async | trappable,
         // A search can take long: it runs off the async workers, within the step's time.
         "rlm:sandbox/context.search": async,
+        "rlm:sandbox/context.spans": async,
     },
     exports: { default: async },
 });

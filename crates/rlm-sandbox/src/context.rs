@@ -420,6 +420,32 @@ pub(crate) fn build_regex(pattern: &str, ignore_case: bool) -> Result<regex::Reg
         })
 }
 
+/// The matches of `re` in text node `id` of an all-ASCII text (where byte offsets are character
+/// offsets), flat as `[start0, end0, ...]`; `None` when the node is not such a text, there are
+/// more than `max` matches, or `cancel` was set.
+pub(crate) fn ascii_spans(
+    ctx: &Context,
+    id: LocalId,
+    re: &regex::Regex,
+    max: usize,
+    cancel: &AtomicBool,
+) -> Option<Vec<u64>> {
+    let Some(Node::Text(text)) = ctx.node(id) else {
+        return None;
+    };
+    if !text.is_ascii() {
+        return None;
+    }
+    let mut spans = Vec::new();
+    for (i, m) in re.find_iter(text.as_str()).enumerate() {
+        if i >= max || (i % 1024 == 1023 && cancel.load(Ordering::Relaxed)) {
+            return None;
+        }
+        spans.extend([m.start() as u64, m.end() as u64]);
+    }
+    Some(spans)
+}
+
 /// Search a context below `id`: up to `max_results` hits, whose strings add up to at most
 /// `max_bytes`.
 pub(crate) fn search_hits(
@@ -648,6 +674,12 @@ impl TextDoc {
             index,
             width,
         }
+    }
+
+    /// Whether every character is ASCII (then byte offsets are character offsets).
+    pub fn is_ascii(&self) -> bool {
+        // Only an ASCII text is indexed without a table of character offsets.
+        self.index.is_empty()
     }
 
     /// The text.

@@ -451,8 +451,9 @@ impl wit_ctx::Host for HostState {
         let local = (node & 0xFFFF_FFFF) as LocalId;
         // A character is at most 4 bytes: keep any one match well inside the string cap.
         let max_chars = u64::from(options.max_match_chars).min(cap as u64 / 8);
-        // The search runs on a blocking thread, so the async workers go on, and it gets only the step's remaining time. One search per REPL at
-        // a time: a search given up on must finish (or see its cancel flag) before the next.
+        // The search runs on a blocking thread, so the async workers go on, and it gets only
+        // the step's remaining time. One search per REPL at a time: a search given up on must
+        // finish (or see its cancel flag) before the next.
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         let lock = self.search_lock.clone();
         let cancel = Arc::new(AtomicBool::new(false));
@@ -500,6 +501,43 @@ impl wit_ctx::Host for HostState {
                 line: h.line,
             })
             .collect())
+    }
+
+    async fn spans(
+        &mut self,
+        node: u64,
+        pattern: String,
+        max: u32,
+    ) -> Result<Option<Vec<u64>>, String> {
+        self.charge(1)?;
+        if !self.text(node)?.is_ascii() {
+            return Ok(None);
+        }
+        let re = self.regex(&pattern, false)?;
+        let max = max.min(self.limits.max_search_results) as usize;
+        let ctx = self.contexts[(node >> 32) as usize].clone();
+        let local = (node & 0xFFFF_FFFF) as LocalId;
+        // As for `search`: off the async workers, one at a time, within the step's time.
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let lock = self.search_lock.clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = cancel.clone();
+        let work = async move {
+            let guard = lock.lock_owned().await;
+            tokio::task::spawn_blocking(move || {
+                let _one_at_a_time = guard;
+                crate::context::ascii_spans(&ctx, local, &re, max, &flag)
+            })
+            .await
+        };
+        match tokio::time::timeout(remaining, work).await {
+            Ok(Ok(spans)) => Ok(spans),
+            Ok(Err(e)) => Err(format!("the sweep failed on the host: {e}")),
+            Err(_) => {
+                cancel.store(true, Ordering::Relaxed);
+                Err("the sweep did not finish within the step's time limit".into())
+            }
+        }
     }
 }
 

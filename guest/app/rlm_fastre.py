@@ -1,0 +1,206 @@
+"""Whole-context regex sweeps on the host, with CPython's results.
+
+Model code sweeps the whole context with `re.findall(pattern, context)` and
+`re.finditer(pattern, context)`. CPython's backtracking engine can take very long on patterns
+real models write: `re.findall(r'.{0,200}(grew up|born|raised).{0,200}', context, re.I)` over
+8.4 M characters takes 21 s in the sandbox (8.4 s in native CPython), because it tries 200
+characters each way at every position. The host's linear-time engine (Rust `regex`) finds the
+same 313 matches in 0.03 s.
+
+So when the text is a context that loaded whole as an all-ASCII `str` of at least `MIN_CHARS`
+characters, these two functions first translate the pattern into an equivalent Rust pattern,
+ask the host for the spans of its leftmost-first, non-overlapping matches, and then have CPython
+match the pattern anchored at each span's start. The results are CPython's own `re.Match`
+objects. Any doubt falls back to CPython's full sweep:
+
+- the pattern is outside the subset translated exactly: literals, `.`, classes, groups,
+  alternation, greedy and lazy repeats, `^`, `\\A`, `\\Z`, `\\b`, and `$` under MULTILINE (no
+  back-references, look-around, atomic groups, possessive repeats, scoped inline flags, `\\B`,
+  or `$` without MULTILINE); or it can match the empty string;
+- more than `MAX_SPANS` matches (confirming each would cost more than CPython's own sweep);
+- CPython does not match at a span's start, or ends elsewhere than the host's match.
+
+Why the translation is exact: the text is ASCII, so every single-character item (a literal, `.`,
+a class, under IGNORECASE, DOTALL or ASCII) is replaced by the set of ASCII characters CPython
+itself matches with it, tried one by one. The two patterns then match the same strings at each
+position, so both engines find the same leftmost starts; CPython's anchored match checks where
+each match ends, and supplies the groups.
+"""
+
+import re
+
+from componentize_py_types import Err
+from wit_world.imports import context as _ctx
+
+_parser = re._parser
+_compiler = re._compiler
+_c = re._constants
+
+# Texts shorter than this are swept by CPython alone.
+MIN_CHARS = 1 << 16
+# More matches than this: CPython sweeps (the host's answer is dropped).
+MAX_SPANS = 10_000
+
+# The whole contexts that qualify, by id: (host node, the str).
+_texts = {}
+# Rust pattern (or None: not translatable) per (pattern, flags).
+_translated = {}
+_TRANSLATED_MAX = 256
+
+_ASCII = [chr(i) for i in range(128)]
+
+_real_findall = re.findall
+_real_finditer = re.finditer
+
+
+class _Untranslatable(Exception):
+    pass
+
+
+def register(node, value):
+    """Let sweeps of `value`, the whole text of context node `node`, run on the host (when it is
+    an ASCII `str` long enough to gain from it); installs the two functions into `re`."""
+    if type(value) is str and len(value) >= MIN_CHARS and value.isascii():
+        _texts[id(value)] = (node, value)
+        re.findall = findall
+        re.finditer = finditer
+
+
+def _char_set(item, state, flags):
+    """The ASCII characters a single-character item matches, as CPython matches them."""
+    one = _parser.SubPattern(state, [item])
+    compiled = _compiler.compile(one, flags)
+    return [ch for ch in _ASCII if compiled.fullmatch(ch)]
+
+
+def _class(chars):
+    if not chars:
+        raise _Untranslatable("a class that matches no ASCII character")
+    codes = [ord(ch) for ch in chars]
+    parts = []
+    start = prev = codes[0]
+    for code in codes[1:] + [None]:
+        if code is not None and code == prev + 1:
+            prev = code
+            continue
+        parts.append(f"\\x{{{start:02X}}}" if start == prev else f"\\x{{{start:02X}}}-\\x{{{prev:02X}}}")
+        if code is not None:
+            start = prev = code
+    return "[" + "".join(parts) + "]"
+
+
+_SINGLE = (_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN)
+
+
+def _emit(sub, state, flags):
+    out = []
+    for op, av in sub:
+        if op in _SINGLE:
+            out.append(_class(_char_set((op, av), state, flags)))
+        elif op is _c.SUBPATTERN:
+            group, add, remove, inner = av
+            if add or remove:
+                raise _Untranslatable("scoped inline flags")
+            body = _emit(inner, state, flags)
+            out.append(f"(?:{body})" if group is None else f"({body})")
+        elif op is _c.BRANCH:
+            out.append("(?:" + "|".join(_emit(b, state, flags) for b in av[1]) + ")")
+        elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
+            lo, hi, inner = av
+            bound = f"{{{lo},}}" if hi is _c.MAXREPEAT else f"{{{lo},{hi}}}"
+            lazy = "?" if op is _c.MIN_REPEAT else ""
+            out.append(f"(?:{_emit(inner, state, flags)}){bound}{lazy}")
+        elif op is _c.AT:
+            out.append(_anchor(av, flags))
+        else:
+            raise _Untranslatable(str(op))
+    return "".join(out)
+
+
+def _anchor(at, flags):
+    multiline = flags & re.MULTILINE
+    if at is _c.AT_BEGINNING:
+        return "(?m:^)" if multiline else r"\A"
+    if at is _c.AT_BEGINNING_STRING:
+        return r"\A"
+    if at is _c.AT_END and multiline:
+        return "(?m:$)"
+    if at is _c.AT_END_STRING:
+        return r"\z"
+    if at is _c.AT_BOUNDARY:
+        return r"(?-u:\b)"
+    raise _Untranslatable(str(at))
+
+
+def translate(pattern, flags):
+    """The Rust pattern that matches exactly what `pattern` matches in an ASCII text, or None."""
+    key = (pattern, flags)
+    if key in _translated:
+        return _translated[key]
+    rust = None
+    try:
+        parsed = _parser.parse(pattern, flags)
+        all_flags = flags | parsed.state.flags
+        if parsed.getwidth()[0] > 0 and not all_flags & (re.LOCALE | re.DEBUG):
+            rust = _emit(parsed, parsed.state, all_flags)
+    except (_Untranslatable, re.error, RecursionError, ValueError, TypeError):
+        rust = None
+    if len(_translated) >= _TRANSLATED_MAX:
+        _translated.clear()
+    _translated[key] = rust
+    return rust
+
+
+def _matches(pattern, string, flags):
+    """CPython's matches of `pattern` over all of `string`, found by the host, or None when the
+    host cannot find them exactly (CPython then sweeps)."""
+    entry = _texts.get(id(string))
+    if entry is None or entry[1] is not string:
+        return None
+    try:
+        compiled = re.compile(pattern, flags)
+    except Exception:  # noqa: BLE001 - the real function raises the same, with its message
+        return None
+    if not isinstance(compiled.pattern, str):
+        return None
+    rust = translate(compiled.pattern, compiled.flags)
+    if rust is None:
+        return None
+    try:
+        flat = _ctx.spans(entry[0], rust, MAX_SPANS)
+    except Err:
+        return None
+    if flat is None:
+        return None
+    found = []
+    match = compiled.match
+    for i in range(0, len(flat), 2):
+        m = match(string, flat[i])
+        if m is None or m.end() != flat[i + 1]:
+            return None
+        found.append(m)
+    return compiled, found
+
+
+def findall(pattern, string, flags=0):
+    done = _matches(pattern, string, flags) if id(string) in _texts else None
+    if done is None:
+        return _real_findall(pattern, string, flags)
+    compiled, found = done
+    groups = compiled.groups
+    if groups == 0:
+        return [m.group() for m in found]
+    if groups == 1:
+        return [m.group(1) or "" for m in found]
+    return [m.groups("") for m in found]
+
+
+def finditer(pattern, string, flags=0):
+    done = _matches(pattern, string, flags) if id(string) in _texts else None
+    if done is None:
+        return _real_finditer(pattern, string, flags)
+    return iter(done[1])
+
+
+findall.__doc__ = _real_findall.__doc__
+finditer.__doc__ = _real_finditer.__doc__
