@@ -1,14 +1,14 @@
 """Whole-context regex sweeps on the host, with CPython's results.
 
-Model code sweeps the whole context with `re.findall(pattern, context)` and
-`re.finditer(pattern, context)`. CPython's backtracking engine can take very long on patterns
+Model code sweeps the whole context with `re.findall(pattern, context)`,
+`re.finditer(pattern, context)` and `re.search(pattern, context)`. CPython's backtracking engine can take very long on patterns
 real models write: `re.findall(r'.{0,200}(grew up|born|raised).{0,200}', context, re.I)` over
 8.4 M characters takes 21 s in the sandbox (8.4 s in native CPython), because it tries 200
 characters each way at every position. The host's linear-time engine (Rust `regex`) finds the
 same 313 matches in 0.03 s.
 
 So when the text is a context that loaded whole as an all-ASCII `str` of at least `MIN_CHARS`
-characters, these two functions first translate the pattern into an equivalent Rust pattern,
+characters, these three functions first translate the pattern into an equivalent Rust pattern,
 ask the host for the spans of its leftmost-first, non-overlapping matches, and then have CPython
 match the pattern anchored at each span's start. The results are CPython's own `re.Match`
 objects. Any doubt falls back to CPython's full sweep:
@@ -17,7 +17,9 @@ objects. Any doubt falls back to CPython's full sweep:
   alternation, greedy and lazy repeats, `^`, `\\A`, `\\Z`, `\\b`, and `$` under MULTILINE (no
   back-references, look-around, atomic groups, possessive repeats, scoped inline flags, `\\B`,
   or `$` without MULTILINE); or it can match the empty string;
-- more than `MAX_SPANS` matches (confirming each would cost more than CPython's own sweep);
+- more than `MAX_SPANS` matches (a bound on the memory the spans take);
+- the call passes positions, or the pattern's own methods are called (`re.compile(p).findall`:
+  `re.Pattern` cannot be wrapped);
 - CPython does not match at a span's start, or ends elsewhere than the host's match.
 
 Why the translation is exact: the text is ASCII, so every single-character item (a literal, `.`,
@@ -38,8 +40,9 @@ _c = re._constants
 
 # Texts shorter than this are swept by CPython alone.
 MIN_CHARS = 1 << 16
-# More matches than this: CPython sweeps (the host's answer is dropped).
-MAX_SPANS = 10_000
+# More matches than this: CPython sweeps (the host's answer is dropped). The host returns at
+# most one more.
+MAX_SPANS = 100_000
 
 # The whole contexts that qualify, by id: (host node, the str).
 _texts = {}
@@ -51,6 +54,7 @@ _ASCII = [chr(i) for i in range(128)]
 
 _real_findall = re.findall
 _real_finditer = re.finditer
+_real_search = re.search
 
 
 class _Untranslatable(Exception):
@@ -64,6 +68,7 @@ def register(node, value):
         _texts[id(value)] = (node, value)
         re.findall = findall
         re.finditer = finditer
+        re.search = search
 
 
 def _char_set(item, state, flags):
@@ -151,9 +156,9 @@ def translate(pattern, flags):
     return rust
 
 
-def _matches(pattern, string, flags):
-    """CPython's matches of `pattern` over all of `string`, found by the host, or None when the
-    host cannot find them exactly (CPython then sweeps)."""
+def _matches(pattern, string, flags, first_only=False):
+    """CPython's matches of `pattern` over all of `string` (or only its first), found by the
+    host, or None when the host cannot find them exactly (CPython then sweeps)."""
     entry = _texts.get(id(string))
     if entry is None or entry[1] is not string:
         return None
@@ -167,10 +172,10 @@ def _matches(pattern, string, flags):
     if rust is None:
         return None
     try:
-        flat = _ctx.spans(entry[0], rust, MAX_SPANS)
+        flat = _ctx.spans(entry[0], rust, 1 if first_only else MAX_SPANS + 1)
     except Err:
         return None
-    if flat is None:
+    if flat is None or len(flat) > 2 * MAX_SPANS:
         return None
     found = []
     match = compiled.match
@@ -202,5 +207,16 @@ def finditer(pattern, string, flags=0):
     return iter(done[1])
 
 
+def search(pattern, string, flags=0):
+    if id(string) not in _texts:
+        return _real_search(pattern, string, flags)
+    done = _matches(pattern, string, flags, first_only=True)
+    if done is None:
+        return _real_search(pattern, string, flags)
+    found = done[1]
+    return found[0] if found else None
+
+
 findall.__doc__ = _real_findall.__doc__
 finditer.__doc__ = _real_finditer.__doc__
+search.__doc__ = _real_search.__doc__

@@ -420,9 +420,9 @@ pub(crate) fn build_regex(pattern: &str, ignore_case: bool) -> Result<regex::Reg
         })
 }
 
-/// The matches of `re` in text node `id` of an all-ASCII text (where byte offsets are character
-/// offsets), flat as `[start0, end0, ...]`; `None` when the node is not such a text, there are
-/// more than `max` matches, or `cancel` was set.
+/// The first `max` matches of `re` in text node `id` of an all-ASCII text (where byte offsets
+/// are character offsets), flat as `[start0, end0, ...]`; `None` when the node is not such a
+/// text or `cancel` was set.
 pub(crate) fn ascii_spans(
     ctx: &Context,
     id: LocalId,
@@ -437,8 +437,8 @@ pub(crate) fn ascii_spans(
         return None;
     }
     let mut spans = Vec::new();
-    for (i, m) in re.find_iter(text.as_str()).enumerate() {
-        if i >= max || (i % 1024 == 1023 && cancel.load(Ordering::Relaxed)) {
+    for (i, m) in re.find_iter(text.as_str()).take(max).enumerate() {
+        if i % 1024 == 1023 && cancel.load(Ordering::Relaxed) {
             return None;
         }
         spans.extend([m.start() as u64, m.end() as u64]);

@@ -1,4 +1,4 @@
-//! `re.findall` / `re.finditer` over a whole ASCII context run on the host's regex engine and
+//! `re.findall`, `re.finditer` and `re.search` over a whole ASCII context run on the host's regex engine and
 //! give exactly CPython's results (see the guest's `rlm_fastre`): every pattern below is swept
 //! both over the context and over an equal copy that CPython sweeps alone, and the results must
 //! be the same; patterns outside the translated subset fall back to CPython.
@@ -105,6 +105,9 @@ fn compare_step(cases: &[(&str, &str)], found: bool) -> String {
          \x20   b = [(m.span(), m.groups(), True) for m in re.finditer(p, copy, f)]\n\
          \x20   if a != b or (not a and {found}):\n\
          \x20       bad.append(('finditer', p, len(a), len(b)))\n\
+         \x20   a, b = re.search(p, context, f), re.search(p, copy, f)\n\
+         \x20   if (a and (a.span(), a.groups(), a.string is context)) != (b and (b.span(), b.groups(), True)):\n\
+         \x20       bad.append(('search', p))\n\
          print(bad)",
         found = if found { "True" } else { "False" },
     )
@@ -127,6 +130,8 @@ async fn translated_patterns_go_to_the_host_and_the_rest_stay_in_cpython() {
                 &format!("n = len(re.findall({p:?}, context, {f}))"),
             )
             .await;
+            assert_eq!(r.host_calls, host_calls, "{p}");
+            let r = ok(&mut sb, &format!("m = re.search({p:?}, context, {f})")).await;
             assert_eq!(r.host_calls, host_calls, "{p}");
         }
     }
@@ -203,6 +208,10 @@ for _ in range(60):
     elif [(m.span(), m.groups()) for m in re.finditer(p, context, f)] != \
             [(m.span(), m.groups()) for m in re.finditer(p, copy, f)]:
         bad.append((p, f))
+    else:
+        a, b = re.search(p, context, f), re.search(p, copy, f)
+        if (a and (a.span(), a.groups())) != (b and (b.span(), b.groups())):
+            bad.append((p, f))
 print(swept > 50, bad)
 "#;
 
