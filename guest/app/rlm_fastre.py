@@ -18,6 +18,8 @@ objects. Any doubt falls back to CPython's full sweep:
   back-references, look-around, atomic groups, possessive repeats, scoped inline flags, `\\B`,
   or `$` without MULTILINE); or it can match the empty string;
 - more than `MAX_SPANS` matches (a bound on the memory the spans take);
+- the step already made `SWEEPS_PER_STEP` host sweeps (a loop of `re.search` over the context
+  must not use up the step's host calls, which model calls need too);
 - the call passes positions, or the pattern's own methods are called (`re.compile(p).findall`:
   `re.Pattern` cannot be wrapped);
 - CPython does not match at a span's start, or ends elsewhere than the host's match.
@@ -44,11 +46,19 @@ MIN_CHARS = 1 << 16
 # most one more.
 MAX_SPANS = 100_000
 
+# Host sweeps one step may make (each is one of the step's host calls).
+SWEEPS_PER_STEP = 1000
+_sweeps_left = [SWEEPS_PER_STEP]
+
 # The whole contexts that qualify, by id: (host node, the str).
 _texts = {}
 # Rust pattern (or None: not translatable) per (pattern, flags).
 _translated = {}
 _TRANSLATED_MAX = 256
+# The ASCII set of a single-character item, per (item, flags): most patterns are made of the
+# same few letters and classes, and trying 128 characters takes about 0.1 ms.
+_sets = {}
+_SETS_MAX = 4096
 
 _ASCII = [chr(i) for i in range(128)]
 
@@ -71,11 +81,23 @@ def register(node, value):
         re.search = search
 
 
+def new_step():
+    """A step starts: it may make `SWEEPS_PER_STEP` host sweeps."""
+    _sweeps_left[0] = SWEEPS_PER_STEP
+
+
 def _char_set(item, state, flags):
     """The ASCII characters a single-character item matches, as CPython matches them."""
-    one = _parser.SubPattern(state, [item])
-    compiled = _compiler.compile(one, flags)
-    return [ch for ch in _ASCII if compiled.fullmatch(ch)]
+    key = (repr(item), flags)
+    found = _sets.get(key)
+    if found is None:
+        one = _parser.SubPattern(state, [item])
+        compiled = _compiler.compile(one, flags)
+        found = [ch for ch in _ASCII if compiled.fullmatch(ch)]
+        if len(_sets) >= _SETS_MAX:
+            _sets.clear()
+        _sets[key] = found
+    return found
 
 
 def _class(chars):
@@ -160,7 +182,7 @@ def _matches(pattern, string, flags, first_only=False):
     """CPython's matches of `pattern` over all of `string` (or only its first), found by the
     host, or None when the host cannot find them exactly (CPython then sweeps)."""
     entry = _texts.get(id(string))
-    if entry is None or entry[1] is not string:
+    if entry is None or entry[1] is not string or _sweeps_left[0] <= 0:
         return None
     try:
         compiled = re.compile(pattern, flags)
@@ -171,6 +193,7 @@ def _matches(pattern, string, flags, first_only=False):
     rust = translate(compiled.pattern, compiled.flags)
     if rust is None:
         return None
+    _sweeps_left[0] -= 1
     try:
         flat = _ctx.spans(entry[0], rust, 1 if first_only else MAX_SPANS + 1)
     except Err:

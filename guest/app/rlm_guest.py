@@ -1452,6 +1452,7 @@ def _run(code, g, state):
         random.seed(os.urandom(32))
         state.seeded = True
     state.step += 1
+    rlm_fastre.new_step()
     filename = f"{_STEP_PREFIX}{state.step}>"
     out = _CappedStream(_settings.max_output_bytes)
     err = _CappedStream(_settings.max_output_bytes)

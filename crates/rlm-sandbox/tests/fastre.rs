@@ -156,6 +156,21 @@ async fn translated_patterns_go_to_the_host_and_the_rest_stay_in_cpython() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_loop_of_searches_leaves_the_steps_host_calls_to_the_rest() {
+    let mut sb = sandbox_with(Context::text(document()), Limits::default()).await;
+    let r = ok(
+        &mut sb,
+        r"hits = sum(1 for i in range(1500) if re.search(rf'mail \w+{i}@', context))",
+    )
+    .await;
+    assert_eq!(r.host_calls, 1000, "{r:?}");
+    assert_eq!(out(&mut sb, "print(hits)").await, "1200");
+    // The next step may sweep on the host again.
+    let r = ok(&mut sb, r"m = re.search(r'mail \w+7@', context)").await;
+    assert_eq!(r.host_calls, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn other_texts_and_small_or_non_ascii_contexts_stay_in_cpython() {
     for text in [format!("{}é", document()), "born in Lyon\n".repeat(100)] {
         let mut sb = sandbox_with(Context::text(text), Limits::default()).await;
