@@ -288,7 +288,7 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     // RLM_BENCH_ONLY=recovery,step (comma-separated section names) runs only those sections:
-    // engine, process, fresh, step, hostcall, fuel, batch, contexts, memory, recovery.
+    // engine, process, fresh, step, hostcall, fuel, batch, contexts, sweep, memory, recovery.
     let only = std::env::var("RLM_BENCH_ONLY").ok();
     let want = |name: &str| {
         only.as_deref()
@@ -616,6 +616,10 @@ async fn main() {
         }
     }
 
+    if want("sweep") {
+        regex_sweep(&engine).await;
+    }
+
     if want("memory") {
         // Memory per live REPL.
         let before = rss_bytes();
@@ -654,6 +658,75 @@ async fn main() {
     if want("recovery") {
         recovery(&engine).await;
     }
+}
+
+/// A real model's whole-context sweep (from the compatibility corpus) over 8.4 M characters of
+/// ASCII prose: in the REPL (the host finds the matches, CPython confirms them), in the REPL's
+/// CPython alone (over a copy of the context, which the host does not serve), and in native
+/// CPython.
+async fn regex_sweep(engine: &Arc<SandboxEngine>) {
+    const SWEEP: &str =
+        r"re.findall(r'.{0,200}(grew up|born|raised|childhood).{0,200}', TEXT, re.I)";
+    let words = [
+        "the", "of", "and", "to", "in", "was", "with", "for", "on", "at", "from", "his", "her",
+        "town", "years", "family", "school", "moved", "later", "river", "north", "worked",
+    ];
+    let mut text = String::with_capacity(8_500_000);
+    let mut i = 0usize;
+    while text.len() < 8_400_000 {
+        for k in 0..12 {
+            text.push_str(words[(i * 7 + k * 3 + i / 5) % words.len()]);
+            text.push(' ');
+        }
+        if i % 500 == 0 {
+            text.push_str("and she was born in Lyon");
+        }
+        text.push('\n');
+        i += 1;
+    }
+    let mut sb = Sandbox::builder(engine.clone())
+        .limits(Limits {
+            step_timeout: Duration::from_secs(600),
+            fuel_per_step: u64::MAX / 4,
+            ..Limits::default()
+        })
+        .context(Context::text(text.clone()))
+        .build()
+        .await
+        .unwrap();
+    let fast = step_ms(
+        &mut sb,
+        &format!("hits = {}", SWEEP.replace("TEXT", "context")),
+    )
+    .await;
+    let slow = step_ms(
+        &mut sb,
+        &format!(
+            "copy = (' ' + context)[1:]\nassert {} == hits",
+            SWEEP.replace("TEXT", "copy")
+        ),
+    )
+    .await;
+    let n = sb.exec("print(len(hits))").await.unwrap().stdout;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("prose.txt");
+    std::fs::write(&file, &text).expect("write the text");
+    let native = native_cpu(&format!(
+        "import re\nTEXT = open({:?}).read()\n{SWEEP}",
+        file.display().to_string()
+    ))
+    .map_or("n/a".to_string(), |s| format!("{s:.1} s"));
+    row(
+        &format!(
+            "real model's regex sweep, 8.4 M chars ({} matches)",
+            n.trim()
+        ),
+        format!("{:.3} s", fast / 1e3),
+        &format!(
+            "REPL's CPython alone {:.1} s; native CPython {native}",
+            slow / 1e3
+        ),
+    );
 }
 
 /// How a trap is recovered in the recovery rows.
