@@ -134,7 +134,7 @@ def _emit(sub, state, flags):
             out.append("(?:" + "|".join(_emit(b, state, flags) for b in av[1]) + ")")
         elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
             lo, hi, inner = av
-            bound = f"{{{lo},}}" if hi is _c.MAXREPEAT else f"{{{lo},{hi}}}"
+            bound = f"{{{lo},}}" if hi == _c.MAXREPEAT else f"{{{lo},{hi}}}"
             lazy = "?" if op is _c.MIN_REPEAT else ""
             out.append(f"(?:{_emit(inner, state, flags)}){bound}{lazy}")
         elif op is _c.AT:
