@@ -678,7 +678,7 @@ async fn regex_sweep(engine: &Arc<SandboxEngine>) {
             text.push_str(words[(i * 7 + k * 3 + i / 5) % words.len()]);
             text.push(' ');
         }
-        if i % 500 == 0 {
+        if i.is_multiple_of(500) {
             text.push_str("and she was born in Lyon");
         }
         text.push('\n');
