@@ -241,3 +241,42 @@ async fn random_patterns_give_cpythons_results() {
         r.host_calls
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_context_and_a_lazy_one_each_sweep_their_own_way() {
+    let doc = document();
+    let mut sb = rlm_sandbox::Sandbox::builder(common::engine())
+        .limits(Limits {
+            lazy_threshold_chars: 150_000,
+            ..Limits::default()
+        })
+        .context(Context::text(doc.clone()))
+        .context(Context::text(doc.repeat(2)))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        out(
+            &mut sb,
+            "print(type(context).__name__, type(context_1).__name__)"
+        )
+        .await,
+        "str LazyText"
+    );
+    let r = ok(&mut sb, r"a = re.findall(r'born in (\w+)', context, re.I)").await;
+    assert_eq!(r.host_calls, 1);
+    let r = ok(
+        &mut sb,
+        r"b = re.findall(r'born in (\w+)', context_1, re.I)",
+    )
+    .await;
+    assert!(r.host_calls > 0, "the lazy text is read from the host");
+    assert_eq!(
+        out(
+            &mut sb,
+            r"print(a == re.findall(r'born in (\w+)', (' ' + context)[1:], re.I), b == a + a, len(a))"
+        )
+        .await,
+        "True True 480"
+    );
+}
