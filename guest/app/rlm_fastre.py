@@ -8,16 +8,17 @@ can take very long on patterns real models write:
 position. The host's linear-time engine (Rust `regex`) finds the same 313 matches, and CPython
 confirms them, in 0.04 s.
 
-So when the text is a context that loaded whole as an all-ASCII `str` of at least `MIN_CHARS`
-characters, these three functions first translate the pattern into an equivalent Rust pattern,
+So when the text is a context that loaded whole as a `str` of at least `MIN_CHARS` characters,
+these three functions first translate the pattern into an equivalent Rust pattern,
 ask the host for the spans of its leftmost-first, non-overlapping matches, and then have CPython
 match the pattern anchored at each span's start. The results are CPython's own `re.Match`
 objects. Any doubt falls back to CPython's full sweep:
 
 - the pattern is outside the subset translated exactly: literals, `.`, classes, groups,
-  alternation, greedy and lazy repeats, `^`, `\\A`, `\\Z`, `\\b`, and `$` under MULTILINE (no
-  back-references, look-around, atomic groups, possessive repeats, scoped inline flags, `\\B`,
-  or `$` without MULTILINE); or it can match the empty string;
+  alternation, greedy and lazy repeats, `^`, `\\A`, `\\Z`, `$` under MULTILINE, and `\\b` in an
+  ASCII text (no back-references, look-around, atomic groups, possessive repeats, scoped inline
+  flags, `\\B`, or `$` without MULTILINE); or it can match the empty string;
+- the text has more than 4,096 distinct characters;
 - more than `MAX_SPANS` matches (a bound on the memory the spans take);
 - the step already made `SWEEPS_PER_STEP` host sweeps (a loop of `re.search` over the context
   must not use up the step's host calls, which model calls need too);
@@ -25,11 +26,12 @@ objects. Any doubt falls back to CPython's full sweep:
   cannot be wrapped), or the text is a slice or copy of the context;
 - CPython does not match at a span's start, or ends elsewhere than the host's match.
 
-Why the translation is exact: the text is ASCII, so every single-character item (a literal, `.`,
-a class, under IGNORECASE, DOTALL or ASCII) is replaced by the set of ASCII characters CPython
-itself matches with it, tried one by one. The two patterns then match the same strings at each
-position, so both engines find the same leftmost starts; CPython's anchored match checks where
-each match ends, and supplies the groups.
+Why the translation is exact: every single-character item (a literal, `.`, a class, under
+IGNORECASE, DOTALL or ASCII) is replaced by the set of the text's own characters (its alphabet,
+from the host) that CPython itself matches with it, tried one by one. Over that alphabet the two
+patterns match the same strings at each position, so both engines find the same leftmost starts;
+CPython's anchored match checks where each match ends, and supplies the groups. (`\\b` is kept
+to ASCII texts: Python's and Rust's Unicode word characters differ.)
 """
 
 import re
@@ -53,15 +55,17 @@ _sweeps_left = [SWEEPS_PER_STEP]
 
 # The whole contexts that qualify, by id: (host node, the str).
 _texts = {}
+# Their alphabets (None: too many characters), by id.
+_alphabets = {}
 # Rust pattern (or None: not translatable) per (pattern, flags).
 _translated = {}
 _TRANSLATED_MAX = 256
-# The ASCII set of a single-character item, per (item, flags): most patterns are made of the
+# The set of a single-character item, per (item, flags, alphabet): most patterns are made of the
 # same few letters and classes, and trying 128 characters takes about 0.1 ms.
 _sets = {}
 _SETS_MAX = 4096
 
-_ASCII = [chr(i) for i in range(128)]
+_ASCII = "".join(chr(i) for i in range(128))
 
 _real_findall = re.findall
 _real_finditer = re.finditer
@@ -75,8 +79,8 @@ class _Untranslatable(Exception):
 
 def register(node, value):
     """Let sweeps of `value`, the whole text of context node `node`, run on the host (when it is
-    an ASCII `str` long enough to gain from it); installs the three functions into `re`."""
-    if type(value) is str and len(value) >= MIN_CHARS and value.isascii():
+    a `str` long enough to gain from it); installs the three functions into `re`."""
+    if type(value) is str and len(value) >= MIN_CHARS:
         _texts[id(value)] = (node, value)
         re.findall = findall
         re.finditer = finditer
@@ -88,14 +92,28 @@ def new_step():
     _sweeps_left[0] = SWEEPS_PER_STEP
 
 
-def _char_set(item, state, flags):
-    """The ASCII characters a single-character item matches, as CPython matches them."""
-    key = (repr(item), flags)
+def _alphabet(entry):
+    """The distinct characters of a registered text (all of ASCII for an ASCII text), or None."""
+    node, text = entry
+    if text.isascii():
+        return _ASCII
+    key = id(text)
+    if key not in _alphabets:
+        try:
+            _alphabets[key] = _ctx.alphabet(node)
+        except Err:
+            return None
+    return _alphabets[key]
+
+
+def _char_set(item, state, flags, alphabet):
+    """The characters of `alphabet` a single-character item matches, as CPython matches them."""
+    key = (repr(item), flags, alphabet)
     found = _sets.get(key)
     if found is None:
         one = _parser.SubPattern(state, [item])
         compiled = _compiler.compile(one, flags)
-        found = [ch for ch in _ASCII if compiled.fullmatch(ch)]
+        found = [ch for ch in alphabet if compiled.fullmatch(ch)]
         if len(_sets) >= _SETS_MAX:
             _sets.clear()
         _sets[key] = found
@@ -104,7 +122,7 @@ def _char_set(item, state, flags):
 
 def _class(chars):
     if not chars:
-        raise _Untranslatable("a class that matches no ASCII character")
+        raise _Untranslatable("a class that matches no character of the text")
     codes = [ord(ch) for ch in chars]
     parts = []
     start = prev = codes[0]
@@ -121,32 +139,32 @@ def _class(chars):
 _SINGLE = (_c.LITERAL, _c.NOT_LITERAL, _c.ANY, _c.IN)
 
 
-def _emit(sub, state, flags):
+def _emit(sub, state, flags, alphabet):
     out = []
     for op, av in sub:
         if op in _SINGLE:
-            out.append(_class(_char_set((op, av), state, flags)))
+            out.append(_class(_char_set((op, av), state, flags, alphabet)))
         elif op is _c.SUBPATTERN:
             group, add, remove, inner = av
             if add or remove:
                 raise _Untranslatable("scoped inline flags")
-            body = _emit(inner, state, flags)
+            body = _emit(inner, state, flags, alphabet)
             out.append(f"(?:{body})" if group is None else f"({body})")
         elif op is _c.BRANCH:
-            out.append("(?:" + "|".join(_emit(b, state, flags) for b in av[1]) + ")")
+            out.append("(?:" + "|".join(_emit(b, state, flags, alphabet) for b in av[1]) + ")")
         elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT):
             lo, hi, inner = av
             bound = f"{{{lo},}}" if hi == _c.MAXREPEAT else f"{{{lo},{hi}}}"
             lazy = "?" if op is _c.MIN_REPEAT else ""
-            out.append(f"(?:{_emit(inner, state, flags)}){bound}{lazy}")
+            out.append(f"(?:{_emit(inner, state, flags, alphabet)}){bound}{lazy}")
         elif op is _c.AT:
-            out.append(_anchor(av, flags))
+            out.append(_anchor(av, flags, alphabet))
         else:
             raise _Untranslatable(str(op))
     return "".join(out)
 
 
-def _anchor(at, flags):
+def _anchor(at, flags, alphabet):
     multiline = flags & re.MULTILINE
     if at is _c.AT_BEGINNING:
         return "(?m:^)" if multiline else r"\A"
@@ -156,14 +174,15 @@ def _anchor(at, flags):
         return "(?m:$)"
     if at is _c.AT_END_STRING:
         return r"\z"
-    if at is _c.AT_BOUNDARY:
+    if at is _c.AT_BOUNDARY and alphabet.isascii():
         return r"(?-u:\b)"
     raise _Untranslatable(str(at))
 
 
-def translate(pattern, flags):
-    """The Rust pattern that matches exactly what `pattern` matches in an ASCII text, or None."""
-    key = (pattern, flags)
+def translate(pattern, flags, alphabet=_ASCII):
+    """The Rust pattern that matches exactly what `pattern` matches in a text made of the
+    characters of `alphabet`, or None."""
+    key = (pattern, flags, alphabet)
     if key in _translated:
         return _translated[key]
     rust = None
@@ -171,7 +190,7 @@ def translate(pattern, flags):
         parsed = _parser.parse(pattern, flags)
         all_flags = flags | parsed.state.flags
         if parsed.getwidth()[0] > 0 and not all_flags & (re.LOCALE | re.DEBUG):
-            rust = _emit(parsed, parsed.state, all_flags)
+            rust = _emit(parsed, parsed.state, all_flags, alphabet)
     except (_Untranslatable, re.error, RecursionError, ValueError, TypeError):
         rust = None
     if len(_translated) >= _TRANSLATED_MAX:
@@ -192,7 +211,10 @@ def _matches(pattern, string, flags, first_only=False):
         return None
     if not isinstance(compiled.pattern, str):
         return None
-    rust = translate(compiled.pattern, compiled.flags)
+    alphabet = _alphabet(entry)
+    if alphabet is None:
+        return None
+    rust = translate(compiled.pattern, compiled.flags, alphabet)
     if rust is None:
         return None
     _sweeps_left[0] -= 1

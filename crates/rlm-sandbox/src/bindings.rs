@@ -12,6 +12,7 @@ wasmtime::component::bindgen!({
         // A search can take long: it runs off the async workers, within the step's time.
         "rlm:sandbox/context.search": async,
         "rlm:sandbox/context.spans": async,
+        "rlm:sandbox/context.alphabet": async,
     },
     exports: { default: async },
 });

@@ -420,10 +420,9 @@ pub(crate) fn build_regex(pattern: &str, ignore_case: bool) -> Result<regex::Reg
         })
 }
 
-/// The first `max` matches of `re` in text node `id` of an all-ASCII text (where byte offsets
-/// are character offsets), flat as `[start0, end0, ...]`; `None` when the node is not such a
-/// text or `cancel` was set.
-pub(crate) fn ascii_spans(
+/// The first `max` matches of `re` in text node `id`, as character offsets flat as
+/// `[start0, end0, ...]`; `None` when the node is not a text or `cancel` was set.
+pub(crate) fn text_spans(
     ctx: &Context,
     id: LocalId,
     re: &regex::Regex,
@@ -433,15 +432,21 @@ pub(crate) fn ascii_spans(
     let Some(Node::Text(text)) = ctx.node(id) else {
         return None;
     };
-    if !text.is_ascii() {
-        return None;
-    }
     let mut spans = Vec::new();
+    // Byte offsets become character offsets by counting on from the last match.
+    let (mut byte, mut ch) = (0usize, 0u64);
+    let mut to_char = |b: usize| {
+        ch += text.chars_between(byte, b);
+        byte = b;
+        ch
+    };
     for (i, m) in re.find_iter(text.as_str()).take(max).enumerate() {
         if i % 1024 == 1023 && cancel.load(Ordering::Relaxed) {
             return None;
         }
-        spans.extend([m.start() as u64, m.end() as u64]);
+        let start = to_char(m.start());
+        let end = to_char(m.end());
+        spans.extend([start, end]);
     }
     Some(spans)
 }
@@ -571,7 +576,12 @@ pub struct TextDoc {
     index: Vec<u64>,
     /// Bytes per character of the text as a CPython str: 1 (Latin-1), 2 (BMP) or 4.
     width: u8,
+    /// Its distinct characters, found when first asked for (see [`TextDoc::alphabet`]).
+    alphabet: std::sync::OnceLock<Option<String>>,
 }
+
+/// Most distinct characters [`TextDoc::alphabet`] reports.
+pub const MAX_ALPHABET: usize = 4096;
 
 /// Texts of at least this many bytes have their JSON escapes counted on several threads.
 const PARALLEL_COUNT_BYTES: usize = 32 << 20;
@@ -647,6 +657,7 @@ impl TextDoc {
                 json_chars: chars + 2 + escapes,
                 index: Vec::new(),
                 width: 1,
+                alphabet: std::sync::OnceLock::new(),
             };
         }
         let mut index = Vec::with_capacity(bytes.len() / INDEX_STRIDE as usize + 1);
@@ -673,7 +684,36 @@ impl TextDoc {
             json_chars: chars + 2 + escapes,
             index,
             width,
+            alphabet: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The distinct characters of the text in code point order, or `None` when there are more
+    /// than [`MAX_ALPHABET`]. One pass over the text, the first time only.
+    pub fn alphabet(&self) -> Option<&str> {
+        self.alphabet
+            .get_or_init(|| {
+                if self.is_ascii() {
+                    let mut seen = [false; 128];
+                    for &b in self.text.as_bytes() {
+                        seen[usize::from(b)] = true;
+                    }
+                    return Some(
+                        (0u8..128)
+                            .filter(|&b| seen[usize::from(b)])
+                            .map(char::from)
+                            .collect(),
+                    );
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for ch in self.text.chars() {
+                    if seen.insert(ch) && seen.len() > MAX_ALPHABET {
+                        return None;
+                    }
+                }
+                Some(seen.into_iter().collect())
+            })
+            .as_deref()
     }
 
     /// Whether every character is ASCII (then byte offsets are character offsets).

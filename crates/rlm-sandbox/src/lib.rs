@@ -6,7 +6,9 @@
 //! budget, runs under a wall-clock deadline (a tokio timeout, checked whenever the guest waits on
 //! the host and every [`FUEL_YIELD_INTERVAL`] units of fuel while it computes), and lives in a memory capped by the store limiter. The
 //! guest reaches the world only through host imports: reads and regex searches of the
-//! [`Context`] (which stays on the host, shared by every sandbox that reads it) and model calls,
+//! [`Context`] (which stays on the host, shared by every sandbox that reads it; model code's
+//! `re.findall`/`re.finditer`/`re.search` over a whole context find their matches there too, and
+//! CPython confirms each one: see the guest's `rlm_fastre`) and model calls,
 //! which the sandbox forwards to a [`ModelHost`] that the embedding application implements (the
 //! RLM loop does; the sandbox knows no LLM), and custom [`Tool`]s: named async host functions
 //! that model code calls like Python functions, registered with [`SandboxBuilder::tool`]. A step

@@ -513,9 +513,7 @@ impl wit_ctx::Host for HostState {
         max: u32,
     ) -> Result<Option<Vec<u64>>, String> {
         self.charge(1)?;
-        if !self.text(node)?.is_ascii() {
-            return Ok(None);
-        }
+        self.text(node)?;
         let re = self.regex(&pattern, false)?;
         let max = max.min(MAX_SPANS) as usize;
         let ctx = self.contexts[(node >> 32) as usize].clone();
@@ -529,7 +527,7 @@ impl wit_ctx::Host for HostState {
             let guard = lock.lock_owned().await;
             tokio::task::spawn_blocking(move || {
                 let _one_at_a_time = guard;
-                crate::context::ascii_spans(&ctx, local, &re, max, &flag)
+                crate::context::text_spans(&ctx, local, &re, max, &flag)
             })
             .await
         };
@@ -540,6 +538,26 @@ impl wit_ctx::Host for HostState {
                 cancel.store(true, Ordering::Relaxed);
                 Err("the sweep did not finish within the step's time limit".into())
             }
+        }
+    }
+
+    async fn alphabet(&mut self, node: u64) -> Result<Option<String>, String> {
+        self.charge(1)?;
+        self.text(node)?;
+        let ctx = self.contexts[(node >> 32) as usize].clone();
+        let local = (node & 0xFFFF_FFFF) as LocalId;
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        // The first call reads the whole text once: off the async workers.
+        let work = tokio::task::spawn_blocking(move || match ctx.node(local) {
+            Some(Node::Text(text)) => text.alphabet().map(str::to_string),
+            _ => None,
+        });
+        match tokio::time::timeout(remaining, work).await {
+            Ok(Ok(alphabet)) => Ok(alphabet),
+            Ok(Err(e)) => Err(format!(
+                "reading the text's characters failed on the host: {e}"
+            )),
+            Err(_) => Err("reading the text's characters did not finish in time".into()),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `re.findall`, `re.finditer` and `re.search` over a whole ASCII context run on the host's regex engine and
+//! `re.findall`, `re.finditer` and `re.search` over a whole context run on the host's regex engine and
 //! give exactly CPython's results (see the guest's `rlm_fastre`): every pattern below is swept
 //! both over the context and over an equal copy that CPython sweeps alone, and the results must
 //! be the same; patterns outside the translated subset fall back to CPython.
@@ -49,6 +49,26 @@ fn document() -> String {
     }
     s.push_str("final end");
     s
+}
+
+/// The same with non-ASCII characters on every line: accents, a sharp s, a dotted capital I, the
+/// Kelvin sign (which `re.I` matches with `k`), dashes, quotes, CJK and an emoji.
+fn unicode_document() -> String {
+    let extra = [
+        "Émile Zoë",
+        "Straße",
+        "İstanbul",
+        "\u{212a}elvin",
+        "a \u{2013} b",
+        "“quoted”",
+        "日本",
+        "😀",
+    ];
+    document()
+        .lines()
+        .enumerate()
+        .map(|(i, line)| format!("{line} {}\n", extra[i % extra.len()]))
+        .collect()
 }
 
 /// (pattern, flags) pairs that the guest translates for the host.
@@ -115,9 +135,21 @@ fn compare_step(cases: &[(&str, &str)], found: bool) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sweeps_of_a_whole_context_give_cpythons_results() {
-    let mut sb = sandbox_with(Context::text(document()), Limits::default()).await;
-    assert_eq!(out(&mut sb, &compare_step(TRANSLATED, true)).await, "[]");
-    assert_eq!(out(&mut sb, &compare_step(KEPT, false)).await, "[]");
+    let unicode = [
+        ("(?i)stra(ss|ß)e", "0"),
+        ("[éëÉ]", "0"),
+        ("k", "re.I"),
+        (r"\w+ \w+$", "re.M"),
+        (r"[^\x00-\x7f]+", "0"),
+        (r"“(\w+)”", "0"),
+    ];
+    // (Every fixed case finds something in the ASCII text; in the other, `end\Z` cannot.)
+    for (text, found) in [(document(), true), (unicode_document(), false)] {
+        let mut sb = sandbox_with(Context::text(text), Limits::default()).await;
+        assert_eq!(out(&mut sb, &compare_step(TRANSLATED, found)).await, "[]");
+        assert_eq!(out(&mut sb, &compare_step(KEPT, false)).await, "[]");
+        assert_eq!(out(&mut sb, &compare_step(&unicode, false)).await, "[]");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -171,9 +203,29 @@ async fn a_loop_of_searches_leaves_the_steps_host_calls_to_the_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn other_texts_and_small_or_non_ascii_contexts_stay_in_cpython() {
-    for text in [format!("{}é", document()), "born in Lyon\n".repeat(100)] {
-        let mut sb = sandbox_with(Context::text(text), Limits::default()).await;
+async fn a_non_ascii_context_is_swept_over_its_own_alphabet() {
+    let mut sb = sandbox_with(Context::text(unicode_document()), Limits::default()).await;
+    // The first sweep also reads the text's alphabet.
+    let r = ok(&mut sb, r"a = re.findall(r'(?i)born in (\w+)', context)").await;
+    assert_eq!(r.host_calls, 2);
+    let r = ok(&mut sb, r"b = re.findall(r'(?i)k', context)").await;
+    assert_eq!(r.host_calls, 1);
+    // `\b` stays in CPython here: the engines' Unicode word characters differ.
+    let r = ok(&mut sb, r"c = re.findall(r'\bborn\b', context)").await;
+    assert_eq!(r.host_calls, 0);
+    let copy = "copy = (' ' + context)[1:]\nprint(len(a), len(b), len(c), \
+                a == re.findall(r'(?i)born in (\\w+)', copy), b == re.findall(r'(?i)k', copy))";
+    assert_eq!(out(&mut sb, copy).await, "480 400 240 True True");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn small_contexts_and_other_texts_stay_in_cpython() {
+    {
+        let mut sb = sandbox_with(
+            Context::text("born in Lyon\n".repeat(100)),
+            Limits::default(),
+        )
+        .await;
         let r = ok(
             &mut sb,
             "n = len(re.findall(r'born in (\\w+)', context))\nm = len(re.findall(r'\\w+', 'a b'))",
@@ -191,7 +243,8 @@ import re, random
 rng = random.Random(7)
 copy = (' ' + context)[1:]
 ATOMS = ['$', '\\Z', '\\B', 'a', 'b', 'e', 'N', 'x', ' ', '\\n', '.', '\\d', '\\w', '\\s', '\\W',
-         '[a-e]', '[^a-z]', '[A-Z0-9]', '\\.', '-', '@', '[\\t\\x1c]', '[aeiou]', 'th', 'Born']
+         '[a-e]', '[^a-z]', '[A-Z0-9]', '\\.', '-', '@', '[\\t\\x1c]', '[aeiou]', 'th', 'Born',
+         'é', 'ß', 'k', '[^\\x00-\\x7f]', '[À-ÿ]']
 def gen(depth=0):
     parts = []
     for _ in range(rng.randint(1, 4)):
@@ -232,14 +285,16 @@ print(swept > 50, bad)
 
 #[tokio::test(flavor = "multi_thread")]
 async fn random_patterns_give_cpythons_results() {
-    let mut sb = sandbox_with(Context::text(document()), Limits::default()).await;
-    let r = ok(&mut sb, RANDOM_PATTERNS).await;
-    assert_eq!(r.stdout.trim(), "True []");
-    assert!(
-        r.host_calls > 30,
-        "most patterns go to the host: {}",
-        r.host_calls
-    );
+    for text in [document(), unicode_document()] {
+        let mut sb = sandbox_with(Context::text(text), Limits::default()).await;
+        let r = ok(&mut sb, RANDOM_PATTERNS).await;
+        assert_eq!(r.stdout.trim(), "True []");
+        assert!(
+            r.host_calls > 30,
+            "most patterns go to the host: {}",
+            r.host_calls
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
