@@ -693,25 +693,31 @@ impl TextDoc {
     pub fn alphabet(&self) -> Option<&str> {
         self.alphabet
             .get_or_init(|| {
+                // ASCII in a table, the rest in a set (most characters of most texts are ASCII).
+                let mut ascii = [false; 128];
+                let mut other = std::collections::BTreeSet::new();
                 if self.is_ascii() {
-                    let mut seen = [false; 128];
                     for &b in self.text.as_bytes() {
-                        seen[usize::from(b)] = true;
+                        ascii[usize::from(b)] = true;
                     }
-                    return Some(
-                        (0u8..128)
-                            .filter(|&b| seen[usize::from(b)])
-                            .map(char::from)
-                            .collect(),
-                    );
-                }
-                let mut seen = std::collections::BTreeSet::new();
-                for ch in self.text.chars() {
-                    if seen.insert(ch) && seen.len() > MAX_ALPHABET {
-                        return None;
+                } else {
+                    for ch in self.text.chars() {
+                        match u8::try_from(ch) {
+                            Ok(b) if b < 128 => ascii[usize::from(b)] = true,
+                            _ => {
+                                if other.insert(ch) && other.len() > MAX_ALPHABET {
+                                    return None;
+                                }
+                            }
+                        }
                     }
                 }
-                Some(seen.into_iter().collect())
+                let alphabet: String = (0u8..128)
+                    .filter(|&b| ascii[usize::from(b)])
+                    .map(char::from)
+                    .chain(other)
+                    .collect();
+                (alphabet.chars().count() <= MAX_ALPHABET).then_some(alphabet)
             })
             .as_deref()
     }
@@ -848,6 +854,20 @@ mod tests {
             let doc = TextDoc::new(text);
             assert_eq!(doc.json_chars, json.chars().count() as u64);
         }
+    }
+
+    #[test]
+    fn the_alphabet_holds_each_character_once_in_code_point_order() {
+        assert_eq!(TextDoc::new("banana\n".into()).alphabet(), Some("\nabn"));
+        assert_eq!(
+            TextDoc::new("Straße, café; 日本 ß é".into()).alphabet(),
+            Some(" ,;Sacefrtßé日本")
+        );
+        let many: String = (0x4E00u32..0x4E00 + MAX_ALPHABET as u32 + 1)
+            .filter_map(char::from_u32)
+            .collect();
+        assert_eq!(TextDoc::new(many.clone()).alphabet(), None);
+        assert!(TextDoc::new(many[3..].to_string()).alphabet().is_some());
     }
 
     #[test]
