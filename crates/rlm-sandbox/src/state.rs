@@ -264,6 +264,45 @@ impl HostState {
         Ok((ctx, local))
     }
 
+    /// The context holding `node`, shared (for work off the async workers), and the node's id.
+    fn shared(&self, node: u64) -> Result<(Arc<Context>, LocalId), String> {
+        let (_, local) = self.resolve(node)?;
+        Ok((self.contexts[(node >> 32) as usize].clone(), local))
+    }
+
+    /// Run `work` on a blocking thread, so the async workers go on, within the step's remaining
+    /// time, one such work per REPL at a time (work given up on must finish, or see its cancel
+    /// flag, before the next starts). `None` when the time ran out: `work`'s cancel flag is then
+    /// set. A thread that failed is an error naming `what`.
+    fn off_the_workers<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        work: impl FnOnce(&AtomicBool) -> T + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<Option<T>, String>> + Send + 'static {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let lock = self.search_lock.clone();
+        async move {
+            let cancel = Arc::new(AtomicBool::new(false));
+            let flag = cancel.clone();
+            let job = async move {
+                let guard = lock.lock_owned().await;
+                tokio::task::spawn_blocking(move || {
+                    let _one_at_a_time = guard;
+                    work(&flag)
+                })
+                .await
+            };
+            match tokio::time::timeout(remaining, job).await {
+                Ok(Ok(done)) => Ok(Some(done)),
+                Ok(Err(e)) => Err(format!("{what} failed on the host: {e}")),
+                Err(_) => {
+                    cancel.store(true, Ordering::Relaxed);
+                    Ok(None)
+                }
+            }
+        }
+    }
+
     fn text(&self, node: u64) -> Result<&crate::context::TextDoc, String> {
         let (ctx, local) = self.resolve(node)?;
         match ctx.node(local) {
@@ -449,37 +488,20 @@ impl wit_ctx::Host for HostState {
         let re = self.regex(&pattern, options.ignore_case)?;
         let max = options.max_results.min(self.limits.max_search_results) as usize;
         let cap = self.cap();
-        self.resolve(node)?;
-        let ctx = self.contexts[(node >> 32) as usize].clone();
-        let local = (node & 0xFFFF_FFFF) as LocalId;
+        let (ctx, local) = self.shared(node)?;
         // A character is at most 4 bytes: keep any one match well inside the string cap.
         let max_chars = u64::from(options.max_match_chars).min(cap as u64 / 8);
-        // The search runs on a blocking thread, so the async workers go on, and it gets only
-        // the step's remaining time. One search per REPL at a time: a search given up on must
-        // finish (or see its cancel flag) before the next.
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
-        let lock = self.search_lock.clone();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let flag = cancel.clone();
-        let work = async move {
-            let guard = lock.lock_owned().await;
-            tokio::task::spawn_blocking(move || {
-                let _one_at_a_time = guard;
-                search_hits(&ctx, local, &re, max, max_chars, cap, &flag)
-            })
-            .await
-        };
-        let hits = match tokio::time::timeout(remaining, work).await {
-            Ok(Ok(hits)) => {
+        let work =
+            move |cancel: &AtomicBool| search_hits(&ctx, local, &re, max, max_chars, cap, cancel);
+        let hits = match self.off_the_workers("the search", work).await? {
+            Some(hits) => {
                 self.searches = self.searches.saturating_add(1);
                 if hits.is_empty() {
                     self.empty_searches = self.empty_searches.saturating_add(1);
                 }
                 hits
             }
-            Ok(Err(e)) => return Err(format!("the search failed on the host: {e}")),
-            Err(_) => {
-                cancel.store(true, Ordering::Relaxed);
+            None => {
                 return Err(format!(
                     "search() did not finish within the step's time limit ({:.1} s); search \
                      a smaller part of the context or use a simpler pattern",
@@ -516,36 +538,19 @@ impl wit_ctx::Host for HostState {
         self.text(node)?;
         let re = self.regex(&pattern, false)?;
         let max = max.min(MAX_SPANS) as usize;
-        let ctx = self.contexts[(node >> 32) as usize].clone();
-        let local = (node & 0xFFFF_FFFF) as LocalId;
-        // As for `search`: off the async workers, one at a time, within the step's time.
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
-        let lock = self.search_lock.clone();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let flag = cancel.clone();
-        let work = async move {
-            let guard = lock.lock_owned().await;
-            tokio::task::spawn_blocking(move || {
-                let _one_at_a_time = guard;
-                crate::context::text_spans(&ctx, local, &re, max, &flag)
-            })
-            .await
-        };
-        match tokio::time::timeout(remaining, work).await {
-            Ok(Ok(spans)) => Ok(spans),
-            Ok(Err(e)) => Err(format!("the sweep failed on the host: {e}")),
-            Err(_) => {
-                cancel.store(true, Ordering::Relaxed);
-                Err("the sweep did not finish within the step's time limit".into())
-            }
+        let (ctx, local) = self.shared(node)?;
+        let work =
+            move |cancel: &AtomicBool| crate::context::text_spans(&ctx, local, &re, max, cancel);
+        match self.off_the_workers("the sweep", work).await? {
+            Some(spans) => Ok(spans),
+            None => Err("the sweep did not finish within the step's time limit".into()),
         }
     }
 
     async fn alphabet(&mut self, node: u64) -> Result<Option<String>, String> {
         self.charge(1)?;
         self.text(node)?;
-        let ctx = self.contexts[(node >> 32) as usize].clone();
-        let local = (node & 0xFFFF_FFFF) as LocalId;
+        let (ctx, local) = self.shared(node)?;
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         // The first call reads the whole text once: off the async workers.
         let work = tokio::task::spawn_blocking(move || match ctx.node(local) {
