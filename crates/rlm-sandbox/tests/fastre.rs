@@ -335,3 +335,21 @@ async fn a_whole_context_and_a_lazy_one_each_sweep_their_own_way() {
         "True True 480"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_matches_or_characters_leave_the_sweep_to_cpython() {
+    // 150,000 matches: the host answers 100,001 spans, one more than a sweep may take.
+    let mut sb = sandbox_with(Context::text("a".repeat(150_000)), Limits::default()).await;
+    let r = ok(&mut sb, "n = len(re.findall('a', context))").await;
+    assert_eq!(r.host_calls, 1);
+    assert_eq!(out(&mut sb, "print(n)").await, "150000");
+    // 5,000 distinct characters: the host reports no alphabet, and CPython sweeps.
+    let many: String = (0x4E00u32..0x4E00 + 5000)
+        .filter_map(char::from_u32)
+        .collect::<String>()
+        .repeat(14);
+    let mut sb = sandbox_with(Context::text(many), Limits::default()).await;
+    let r = ok(&mut sb, "n = len(re.findall('\u{4e01}\u{4e02}', context))").await;
+    assert_eq!(r.host_calls, 1, "the alphabet only, no sweep");
+    assert_eq!(out(&mut sb, "print(n)").await, "14");
+}
