@@ -260,7 +260,7 @@ fn sniah(rng: &mut StdRng, chars: usize, depth: f64) -> Generated {
     let cut = text[at..].find(". ").map_or(text.len(), |i| at + i + 2);
     text.insert_str(cut.min(text.len()), &format!("{needle} "));
     (
-        ContextInput::Text(text),
+        ContextInput::Text(text.into()),
         format!("What is the access code for project {key}?"),
         value,
         Scorer::Contains,
@@ -374,7 +374,7 @@ fn oolong(rng: &mut StdRng, chars: usize) -> Generated {
          problem? Answer with a number."
     );
     (
-        ContextInput::Text(text),
+        ContextInput::Text(text.into()),
         question,
         count.to_string(),
         Scorer::Numeric { tolerance: 0.0 },
@@ -403,7 +403,7 @@ fn oolong_pairs(rng: &mut StdRng, chars: usize) -> Generated {
          Answer 'none' if there are none."
     );
     (
-        ContextInput::Text(text),
+        ContextInput::Text(text.into()),
         question,
         pairs.join("; "),
         Scorer::SetF1,
@@ -517,7 +517,7 @@ mod tests {
 
     fn text_of(t: &Task) -> String {
         match &t.context {
-            ContextInput::Text(s) => s.clone(),
+            ContextInput::Text(s) => s.to_string(),
             ContextInput::Documents(d) => d.join("\n"),
             ContextInput::Json(v) => v.to_string(),
         }

@@ -91,7 +91,7 @@ pub fn load_jsonl(path: &Path) -> Result<Vec<Task>, EvalError> {
                 let full = base.join(&cp);
                 let text = std::fs::read_to_string(&full)
                     .map_err(|e| bad(format!("context_path {}: {e}", full.display())))?;
-                rlm::ContextInput::Text(text)
+                rlm::ContextInput::Text(text.into())
             }
             (None, None) => return Err(bad("needs `context` or `context_path`".into())),
         };

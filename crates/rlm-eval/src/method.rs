@@ -110,7 +110,7 @@ impl FromStr for Method {
 /// The context as one text, the way `direct` puts it in the prompt.
 pub fn context_text(context: &ContextInput) -> String {
     match context {
-        ContextInput::Text(t) => t.clone(),
+        ContextInput::Text(t) => t.to_string(),
         ContextInput::Documents(d) => d.join("\n\n"),
         ContextInput::Json(v) => serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()),
     }
@@ -195,7 +195,7 @@ mod tests {
 
     #[test]
     fn direct_cuts_to_the_window() {
-        let ctx = ContextInput::Text("é".repeat(10_000));
+        let ctx = ContextInput::Text("é".repeat(10_000).into());
         let (p, cut) = direct_prompt(&ctx, "q?", 1_500);
         assert!(cut);
         assert_eq!(p.matches('é').count(), 2_000);

@@ -553,7 +553,7 @@ async fn rlm_method(
     record: &mut TaskRecord,
 ) {
     record.sub_model = Some(method.sub.id());
-    let context = std::mem::replace(&mut task.context, ContextInput::Text(String::new()));
+    let context = std::mem::replace(&mut task.context, ContextInput::Text(String::new().into()));
     let mut budget = options.budget.clone();
     if budget.max_time.is_none() {
         budget.max_time = options.task_timeout;

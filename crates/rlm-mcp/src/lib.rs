@@ -332,7 +332,7 @@ impl RlmMcp {
         }
         Ok(self
             .ask(
-                ContextInput::Text(args.text),
+                ContextInput::Text(args.text.into()),
                 &args.question,
                 args.options,
                 ctx,
@@ -414,7 +414,9 @@ impl RlmMcp {
                     limit,
                 });
             }
-            Ok(ContextInput::load(&canon, ContextFormat::Auto)?)
+            // Copied, not mapped: the client may rewrite its files while a run reads them,
+            // and a map would see the edit (or fault, if the file is cut short).
+            Ok(ContextInput::load_copy(&canon, ContextFormat::Auto)?)
         })
         .await
         .map_err(|e| McpError::Transport(e.to_string()))?

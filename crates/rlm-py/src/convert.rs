@@ -29,7 +29,7 @@ pub fn json_to_py(py: Python<'_>, value: &serde_json::Value) -> PyResult<Py<PyAn
 /// list or dict is JSON.
 pub fn context(value: &Bound<'_, PyAny>) -> PyResult<rlm::ContextInput> {
     if let Ok(s) = value.cast::<PyString>() {
-        return Ok(rlm::ContextInput::Text(s.to_cow()?.into_owned()));
+        return Ok(rlm::ContextInput::Text(s.to_cow()?.into_owned().into()));
     }
     Ok(rlm::ContextInput::from_json(py_to_json(value)?))
 }

@@ -117,8 +117,9 @@ fn native_cpu(code: &str) -> Option<f64> {
 
 /// A whole `rlm exec` process over a context file of 100 MB and of `big_mb`, loaded whole (a
 /// real `str`, the default when it fits the REPL's memory) and lazy (`--lazy-threshold 0`, served
-/// by the host): seconds from start to the step's output, and the process's peak RSS (from
-/// `wait4`, so one process's figure, not the bench's).
+/// by the host): seconds from start to the step's output, the process's peak RSS (from
+/// `wait4`, so one process's figure, not the bench's) and its peak anonymous memory (the file is
+/// mapped, so the host's side of the context is the page cache's pages, not a copy).
 fn big_context_processes(bin: &std::path::Path, big_mb: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     for mb in [100usize, big_mb] {
@@ -149,9 +150,10 @@ fn big_context_processes(bin: &std::path::Path, big_mb: usize) {
             row(
                 &format!("`rlm exec` {label} context, {mode}"),
                 format!(
-                    "{:.2} s, {} MiB",
+                    "{:.2} s, {} MiB ({} MiB anonymous)",
                     run.time.as_secs_f64(),
-                    run.peak_rss >> 20
+                    run.peak_rss >> 20,
+                    run.peak_anon >> 20
                 ),
                 peers,
             );
@@ -167,6 +169,10 @@ struct ExecRun {
     ok: bool,
     /// Its peak resident set, in bytes.
     peak_rss: u64,
+    /// Its peak anonymous resident memory (sampled every 2 ms), in bytes: the resident set less
+    /// the pages of mapped files (a mapped context's are the page cache's, shared and
+    /// reclaimable).
+    peak_anon: u64,
 }
 
 /// Run `rlm exec ARGS -` with `step` on stdin, to the end.
@@ -183,6 +189,18 @@ fn rlm_exec(bin: &std::path::Path, args: &[&std::ffi::OsStr], step: &str) -> Exe
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn rlm");
+    let pid = child.id();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0u64;
+        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            match status_kb(&status, "RssAnon:") {
+                Some(kb) => peak = peak.max(kb * 1024),
+                None => break, // a zombie: the process has exited
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        peak
+    });
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(step.as_bytes()).expect("write step");
     drop(stdin);
@@ -191,12 +209,23 @@ fn rlm_exec(bin: &std::path::Path, args: &[&std::ffi::OsStr], step: &str) -> Exe
     stdout.read_to_string(&mut out).expect("read output");
     let time = t.elapsed();
     let (ok, peak_rss) = wait_with_peak_rss(child.id());
+    let peak_anon = sampler.join().unwrap_or(0);
     ExecRun {
         time,
         out,
         ok,
         peak_rss,
+        peak_anon,
     }
+}
+
+/// The figure of `key` (in kB) in a `/proc/PID/status` text.
+fn status_kb(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
 }
 
 /// Wait for child `pid`; whether it succeeded, and its peak resident set in bytes.
@@ -213,13 +242,7 @@ fn wait_with_peak_rss(pid: u32) -> (bool, u64) {
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-        })
+        .and_then(|s| status_kb(&s, "VmRSS:"))
         .map_or(0, |kb| kb * 1024)
 }
 

@@ -14,6 +14,7 @@ use regex::RegexBuilder;
 use serde_json::Value;
 
 use crate::error::SandboxError;
+use crate::text::Text;
 
 /// Characters between two entries of a text's character → byte index.
 const INDEX_STRIDE: u64 = 4096;
@@ -53,8 +54,8 @@ pub(crate) enum Node {
 /// A context file's content, parsed for its format but not yet indexed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ContextData {
-    /// A text document.
-    Text(String),
+    /// A text document (a large file's is mapped, not copied: see [`Text::map_file`]).
+    Text(Text),
     /// JSON (a `.json` value, or the list of a `.jsonl` file's lines).
     Json(Value),
 }
@@ -88,7 +89,7 @@ pub enum ContextShape {
 
 impl Context {
     /// A single text document.
-    pub fn text(text: impl Into<String>) -> Arc<Self> {
+    pub fn text(text: impl Into<Text>) -> Arc<Self> {
         Self::from_nodes(vec![Node::Text(TextDoc::new(text.into()))])
     }
 
@@ -171,18 +172,30 @@ impl Context {
     ///
     /// `Auto` picks JSON for `.json`, JSON Lines (a list) for `.jsonl`, text otherwise. Text that
     /// is not valid UTF-8 is decoded lossily (with a warning), so one bad byte loses nothing else.
+    /// A regular file of at least [`crate::MAP_MIN_BYTES`] is mapped read-only rather than read
+    /// ([`Text::map_file`]): a text then stays the file's own pages (no copy on the host), and
+    /// JSON is parsed straight from them.
     pub fn read(path: &Path, format: ContextFormat) -> Result<ContextData, SandboxError> {
-        let bytes = if path == Path::new("-") {
-            let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).map(|_| buf)
-        } else {
-            std::fs::read(path)
-        }
-        .map_err(|source| SandboxError::Io {
+        Self::read_with(path, format, true)
+    }
+
+    /// [`Context::read`], but always copying the file into memory: for a long-running process
+    /// (a server) over files that others may rewrite in place while it works, which a map
+    /// would see (or, cut short, fault on).
+    pub fn read_copy(path: &Path, format: ContextFormat) -> Result<ContextData, SandboxError> {
+        Self::read_with(path, format, false)
+    }
+
+    fn read_with(
+        path: &Path,
+        format: ContextFormat,
+        map: bool,
+    ) -> Result<ContextData, SandboxError> {
+        let io_err = |source| SandboxError::Io {
             action: "reading the context",
             path: path.to_path_buf(),
             source,
-        })?;
+        };
         let format = match format {
             ContextFormat::Auto => match path.extension().and_then(|e| e.to_str()) {
                 Some("json") => ContextFormat::Json,
@@ -191,11 +204,24 @@ impl Context {
             },
             f => f,
         };
-        let text = match String::from_utf8(bytes) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "context is not valid UTF-8; invalid bytes replaced");
-                String::from_utf8_lossy(e.as_bytes()).into_owned()
+        let text: Text = if path == Path::new("-") {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).map_err(io_err)?;
+            utf8_or_lossy(path, buf).into()
+        } else {
+            let mut file = std::fs::File::open(path).map_err(io_err)?;
+            let mapped = if map {
+                Text::map_file(&file).map_err(io_err)?
+            } else {
+                None
+            };
+            match mapped {
+                Some(mapped) => mapped,
+                None => {
+                    let mut buf = Vec::new();
+                    file.read_to_end(&mut buf).map_err(io_err)?;
+                    utf8_or_lossy(path, buf).into()
+                }
             }
         };
         let bad_json = |line: Option<usize>, e: serde_json::Error| SandboxError::BadContext {
@@ -510,6 +536,15 @@ pub(crate) fn search_hits(
     hits
 }
 
+/// `bytes` as text: as they are when valid UTF-8, else with each invalid byte replaced (and a
+/// warning naming the file).
+fn utf8_or_lossy(path: &Path, bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| {
+        tracing::warn!(path = %path.display(), "context is not valid UTF-8; invalid bytes replaced");
+        String::from_utf8_lossy(e.as_bytes()).into_owned()
+    })
+}
+
 fn push(nodes: &mut Vec<Node>, node: Node) -> LocalId {
     nodes.push(node);
     (nodes.len() - 1) as LocalId
@@ -568,7 +603,7 @@ fn json_size(node: &Node) -> u64 {
 /// A text with character-offset access.
 #[derive(Debug)]
 pub struct TextDoc {
-    text: String,
+    text: Text,
     chars: u64,
     /// Characters of its JSON string form (for load-size decisions).
     json_chars: u64,
@@ -646,7 +681,8 @@ fn json_escapes_one(bytes: &[u8]) -> u64 {
 }
 
 impl TextDoc {
-    fn new(text: String) -> Self {
+    fn new(text: impl Into<Text>) -> Self {
+        let text = text.into();
         let bytes = text.as_bytes();
         let escapes = json_escapes(bytes);
         if text.is_ascii() {
@@ -858,9 +894,9 @@ mod tests {
 
     #[test]
     fn the_alphabet_holds_each_character_once_in_code_point_order() {
-        assert_eq!(TextDoc::new("banana\n".into()).alphabet(), Some("\nabn"));
+        assert_eq!(TextDoc::new("banana\n").alphabet(), Some("\nabn"));
         assert_eq!(
-            TextDoc::new("Straße, café; 日本 ß é".into()).alphabet(),
+            TextDoc::new("Straße, café; 日本 ß é").alphabet(),
             Some(" ,;Sacefrtßé日本")
         );
         let many: String = (0x4E00u32..0x4E00 + MAX_ALPHABET as u32 + 1)
@@ -893,7 +929,7 @@ mod tests {
 
     #[test]
     fn count_and_find_follow_python() {
-        let t = TextDoc::new("aaaa".into());
+        let t = TextDoc::new("aaaa");
         assert_eq!(t.count("aa", 0, 4), 2);
         assert_eq!(t.count("", 0, 4), 5);
         assert_eq!(t.find("", 2, 4, false), Some(2));

@@ -58,6 +58,7 @@ mod sandbox;
 mod seeded;
 mod standby;
 mod state;
+mod text;
 mod tools;
 mod warm;
 
@@ -75,4 +76,5 @@ pub use memory::MemoryPool;
 pub use sandbox::{JournalEntry, LimitHit, Sandbox, SandboxBuilder, StepResult, slot_name};
 pub use seeded::fresh_seed;
 pub use state::ModelCall;
+pub use text::{MAP_MIN_BYTES, Text};
 pub use tools::{Tool, ToolError, ToolFuture};

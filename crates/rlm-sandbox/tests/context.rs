@@ -349,3 +349,75 @@ async fn later_contexts_are_added_as_numbered_names() {
         "('first', 'second', 0)"
     );
 }
+
+/// A context file of at least `MAP_MIN_BYTES` is mapped, not read (the host keeps no copy of
+/// its own), and behaves as the same text held in memory: whole and lazy, with multi-byte
+/// characters, and the host's search over it. JSON is parsed from the map; a large file that
+/// is not UTF-8 is read and decoded lossily, as a small one is.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_context_files_are_mapped_and_read_like_text_in_memory() {
+    use rlm_sandbox::{ContextData, ContextFormat, MAP_MIN_BYTES};
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let text = unicode_text(MAP_MIN_BYTES as usize / 60 + 1);
+    assert!(text.len() as u64 > MAP_MIN_BYTES);
+    let path = dir.path().join("big.txt");
+    std::fs::write(&path, &text).unwrap();
+    let ContextData::Text(mapped) = Context::read(&path, ContextFormat::Auto).unwrap() else {
+        panic!("text expected");
+    };
+    assert!(
+        mapped.is_mapped(),
+        "a file of {} bytes is mapped",
+        text.len()
+    );
+    assert_eq!(mapped.as_str(), text);
+    let chars = text.chars().count();
+    for lazy in [false, true] {
+        let limits = Limits {
+            lazy_threshold_chars: if lazy { 1000 } else { u64::MAX },
+            ..Limits::default()
+        };
+        let ctx = Context::load(&path, ContextFormat::Auto).unwrap();
+        let mut sb = sandbox_with(ctx, limits).await;
+        let kind = if lazy { "'LazyText'" } else { "'str'" };
+        assert_eq!(out(&mut sb, "type(context).__name__").await, kind);
+        assert_eq!(out(&mut sb, COMPARE).await, format!("ok {chars}"));
+        let hits = out(
+            &mut sb,
+            "h = search('line 4321:')\nlen(h), context[h[0]['start']:h[0]['end']]",
+        )
+        .await;
+        assert_eq!(hits, "(1, 'line 4321:')");
+    }
+    // A small file is read, as before.
+    let small = dir.path().join("small.txt");
+    std::fs::write(&small, "short").unwrap();
+    let ContextData::Text(read) = Context::read(&small, ContextFormat::Auto).unwrap() else {
+        panic!("text expected");
+    };
+    assert!(!read.is_mapped());
+    // JSON parsed straight from a map.
+    let json = dir.path().join("big.json");
+    let items: Vec<String> = (0..20_000)
+        .map(|i| format!("doc {i} — é {}", "x".repeat(40)))
+        .collect();
+    std::fs::write(&json, serde_json::to_string(&items).unwrap()).unwrap();
+    assert!(std::fs::metadata(&json).unwrap().len() > MAP_MIN_BYTES);
+    let ContextData::Json(v) = Context::read(&json, ContextFormat::Auto).unwrap() else {
+        panic!("json expected");
+    };
+    assert_eq!(v.as_array().map(Vec::len), Some(20_000));
+    assert_eq!(v[19_999], serde_json::json!(items[19_999]));
+    // A large file with one invalid byte: read, with that byte replaced.
+    let bad = dir.path().join("bad.txt");
+    let mut f = std::fs::File::create(&bad).unwrap();
+    f.write_all(&vec![b'a'; MAP_MIN_BYTES as usize]).unwrap();
+    f.write_all(b"\xFFend").unwrap();
+    drop(f);
+    let ContextData::Text(lossy) = Context::read(&bad, ContextFormat::Auto).unwrap() else {
+        panic!("text expected");
+    };
+    assert!(!lossy.is_mapped());
+    assert!(lossy.ends_with("a\u{FFFD}end"));
+}

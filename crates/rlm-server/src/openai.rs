@@ -182,7 +182,7 @@ pub async fn chat_completions(
         .launch(
             &s,
             Launch {
-                context: ContextInput::Text(context),
+                context: ContextInput::Text(context.into()),
                 query,
                 spec: RunSpec {
                     model: root,

@@ -882,7 +882,7 @@ pub async fn start(
             .sample
             .as_ref()
             .ok_or_else(|| ApiError::bad("this server has no sample document"))?;
-        ContextInput::Text(text.clone())
+        ContextInput::Text(text.clone().into())
     } else {
         let text = b.context.unwrap_or_default();
         if text.is_empty() {
@@ -895,7 +895,7 @@ pub async fn start(
                 .map_err(|e| ApiError::bad(format!("the document is not valid JSON: {e}")))?;
             ContextInput::from_json(v)
         } else {
-            ContextInput::Text(text)
+            ContextInput::Text(text.into())
         }
     };
     let spec = RunSpec {

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use rlm_sandbox::{Context, SandboxError};
+use rlm_sandbox::{Context, SandboxError, Text};
 
 /// The document(s) a run works over.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ContextInput {
-    /// One text.
-    Text(String),
+    /// One text (a large file's is mapped, not copied: see [`rlm_sandbox::Text`]).
+    Text(Text),
     /// A list of documents.
     Documents(Vec<String>),
     /// Parsed JSON.
@@ -17,13 +17,19 @@ pub enum ContextInput {
 
 impl From<String> for ContextInput {
     fn from(s: String) -> Self {
-        Self::Text(s)
+        Self::Text(s.into())
     }
 }
 
 impl From<&str> for ContextInput {
     fn from(s: &str) -> Self {
-        Self::Text(s.to_string())
+        Self::Text(s.into())
+    }
+}
+
+impl From<Text> for ContextInput {
+    fn from(t: Text) -> Self {
+        Self::Text(t)
     }
 }
 
@@ -46,10 +52,23 @@ impl ContextInput {
         path: &std::path::Path,
         format: rlm_sandbox::ContextFormat,
     ) -> Result<Self, SandboxError> {
-        Ok(match Context::read(path, format)? {
+        Ok(Self::from_data(Context::read(path, format)?))
+    }
+
+    /// [`ContextInput::load`], always copying the file into memory (see
+    /// [`Context::read_copy`]): for servers over files that may be rewritten while they work.
+    pub fn load_copy(
+        path: &std::path::Path,
+        format: rlm_sandbox::ContextFormat,
+    ) -> Result<Self, SandboxError> {
+        Ok(Self::from_data(Context::read_copy(path, format)?))
+    }
+
+    fn from_data(data: rlm_sandbox::ContextData) -> Self {
+        match data {
             rlm_sandbox::ContextData::Text(t) => Self::Text(t),
             rlm_sandbox::ContextData::Json(v) => Self::from_json(v),
-        })
+        }
     }
 
     /// The sandbox's form of this context, consuming the input (no copy of the text).
@@ -61,7 +80,7 @@ impl ContextInput {
         }
     }
 
-    /// The sandbox's form of this context.
+    /// The sandbox's form of this context (an owned text is copied; a mapped one is shared).
     pub fn to_context(&self) -> Arc<Context> {
         match self {
             Self::Text(s) => Context::text(s.clone()),
@@ -73,7 +92,7 @@ impl ContextInput {
     /// The JSON form (what a trace stores).
     pub fn to_json(&self) -> serde_json::Value {
         match self {
-            Self::Text(s) => serde_json::Value::String(s.clone()),
+            Self::Text(s) => serde_json::Value::String(s.to_string()),
             Self::Documents(d) => serde_json::json!(d),
             Self::Json(v) => v.clone(),
         }
@@ -82,7 +101,7 @@ impl ContextInput {
     /// Back from the JSON form: a string is a text, a list of strings documents, else JSON.
     pub fn from_json(v: serde_json::Value) -> Self {
         match v {
-            serde_json::Value::String(s) => Self::Text(s),
+            serde_json::Value::String(s) => Self::Text(s.into()),
             serde_json::Value::Array(items) if items.iter().all(|i| i.is_string()) => {
                 Self::Documents(
                     items
