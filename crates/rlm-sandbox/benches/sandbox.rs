@@ -779,10 +779,21 @@ async fn recovery(engine: &Arc<SandboxEngine>) {
             "v{i} = [str(x) for x in range(200)]\nn = 0\nfor _ in range(1_500_000):\n    n += 1"
         )
     };
+    // A long session whose state stays bounded (the goal is stated by history length): each
+    // step updates a few variables, a running list keeps its last 50 items.
+    let bounded: StepCode = |i| {
+        format!(
+            "acc = (acc if 'acc' in globals() else [])[-49:] + [str({i})]\n\
+             last = {{'step': {i}, 'words': '{i} words'.split()}}\nsize = len(acc)"
+        )
+    };
     let cases = [
         (6, light, "light"),
         (60, light, "light"),
         (600, light, "light"),
+        (10, bounded, "bounded-state"),
+        (100, bounded, "bounded-state"),
+        (1000, bounded, "bounded-state"),
         (6, heavy, "0.2-s"),
     ];
     for (steps, code, kind) in cases {
@@ -798,7 +809,7 @@ async fn recovery(engine: &Arc<SandboxEngine>) {
                 Recovery::StandbySettled => (defaults.checkpoint_after, Duration::ZERO),
             };
             // Enough fuel for the heavy steps; a trap spends it all.
-            let fuel_per_step = if kind == "light" {
+            let fuel_per_step = if kind != "0.2-s" {
                 300_000_000
             } else {
                 6_000_000_000
@@ -853,8 +864,17 @@ async fn recovery(engine: &Arc<SandboxEngine>) {
                 format!("{} ({replayed} re-run{overhead})", ms(pct(&times, 0.5))),
                 GOAL,
             );
-            let check = sb.exec(&format!("v{} [0]", steps - 1)).await.unwrap();
-            assert_eq!(check.stdout.trim(), "'0'", "{check:?}");
+            // The REPL's variables are intact.
+            let (probe, want) = if kind == "bounded-state" {
+                (
+                    "acc[-1], size".to_string(),
+                    format!("('{}', {})", steps - 1, steps.min(50)),
+                )
+            } else {
+                (format!("v{} [0]", steps - 1), "'0'".to_string())
+            };
+            let check = sb.exec(&probe).await.unwrap();
+            assert_eq!(check.stdout.trim(), want, "{check:?}");
         }
     }
 }

@@ -194,3 +194,50 @@ async fn no_standby_when_the_budget_has_no_room_for_a_second_copy() {
     assert!(r.restored && r.replayed == 1, "{r:?}");
     assert_eq!(out(&mut sb, "print(x)").await, "1");
 }
+
+/// With the default limits (no `standby_after`), a REPL keeps a standby once its state is so
+/// large that recovering from a checkpoint would be slow (restoring it, then re-running the
+/// steps after it: more than 50 ms, estimated from what saving it took); a small state keeps
+/// none.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_slow_to_restore_gets_a_standby_by_default() {
+    let mut sb = Sandbox::builder(engine())
+        .limits(Limits {
+            // Enough for the steps and checkpoints below; the trap spins it all (~0.3 s).
+            fuel_per_step: 2_000_000_000,
+            ..Limits::default()
+        })
+        .context(Context::text("the doc"))
+        .build()
+        .await
+        .unwrap();
+    for i in 0..30 {
+        out(&mut sb, &format!("small{i} = [str(x) for x in range(100)]")).await;
+    }
+    assert!(
+        !sb.has_standby(),
+        "a small state is restored from its checkpoint"
+    );
+    // About 600,000 objects: restoring them takes tens of milliseconds.
+    for part in 0..2 {
+        let r = sb
+            .exec(&format!("big{part} = list(map(str, range(300_000)))"))
+            .await
+            .unwrap();
+        assert!(r.error.is_none(), "{r:?}");
+        assert!(r.checkpointed, "{r:?}");
+    }
+    assert!(sb.has_standby(), "a large state keeps a standby");
+    assert!(sb.settle().await, "the standby caught up");
+    let r = sb.exec(TRAP).await.unwrap();
+    assert!(r.restored && !r.reset, "{r:?}");
+    assert_eq!(r.replayed, 0, "swapped in, nothing re-run: {r:?}");
+    assert_eq!(
+        out(
+            &mut sb,
+            "print(len(big0) + len(big1), big1[-1], small29[-1])"
+        )
+        .await,
+        "600000 299999 99"
+    );
+}
