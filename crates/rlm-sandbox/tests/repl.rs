@@ -151,3 +151,130 @@ async fn every_preimported_module_imports() {
         "[('a', 5)]\n0.75\n['a', 'b']\n2024-03-01\n[9, 5] 2\n0.3 {\"a\": \"c\"}"
     );
 }
+
+/// Steps compile straight from their source when their last statement splits off simply (the
+/// guest's `_compile_fast`), and through the AST otherwise. Over every block of the
+/// compatibility corpus (real models' code) and edge cases, the fast split must decide the echo
+/// as the AST does and compile the same last expression, and most real blocks must take it.
+#[tokio::test(flavor = "multi_thread")]
+async fn steps_compile_from_source_as_the_ast_would() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/compat/corpus");
+    let mut blocks: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            for b in v["blocks"].as_array().unwrap() {
+                blocks.push(b.as_str().unwrap().to_string());
+            }
+        }
+    }
+    let corpus = blocks.len();
+    assert!(corpus > 200, "{corpus} blocks");
+    for edge in [
+        "x",
+        "x = 1; x",
+        "(1 +\n2)",
+        "dict(\na=1)",
+        "f(\n    x,\n)",
+        "s = '''\nabc\n'''\ns",
+        "if x:\n    pass\nelse:\n    y",
+        "x, y = 1, 2",
+        "a[0] += 1",
+        "x == 1",
+        "x <= 1",
+        "type(x)",
+        "match(x)",
+        "not x",
+        "lambda: 1",
+        "@dec\ndef f(): pass",
+        "# only a comment",
+        "",
+        "x = 1\n# trailing comment\n\n",
+        "\"\"\"doc\"\"\"",
+        "(y := 5)",
+        "for i in range(3):\n    i\ni",
+        "x = [\n1,\n2]\nx",
+        "x = 1 + \\\n2",
+        "x = 1 + \\\n2\nx",
+        "*a, b = [1, 2, 3]",
+        "a, *b = 1, 2, 3\nb",
+        "iffy = 1\niffy",
+        "import_x = 2\nimport_x",
+        "x: int = 1\ny: str = 'a'",
+        "x: int = 1\ny",
+        "from __future__ import annotations\nx",
+        "import asyncio\nawait asyncio.sleep(0)\n1",
+    ] {
+        blocks.push(edge.to_string());
+    }
+    let mut sb = sandbox_with(
+        rlm_sandbox::Context::json(serde_json::json!(blocks)),
+        rlm_sandbox::Limits::default(),
+    )
+    .await;
+    let report = out(
+        &mut sb,
+        r#"
+import sys
+G = sys.modules['rlm_guest']
+def same(a, b):
+    return (a.co_code == b.co_code and a.co_names == b.co_names
+            and list(a.co_positions()) == list(b.co_positions()))
+fast = fast_corpus = 0
+for k, code in enumerate(context):
+    f = G._compile_fast(code, f"<step {k}>")
+    if f is None:
+        continue
+    fast += 1
+    fast_corpus += k < CORPUS
+    body, last = G._compile_ast(code, f"<step {k}>")
+    assert (f[1] is None) == (last is None), ("echo", code)
+    assert last is None or same(f[1], last), ("last", code)
+print(fast, fast_corpus)
+"#
+        .replace("CORPUS", &corpus.to_string())
+        .as_str(),
+    )
+    .await;
+    let (fast, fast_corpus): (usize, usize) = {
+        let mut it = report.split_whitespace().map(|n| n.parse().unwrap());
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    assert!(
+        fast_corpus * 100 >= corpus * 85,
+        "{fast_corpus} of {corpus} corpus blocks compile from source"
+    );
+    assert!(fast > fast_corpus, "edge cases take the fast path too");
+
+    // What the steps do, end to end, on the splits that matter.
+    let mut sb = sandbox("").await;
+    ok(&mut sb, "def f(**k):\n    return k").await;
+    assert_eq!(out(&mut sb, "f(\na=1)").await, "{'a': 1}");
+    assert_eq!(out(&mut sb, "x = 1 + \\\n2").await, "");
+    assert_eq!(out(&mut sb, "x = 1; x").await, "1");
+    assert_eq!(out(&mut sb, "(x +\n2)").await, "3");
+    assert_eq!(
+        out(&mut sb, "x += 1\nif x:\n    pass\nelse:\n    x").await,
+        ""
+    );
+    assert_eq!(
+        out(&mut sb, "a: int = 1\nb: str = 'b'\nsorted(__annotate__(1))").await,
+        "['a', 'b']"
+    );
+    assert_eq!(
+        out(
+            &mut sb,
+            "p: int = 1\nq = 2\nr: int = 3\nsorted(__annotate__(1))"
+        )
+        .await,
+        "['p', 'r']"
+    );
+    let r = sb.exec("y = 1\nz = (\n").await.unwrap();
+    assert!(
+        r.error.as_deref().unwrap_or("").contains("SyntaxError"),
+        "{r:?}"
+    );
+    assert_eq!(out(&mut sb, "print(x)\n(y := 7)").await, "2\n7");
+}
