@@ -20,11 +20,10 @@
 //! model-defined functions and classes by value and the contexts by reference). A trap is then
 //! recovered by restoring the latest checkpoint into a fresh instance and replaying only the
 //! steps after it: the cost follows the state, not the history. State that cannot be saved (a
-//! generator, a kept traceback) falls back to replaying the whole journal. A REPL whose
-//! recovery would still be slow (a state too large to restore quickly, or one that cannot be
-//! saved), or any REPL when asked ([`Limits::standby_after`]), keeps a standby: a second
-//! instance that follows each step in the background and is swapped in after a trap in
-//! microseconds, at twice the CPU and memory.
+//! generator, a kept traceback) falls back to replaying the whole journal. Optionally
+//! ([`Limits::standby_after`]) a REPL keeps a standby, a second instance that follows each step
+//! in the background and is swapped in after a trap in microseconds, at twice the CPU and
+//! memory.
 //!
 //! A [`SandboxEngine`] compiles the guest component once, caches the compiled artifact on disk
 //! (keyed by the guest's hash and the engine settings) and instantiates REPLs from it in about a

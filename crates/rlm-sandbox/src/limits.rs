@@ -89,13 +89,9 @@ pub struct Limits {
     /// follows each successful step in the background (starting from the latest checkpoint), so
     /// a trap is recovered by swapping it in, in microseconds. It doubles the REPL's CPU and
     /// memory, so it is off by default (`Duration::MAX`): checkpoints bound recovery already.
-    /// A REPL keeps one anyway (budget permitting) when recovering without it would be slow:
-    /// when its state cannot be checkpointed and replaying its steps since the last checkpoint
-    /// would take more than 50 ms (dropped when a checkpoint succeeds again), and when its
-    /// state is so large that restoring its checkpoint and re-running the steps after it could
-    /// take more than 50 ms (estimated from the time the checkpoint took to save; a hundred
-    /// thousand objects and more). Recovery thus stays within about 50 ms by default whatever
-    /// the history and the state, and within a few milliseconds for a state of modest size.
+    /// (A REPL whose state cannot be checkpointed keeps one anyway once replaying its steps
+    /// since the last checkpoint would take more than 50 ms, and drops it when a checkpoint
+    /// succeeds again.)
     /// The standby's memory is charged to the same memory budget; it is dropped when the budget
     /// runs short.
     #[serde(default = "default_standby_after")]

@@ -21,15 +21,6 @@ use crate::tools::Tool;
 /// replaying the steps since its last checkpoint would take longer than this, it keeps a
 /// standby (budget permitting), so that a trap is still recovered without replaying them.
 const UNSAVEABLE_STANDBY_AFTER: Duration = Duration::from_millis(50);
-/// When recovering from the latest checkpoint could take longer than this (restoring it, then
-/// re-running the steps after it, which the checkpoint rule keeps to about what saving it
-/// took), the REPL keeps a standby (budget permitting): a state so large that restoring it is
-/// slow (a hundred thousand objects and more) is then recovered by a swap. Restoring a
-/// checkpoint takes about [`RESTORE_PER_SAVE`] times as long as saving it (measured: 600 lists
-/// of 200 strings save in 17 ms and load in 24 ms in the guest).
-const SLOW_RECOVERY_STANDBY_AFTER: Duration = Duration::from_millis(50);
-/// Restore time of a checkpoint per unit of its save time, for [`SLOW_RECOVERY_STANDBY_AFTER`].
-const RESTORE_PER_SAVE: f64 = 1.5;
 /// Most context slots a sandbox holds (`context`, `context_1`, ...).
 const MAX_CONTEXTS: usize = 4096;
 
@@ -259,7 +250,6 @@ impl SandboxBuilder {
             checkpoint: None,
             tail_cost: Duration::ZERO,
             checkpoint_due: Duration::ZERO,
-            checkpoint_saved_in: Duration::ZERO,
             unsaveable: false,
             standby: None,
             retired: None,
@@ -315,9 +305,6 @@ pub struct Sandbox {
     /// [`Limits::checkpoint_after`]): what the last one took, or, after one failed, twice the
     /// tail it failed at.
     checkpoint_due: Duration,
-    /// What saving the latest checkpoint took (an estimate of restoring it: see
-    /// [`SLOW_RECOVERY_STANDBY_AFTER`]).
-    checkpoint_saved_in: Duration,
     /// The last checkpoint could not be taken (the state holds something that cannot be
     /// saved): past [`UNSAVEABLE_STANDBY_AFTER`] of steps since the last one, the REPL keeps a
     /// standby instead.
@@ -594,16 +581,14 @@ impl Sandbox {
                 }));
                 self.tail_cost = Duration::ZERO;
                 self.checkpoint_due = cost;
-                self.checkpoint_saved_in = cost;
                 result.checkpointed = true;
                 if self.unsaveable {
                     // The standby stood in for checkpoints: drop it unless it is wanted anyway.
                     self.unsaveable = false;
-                    if !self.standby_wanted() {
+                    if self.replay_cost <= self.recipe.limits.standby_after {
                         self.standby = None;
                     }
                 }
-                self.start_standby();
             }
             Ok(Err(why)) => {
                 tracing::debug!(%why, "the REPL's state cannot be checkpointed now");
@@ -711,7 +696,6 @@ impl Sandbox {
             self.replay_cost = started.elapsed();
             self.tail_cost = Duration::ZERO;
             self.checkpoint_due = Duration::ZERO;
-            self.checkpoint_saved_in = Duration::ZERO;
             let replayed = setup.len() as u64;
             self.journal = setup;
             self.journal_bytes = 0;
@@ -761,28 +745,11 @@ impl Sandbox {
         self.start_standby();
     }
 
-    /// Whether the REPL wants a standby now: replaying its journal would take longer than
-    /// [`Limits::standby_after`]; or its state cannot be checkpointed and the steps since the
-    /// last checkpoint took longer than [`UNSAVEABLE_STANDBY_AFTER`]; or recovering from its
-    /// checkpoint would take longer than [`SLOW_RECOVERY_STANDBY_AFTER`].
-    fn standby_wanted(&self) -> bool {
-        // Restore, plus a tail of steps as long as the save (the tail itself is not counted:
-        // a single long step is followed at once by a checkpoint).
-        let from_checkpoint = self.checkpoint.is_some()
-            && self.checkpoint_saved_in.mul_f64(RESTORE_PER_SAVE + 1.0)
-                > SLOW_RECOVERY_STANDBY_AFTER;
-        self.replay_cost > self.recipe.limits.standby_after
-            || (self.unsaveable && self.tail_cost > UNSAVEABLE_STANDBY_AFTER)
-            || from_checkpoint
-    }
-
     /// Start a standby from the journal when the REPL wants one and can afford it.
     fn start_standby(&mut self) {
-        if self.standby.is_none()
-            && !self.journal_full
-            && self.standby_wanted()
-            && self.standby_affordable()
-        {
+        let wanted = self.replay_cost > self.recipe.limits.standby_after
+            || (self.unsaveable && self.tail_cost > UNSAVEABLE_STANDBY_AFTER);
+        if self.standby.is_none() && !self.journal_full && wanted && self.standby_affordable() {
             self.standby = Standby::start(
                 self.recipe.clone(),
                 self.journal.clone(),
