@@ -95,18 +95,31 @@ async fn x_equals_1(engine: &Arc<SandboxEngine>, limits: Limits) -> Vec<Duration
 }
 
 /// The CPU time and fuel one step of `code` takes.
+/// Runs of each CPU workload; the least CPU time counts (the machine is shared and noisy).
+const CPU_RUNS: usize = 3;
+
+/// The least CPU time of [`CPU_RUNS`] runs of `code` as a step, and its fuel.
 async fn cpu_of(sb: &mut Sandbox, code: &str) -> (Duration, u64) {
-    let t = process_cpu();
-    let r = sb.exec(code).await.unwrap();
-    assert!(r.error.is_none(), "{r:?}");
-    (process_cpu() - t, r.fuel)
+    let mut best = (Duration::MAX, 0);
+    for _ in 0..CPU_RUNS {
+        let t = process_cpu();
+        let r = sb.exec(code).await.unwrap();
+        assert!(r.error.is_none(), "{r:?}");
+        let cpu = process_cpu() - t;
+        if cpu < best.0 {
+            best = (cpu, r.fuel);
+        }
+    }
+    best
 }
 
-/// CPU seconds native `python3` takes for `code` (`None` when it cannot run).
+/// The least CPU seconds of [`CPU_RUNS`] runs of `code` in native `python3` (`None` when it
+/// cannot run).
 fn native_cpu(code: &str) -> Option<f64> {
     let wrapper = format!(
-        "import time\nt = time.process_time()\nexec(compile({code:?}, 'w', 'exec'), {{}})\n\
-         print(time.process_time() - t)"
+        "import time\nbest = None\nfor _ in range({CPU_RUNS}):\n    t = time.process_time()\n    \
+         exec(compile({code:?}, 'w', 'exec'), {{}})\n    \
+         d = time.process_time() - t\n    best = d if best is None else min(best, d)\nprint(best)"
     );
     let out = std::process::Command::new("python3")
         .args(["-c", &wrapper])
@@ -471,11 +484,14 @@ async fn main() {
 
     if want("fuel") {
         // Where CPU-heavy Python's time goes: native CPython, the sandbox without metering, the
-        // sandbox with fuel (which also paces the deadline checks); and fuel per CPU-second (CPU time of this process, so a
-        // busy machine does not skew it), which calibrates FUEL_PER_CPU_SECOND.
+        // sandbox with fuel (which also paces the deadline checks); and fuel per CPU-second (CPU
+        // time of this process, so a busy machine does not skew it), which calibrates
+        // FUEL_PER_CPU_SECOND. Each figure is the least of CPU_RUNS runs.
+        // No checkpoints: the rows compare running Python (checkpoints have their own row).
         let big = Limits {
             fuel_per_step: u64::MAX / 4,
             step_timeout: Duration::from_secs(600),
+            checkpoint_after: Duration::MAX,
             ..Limits::default()
         };
         let unmetered_engine = tokio::task::spawn_blocking(|| {
