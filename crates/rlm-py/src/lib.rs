@@ -5,7 +5,7 @@
 //! `RecursiveLanguageModel`, `RLM.arun` and a DSPy interpreter.
 //!
 //! Rust work runs on one tokio runtime per process; Python threads wait on it with the GIL
-//! released and wake every 50 ms to deliver events and to notice Ctrl-C (see [`wait`]).
+//! released and wake every 50 ms to deliver events and to notice Ctrl-C (see `wait`).
 
 mod convert;
 mod engine;

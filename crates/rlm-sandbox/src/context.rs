@@ -725,7 +725,7 @@ impl TextDoc {
     }
 
     /// The distinct characters of the text in code point order, or `None` when there are more
-    /// than [`MAX_ALPHABET`]. One pass over the text, the first time only.
+    /// than `MAX_ALPHABET` (4,096). One pass over the text, the first time only.
     pub fn alphabet(&self) -> Option<&str> {
         self.alphabet
             .get_or_init(|| {

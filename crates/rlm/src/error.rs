@@ -3,7 +3,7 @@
 use rlm_sandbox::SandboxError;
 
 /// Errors that stop an RLM before it can run. Failures *during* a run (a model call that
-/// fails after its retries, a spent budget) end the run with a [`StopReason`] instead, keeping
+/// fails after its retries, a spent budget) end the run with a [`StopReason`](crate::StopReason) instead, keeping
 /// the partial answer.
 #[derive(Debug, thiserror::Error)]
 pub enum RlmError {
