@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{EchoHost, engine, out};
+use common::{EchoHost, engine, ok, out};
 use rlm_sandbox::{Context, Limits, Sandbox, StepResult};
 
 /// Limits that stop `while True: pass` quickly and checkpoint after every step (or never).
@@ -143,12 +143,18 @@ async fn the_random_streams_go_on_where_they_were() {
     };
     let (mut a, mut b) = (build().await, build().await);
     let draw = "import os, uuid, random\nprint(os.urandom(4).hex(), uuid.uuid4().hex[:8], random.random())";
+    // Checkpoints after a draw, after a step that draws nothing (the saved state is reused),
+    // and after a second draw (it must be saved anew). Each step works longer than a
+    // checkpoint takes, so each is followed by one.
+    let work = "\nn = 0\nfor _ in range(100_000):\n    n += 1";
     for sb in [&mut a, &mut b] {
-        out(sb, draw).await;
-        out(sb, "x = 1").await;
+        for step in [draw, "x = 1", draw] {
+            let r = ok(sb, &format!("{step}{work}")).await;
+            assert!(r.checkpointed, "{r:?}");
+        }
     }
     let r = trap(&mut b).await;
-    assert!(r.from_checkpoint, "{r:?}");
+    assert!(r.from_checkpoint && r.replayed == 0, "{r:?}");
     assert_eq!(out(&mut a, draw).await, out(&mut b, draw).await);
 }
 
