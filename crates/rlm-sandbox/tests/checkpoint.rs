@@ -146,7 +146,7 @@ async fn the_random_streams_go_on_where_they_were() {
     // Checkpoints after a draw, after a step that draws nothing (the saved state is reused),
     // and after a second draw (it must be saved anew). Each step works longer than a
     // checkpoint takes, so each is followed by one.
-    let work = "\nn = 0\nfor _ in range(100_000):\n    n += 1";
+    let work = "\nn = 0\nfor _ in range(30_000):\n    n += 1";
     for sb in [&mut a, &mut b] {
         for step in [draw, "x = 1", draw] {
             let r = ok(sb, &format!("{step}{work}")).await;
