@@ -1411,11 +1411,12 @@ _STATEMENT_START = re.compile(
 )
 
 
-def _compile_fast(code, filename):
+def _compile_fast(code, filename, lines=None):
     """Compile a step straight from its source, without the AST round trip (`ast.parse` builds
     Python objects for every node and `compile` converts them back: a third of a short step's
     time in the guest). Returns `(body, last)` as `_compile_ast` does, or None when the step
-    does not split simply (the AST then decides).
+    does not split simply (the AST then decides). `lines`: `code.splitlines(True)`, when the
+    caller has them already.
 
     The last top-level statement starts at the last line that starts in column 0 (blank and
     comment lines aside). That holds when the lines before it compile on their own: a split
@@ -1428,7 +1429,8 @@ def _compile_fast(code, filename):
     compatibility corpus."""
     if "__future__" in code:
         return None
-    lines = code.splitlines(True)
+    if lines is None:
+        lines = code.splitlines(True)
     i = len(lines) - 1
     while i >= 0:
         # Not a blank or comment line, nor one that closes brackets (`)` ending a call
@@ -1535,7 +1537,8 @@ def _run(code, g, state):
     saved = (sys.stdout, sys.stderr)
     sys.stdout, sys.stderr = out, err
     try:
-        compiled = _compile_fast(code, filename)
+        lines = code.splitlines(True)
+        compiled = _compile_fast(code, filename, lines)
         if compiled is None:
             try:
                 compiled = _compile_ast(code, filename)
@@ -1543,7 +1546,7 @@ def _run(code, g, state):
                 error = _clean("".join(traceback.format_exception_only(type(e), e)))
         if compiled is not None:
             body, last = compiled
-            linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+            linecache.cache[filename] = (len(code), None, lines, filename)
             for part in body:
                 _execute(part, g)
             if last is not None:
