@@ -10,8 +10,8 @@ use wasmtime::{Config, Engine, OptLevel};
 
 use crate::bindings::SandboxPre;
 use crate::error::SandboxError;
+use crate::host::HostState;
 use crate::memory::MemoryPool;
-use crate::state::HostState;
 use crate::warm::WarmPool;
 
 /// Instances the warm pool keeps ready by default.

@@ -57,24 +57,23 @@ mod pipe;
 mod sandbox;
 mod seeded;
 mod standby;
-mod state;
-mod text;
+
 mod tools;
 mod warm;
 
 pub use context::{
-    Context, ContextData, ContextFormat, ContextShape, PathStep, SearchHit, TextDoc,
+    Context, ContextData, ContextFormat, ContextShape, MAP_MIN_BYTES, PathStep, SearchHit, Text,
+    TextDoc,
 };
 pub use engine::{
     EngineOptions, FUEL_YIELD_INTERVAL, GUEST_FILE, SandboxEngine, WASMTIME_VERSION,
     default_cache_dir,
 };
 pub use error::SandboxError;
+pub use host::ModelCall;
 pub use host::{ModelHost, NoModel};
 pub use limits::{DEFAULT_STEP_CPU_SECONDS, FUEL_PER_CPU_SECOND, Limits};
 pub use memory::MemoryPool;
 pub use sandbox::{JournalEntry, LimitHit, Sandbox, SandboxBuilder, StepResult, slot_name};
 pub use seeded::fresh_seed;
-pub use state::ModelCall;
-pub use text::{MAP_MIN_BYTES, Text};
 pub use tools::{Tool, ToolError, ToolFuture};

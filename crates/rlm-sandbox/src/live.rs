@@ -15,11 +15,11 @@ use crate::context::Context;
 use crate::engine::SandboxEngine;
 use crate::error::SandboxError;
 use crate::host::ModelHost;
+use crate::host::{CallLog, HostState, ModelCall, ReplayDiverged};
 use crate::limits::Limits;
 use crate::memory::{GuestMemory, MemoryPool};
 use crate::pipe::CappedPipe;
 use crate::sandbox::{JournalEntry, LimitHit};
-use crate::state::{CallLog, HostState, ModelCall, ReplayDiverged};
 use crate::tools::Tool;
 use crate::warm::{InitKey, WarmPool};
 

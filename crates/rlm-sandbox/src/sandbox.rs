@@ -9,12 +9,12 @@ use tracing::Instrument;
 use crate::context::Context;
 use crate::engine::SandboxEngine;
 use crate::error::SandboxError;
+use crate::host::{CallLog, ModelCall};
 use crate::host::{ModelHost, NoModel};
 use crate::limits::Limits;
 use crate::live::{Checkpoint, Live, MemoryPlan, Recipe};
 use crate::memory::MemoryPool;
 use crate::standby::Standby;
-use crate::state::{CallLog, ModelCall};
 use crate::tools::Tool;
 
 /// When the REPL's state cannot be checkpointed (a live generator, a kept traceback) and

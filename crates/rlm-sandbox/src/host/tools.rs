@@ -1,0 +1,115 @@
+//! The `tools` interface: custom tools (host functions the embedding application registers)
+//! called by model code, run on the host runtime within the step's time.
+
+use super::HostState;
+use super::calls::{CLOSED, ModelCall, ReplayDiverged};
+use super::llm::reply;
+use crate::bindings::rlm::sandbox::llm as wit_llm;
+use crate::bindings::rlm::sandbox::tools as wit_tools;
+use crate::tools::Tool;
+
+/// Aborts a spawned tool handler when the call is given up (the step ended or was dropped).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl HostState {
+    /// A custom tool call: from the journal when replaying, else run (and recorded).
+    async fn tool_call(
+        &mut self,
+        name: String,
+        args_json: String,
+    ) -> wasmtime::Result<Result<String, String>> {
+        if self.closed(1) {
+            return Ok(Err(CLOSED.to_string()));
+        }
+        if self.replaying() {
+            return match self.replay_next() {
+                Some(ModelCall::Tool { name: n, result }) if n == name => Ok(result),
+                _ => Err(ReplayDiverged.into()),
+            };
+        }
+        let span = tracing::debug_span!("tool_call", tool = %name, args_bytes = args_json.len());
+        let result = tracing::Instrument::instrument(self.run_tool(&name, args_json), span).await;
+        // Failures are journaled too, so a replay meets the calls in the same order.
+        self.record(ModelCall::Tool {
+            name,
+            result: result.clone(),
+        });
+        Ok(result)
+    }
+
+    /// Check a tool call and run its handler on the host runtime, within the step's time.
+    async fn run_tool(&mut self, name: &str, args_json: String) -> Result<String, String> {
+        self.charge(1)?;
+        self.tool_calls = self.tool_calls.saturating_add(1);
+        if self.tool_calls > self.limits.max_tool_calls_per_step {
+            return Err(format!(
+                "this step made more than {} tool calls (the sandbox's per-step limit); call \
+                 tools less often per step",
+                self.limits.max_tool_calls_per_step
+            ));
+        }
+        let Some(tool) = self.tools.iter().find(|t| t.name() == name).cloned() else {
+            let known: Vec<&str> = self.tools.iter().map(Tool::name).collect();
+            return Err(format!(
+                "no tool named {:?} (tools: {})",
+                self.bounded_error(name.to_string()),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        };
+        if args_json.len() > self.cap() {
+            return Err(format!(
+                "the arguments are {} bytes of JSON, more than the sandbox passes in one piece \
+                 ({} bytes); pass less",
+                args_json.len(),
+                self.cap()
+            ));
+        }
+        let args: serde_json::Value = serde_json::from_str(&args_json)
+            .map_err(|e| format!("the arguments are not valid JSON: {e}"))?;
+        drop(args_json);
+        tool.check_args(&args)?;
+        // Spawned, so a panic in the handler is caught by tokio (not the host); aborted when the
+        // step is given up (its deadline drops this future, as for model calls).
+        let handle = tokio::spawn(tool.call(args));
+        let _abort = AbortOnDrop(handle.abort_handle());
+        let value = match handle.await {
+            Ok(Ok(value)) => value,
+            Ok(Err(e)) => return Err(self.bounded_error(e)),
+            Err(e) if e.is_panic() => {
+                tracing::warn!(tool = name, "a tool handler panicked");
+                return Err("the tool failed on the host (its handler panicked)".into());
+            }
+            Err(_) => return Err("the tool's call was cancelled on the host".into()),
+        };
+        let json = value.to_string();
+        if json.len() > self.cap() {
+            return Err(format!(
+                "the tool's result is {} bytes of JSON, more than the sandbox passes in one \
+                 piece ({} bytes); ask the tool for less",
+                json.len(),
+                self.cap()
+            ));
+        }
+        Ok(json)
+    }
+}
+
+impl wit_tools::Host for HostState {
+    async fn call_tool(
+        &mut self,
+        name: String,
+        args_json: String,
+    ) -> wasmtime::Result<wit_llm::Reply> {
+        Ok(reply(self.tool_call(name, args_json).await?))
+    }
+}
