@@ -1021,15 +1021,19 @@ def search(pattern, max=100, ignore_case=None, within="context", max_match_chars
     smart = ignore_case is None
     if smart:
         ignore_case = not _has_capitals(pattern)
+    start, end = (0, 2**64 - 1) if view is None else (view._start, view._end)
     opts = _ctx.SearchOptions(
-        max_results=min(limit, 2**31) if view is None else 2**31 - 1,
+        max_results=min(limit, 2**31),
         ignore_case=bool(ignore_case),
         max_match_chars=int(max_match_chars),
+        start=start,
+        end=end,
     )
     hits = _host(_ctx.search, node, pattern, opts)
     if not hits and smart and not ignore_case:
         anycase = _ctx.SearchOptions(
-            max_results=1000, ignore_case=True, max_match_chars=int(max_match_chars)
+            max_results=1000, ignore_case=True, max_match_chars=int(max_match_chars),
+            start=start, end=end,
         )
         n = len(_host(_ctx.search, node, pattern, anycase))
         if n:
@@ -1042,8 +1046,6 @@ def search(pattern, max=100, ignore_case=None, within="context", max_match_chars
     for h in hits:
         start, end = h.start, h.end
         if view is not None:
-            if start < view._start or end > view._end:
-                continue
             start, end = start - view._start, end - view._start
         out.append(
             {

@@ -9,10 +9,13 @@ wasmtime::component::bindgen!({
         "rlm:sandbox/llm": async | trappable,
         // Custom tools run on the host runtime while the step waits; trappable for replays.
         "rlm:sandbox/tools": async | trappable,
-        // A search can take long: it runs off the async workers, within the step's time.
+        // Scans of a text can take long: they run off the async workers, within the step's
+        // time, and stop with it.
         "rlm:sandbox/context.search": async,
         "rlm:sandbox/context.spans": async,
         "rlm:sandbox/context.alphabet": async,
+        "rlm:sandbox/context.find": async,
+        "rlm:sandbox/context.count": async,
     },
     exports: { default: async },
 });

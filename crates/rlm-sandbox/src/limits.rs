@@ -70,6 +70,11 @@ pub struct Limits {
     /// raises `ToolError` without reaching the tool. Default: 1,000.
     #[serde(default = "default_max_tool_calls")]
     pub max_tool_calls_per_step: u64,
+    /// Bytes of JSON arguments one custom-tool call may pass, checked before they are parsed
+    /// (parsed JSON takes up to about 30 times its text). Past it, the call raises `ToolError`
+    /// without reaching the tool. Default: 1 MiB.
+    #[serde(default = "default_max_tool_args")]
+    pub max_tool_args_bytes: u64,
     /// Once the steps since the REPL's last checkpoint took longer than this (and longer than
     /// taking the last checkpoint did), the REPL saves its state (its variables, functions and
     /// classes, and the `random` generator; see the guest's `rlm_checkpoint`) after the step. A
@@ -118,6 +123,10 @@ fn default_max_tool_calls() -> u64 {
     1_000
 }
 
+fn default_max_tool_args() -> u64 {
+    1 << 20
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -133,6 +142,7 @@ impl Default for Limits {
             max_search_results: 10_000,
             max_journal_bytes: default_max_journal(),
             max_tool_calls_per_step: default_max_tool_calls(),
+            max_tool_args_bytes: default_max_tool_args(),
             checkpoint_after: default_checkpoint_after(),
             max_checkpoint_bytes: default_max_checkpoint(),
             standby_after: default_standby_after(),

@@ -91,6 +91,41 @@ impl MemoryPool {
     }
 }
 
+/// Host memory held on behalf of one REPL (its compiled search patterns), charged to the same
+/// pool as guest memory, so host work that guests cause stays within the process's budget too.
+/// Returned to the pool when dropped.
+#[derive(Debug)]
+pub(crate) struct HostCharge {
+    pool: Arc<MemoryPool>,
+    held: u64,
+}
+
+impl HostCharge {
+    pub(crate) fn new(pool: Arc<MemoryPool>) -> Self {
+        Self { pool, held: 0 }
+    }
+
+    /// Hold `bytes` in all: take the increase from the pool (false, holding what it held, when
+    /// the pool cannot cover it), or give the decrease back.
+    pub(crate) fn set(&mut self, bytes: u64) -> bool {
+        if bytes > self.held {
+            if !self.pool.try_take(bytes - self.held) {
+                return false;
+            }
+        } else {
+            self.pool.give_back(self.held - bytes);
+        }
+        self.held = bytes;
+        true
+    }
+}
+
+impl Drop for HostCharge {
+    fn drop(&mut self) {
+        self.pool.give_back(self.held);
+    }
+}
+
 /// Total physical memory, from `/proc/meminfo` (Linux).
 fn physical_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -135,6 +170,11 @@ impl GuestMemory {
     /// Bytes of linear memory this REPL holds.
     pub(crate) fn held(&self) -> u64 {
         self.held
+    }
+
+    /// The pool this REPL's memory is charged to.
+    pub(crate) fn pool(&self) -> &Arc<MemoryPool> {
+        &self.pool
     }
 }
 

@@ -203,10 +203,50 @@ async fn oversized_results_and_arguments_are_refused_not_crashing() {
     )
     .await;
     assert!(
-        r.contains("the arguments are 2097161 bytes of JSON, more than the sandbox passes"),
+        r.contains(
+            "the arguments are 2097161 bytes of JSON, more than a tool call takes (1048576 bytes)"
+        ),
         "{r}"
     );
     assert_eq!(out(&mut sb, "echo(a=1)").await, "{'a': 1}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_arguments_and_names_are_bounded_before_any_work() {
+    // Arguments are measured before they are parsed: the bound is the limit, and it can be
+    // raised.
+    let l = Limits {
+        max_tool_args_bytes: 4 << 20,
+        ..Limits::default()
+    };
+    let mut sb = with_tools(vec![echo()], l).await;
+    assert_eq!(
+        out(&mut sb, "len(echo(a='y' * (2 << 20))['a'])").await,
+        "2097152"
+    );
+    let mut sb = with_tools(vec![echo()], Limits::default()).await;
+    let r = out(
+        &mut sb,
+        "try:
+    echo(a=[0] * 600_000)
+except ToolError as e:
+    print(e)",
+    )
+    .await;
+    assert!(
+        r.contains("more than a tool call takes (1048576 bytes)"),
+        "{r}"
+    );
+    // A name no tool can have is refused unlooked-at, and kept nowhere.
+    let r = out(
+        &mut sb,
+        "t = type(echo)('x' * 5_000_000, '', [], [])\ntry:\n    t()\nexcept ToolError as e:\n    print(str(e)[-80:])",
+    )
+    .await;
+    assert!(
+        r.contains("no tool has a 5000000-byte name; the tools are echo"),
+        "{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,6 +1,9 @@
 //! A text document as the host serves it: its UTF-8 plus a sparse index from character offsets
 //! to byte offsets, and the text operations the guest's `str` methods need, in characters.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::pattern::{Stopped, WINDOW_BYTES};
 use super::text::Text;
 
 /// Characters between two entries of a text's character → byte index.
@@ -135,35 +138,52 @@ impl TextDoc {
     /// The distinct characters of the text in code point order, or `None` when there are more
     /// than `MAX_ALPHABET` (4,096). One pass over the text, the first time only.
     pub fn alphabet(&self) -> Option<&str> {
-        self.alphabet
-            .get_or_init(|| {
-                // ASCII in a table, the rest in a set (most characters of most texts are ASCII).
-                let mut ascii = [false; 128];
-                let mut other = std::collections::BTreeSet::new();
-                if self.is_ascii() {
-                    for &b in self.text.as_bytes() {
-                        ascii[usize::from(b)] = true;
-                    }
-                } else {
-                    for ch in self.text.chars() {
-                        match u8::try_from(ch) {
-                            Ok(b) if b < 128 => ascii[usize::from(b)] = true,
-                            _ => {
-                                if other.insert(ch) && other.len() > MAX_ALPHABET {
-                                    return None;
-                                }
-                            }
+        self.alphabet_within(&AtomicBool::new(false)).ok().flatten()
+    }
+
+    /// [`TextDoc::alphabet`], giving up when `cancel` is set (looked at every
+    /// [`WINDOW_BYTES`]); a pass given up on is not kept.
+    pub(crate) fn alphabet_within(&self, cancel: &AtomicBool) -> Result<Option<&str>, Stopped> {
+        if let Some(done) = self.alphabet.get() {
+            return Ok(done.as_deref());
+        }
+        // ASCII in a table, the rest in a set (most characters of most texts are ASCII).
+        let mut ascii = [false; 128];
+        let mut other = std::collections::BTreeSet::new();
+        let mut found = Some(());
+        for piece in windows(&self.text) {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Stopped::Cancelled);
+            }
+            if piece.is_ascii() {
+                for &b in piece.as_bytes() {
+                    ascii[usize::from(b)] = true;
+                }
+                continue;
+            }
+            for ch in piece.chars() {
+                match u8::try_from(ch) {
+                    Ok(b) if b < 128 => ascii[usize::from(b)] = true,
+                    _ => {
+                        if other.insert(ch) && other.len() > MAX_ALPHABET {
+                            found = None;
                         }
                     }
                 }
-                let alphabet: String = (0u8..128)
-                    .filter(|&b| ascii[usize::from(b)])
-                    .map(char::from)
-                    .chain(other)
-                    .collect();
-                (alphabet.chars().count() <= MAX_ALPHABET).then_some(alphabet)
-            })
-            .as_deref()
+            }
+            if found.is_none() {
+                break;
+            }
+        }
+        let alphabet = found.and_then(|()| {
+            let alphabet: String = (0u8..128)
+                .filter(|&b| ascii[usize::from(b)])
+                .map(char::from)
+                .chain(other)
+                .collect();
+            (alphabet.chars().count() <= MAX_ALPHABET).then_some(alphabet)
+        });
+        Ok(self.alphabet.get_or_init(|| alphabet).as_deref())
     }
 
     /// Whether every character is ASCII (then byte offsets are character offsets).
@@ -234,33 +254,99 @@ impl TextDoc {
         &self.text[self.byte_of(start)..self.byte_of(end)]
     }
 
-    /// Character offset of `needle` within characters `start..end`.
-    pub fn find(&self, needle: &str, start: u64, end: u64, reverse: bool) -> Option<u64> {
+    /// Character offset of `needle` within characters `start..end` (the first, or the last
+    /// when `reverse`), looking at `cancel` every [`WINDOW_BYTES`].
+    pub(crate) fn find(
+        &self,
+        needle: &str,
+        start: u64,
+        end: u64,
+        reverse: bool,
+        cancel: &AtomicBool,
+    ) -> Result<Option<u64>, Stopped> {
         let end = end.min(self.chars);
         if start > end {
-            return None;
+            return Ok(None);
         }
         let (bs, be) = (self.byte_of(start), self.byte_of(end));
-        let hay = &self.text[bs..be];
+        let text: &str = &self.text;
+        // A match that starts in a window ends within `needle.len()` bytes after it.
+        let reach = needle.len().saturating_sub(1);
         let hit = if reverse {
-            hay.rfind(needle)
+            let mut hi = be;
+            loop {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(Stopped::Cancelled);
+                }
+                let lo = floor_char_boundary(text, hi.saturating_sub(WINDOW_BYTES).max(bs));
+                let top = ceil_char_boundary(text, hi.saturating_add(reach).min(be));
+                if let Some(i) = text[lo..top].rfind(needle) {
+                    break Some(lo + i);
+                }
+                if lo == bs {
+                    break None;
+                }
+                hi = lo;
+            }
         } else {
-            hay.find(needle)
-        }?;
-        Some(start + self.chars_between(bs, bs + hit))
+            let mut lo = bs;
+            loop {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(Stopped::Cancelled);
+                }
+                let hi = ceil_char_boundary(text, lo.saturating_add(WINDOW_BYTES).min(be));
+                let top = ceil_char_boundary(text, hi.saturating_add(reach).min(be));
+                if let Some(i) = text[lo..top].find(needle) {
+                    break Some(lo + i);
+                }
+                if hi >= be {
+                    break None;
+                }
+                lo = hi;
+            }
+        };
+        Ok(hit.map(|b| start + self.chars_between(bs, b)))
     }
 
     /// Non-overlapping occurrences of `needle` in characters `start..end` (Python semantics for
-    /// an empty needle: one more than the characters in the range).
-    pub fn count(&self, needle: &str, start: u64, end: u64) -> u64 {
+    /// an empty needle: one more than the characters in the range), looking at `cancel` every
+    /// [`WINDOW_BYTES`].
+    pub(crate) fn count(
+        &self,
+        needle: &str,
+        start: u64,
+        end: u64,
+        cancel: &AtomicBool,
+    ) -> Result<u64, Stopped> {
         let end = end.min(self.chars);
         if start > end {
-            return 0;
+            return Ok(0);
         }
         if needle.is_empty() {
-            return end - start + 1;
+            return Ok(end - start + 1);
         }
-        self.slice(start, end).matches(needle).count() as u64
+        let (bs, be) = (self.byte_of(start), self.byte_of(end));
+        let text: &str = &self.text;
+        let reach = needle.len() - 1;
+        let (mut count, mut at) = (0u64, bs);
+        while at < be {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Stopped::Cancelled);
+            }
+            // The matches that start before `hi`, then on from where the last one ended.
+            let hi = ceil_char_boundary(text, at.saturating_add(WINDOW_BYTES).min(be));
+            let top = ceil_char_boundary(text, hi.saturating_add(reach).min(be));
+            let mut next = hi;
+            for (i, _) in text[at..top].match_indices(needle) {
+                if at + i >= hi {
+                    break;
+                }
+                count += 1;
+                next = next.max(at + i + needle.len());
+            }
+            at = next;
+        }
+        Ok(count)
     }
 
     /// The line around character `at`: up to 250 characters on each side, stopping at line ends.
@@ -274,6 +360,34 @@ impl TextDoc {
         let to = after.find('\n').map_or(bhi, |i| bat + i);
         self.text[from..to].trim_end_matches('\r').to_string()
     }
+}
+
+/// `text` in pieces of about [`WINDOW_BYTES`], cut at character boundaries.
+fn windows(text: &str) -> impl Iterator<Item = &str> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        (at < text.len()).then(|| {
+            let end = ceil_char_boundary(text, at + WINDOW_BYTES);
+            let piece = &text[at..end];
+            at = end;
+            piece
+        })
+    })
+}
+
+/// The smallest character boundary of `s` at or after `i` (or its length).
+pub(crate) fn ceil_char_boundary(s: &str, i: usize) -> usize {
+    (i.min(s.len())..=s.len())
+        .find(|&j| s.is_char_boundary(j))
+        .unwrap_or(s.len())
+}
+
+/// The largest character boundary of `s` at or before `i`.
+fn floor_char_boundary(s: &str, i: usize) -> usize {
+    (0..=i.min(s.len()))
+        .rev()
+        .find(|&j| s.is_char_boundary(j))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -331,17 +445,53 @@ mod tests {
             assert_eq!(t.slice(a as u64, b as u64), want);
         }
         let pos = s.find("𝄞").map(|b| s[..b].chars().count() as u64);
-        assert_eq!(t.find("𝄞", 0, u64::MAX, false), pos);
+        assert_eq!(
+            t.find("𝄞", 0, u64::MAX, false, &AtomicBool::new(false)),
+            Ok(pos)
+        );
         assert_eq!(t.char_of(t.byte_of(5000)), 5000);
     }
 
     #[test]
     fn count_and_find_follow_python() {
+        let go = AtomicBool::new(false);
         let t = TextDoc::new("aaaa");
-        assert_eq!(t.count("aa", 0, 4), 2);
-        assert_eq!(t.count("", 0, 4), 5);
-        assert_eq!(t.find("", 2, 4, false), Some(2));
-        assert_eq!(t.find("", 0, 4, true), Some(4));
-        assert_eq!(t.find("b", 0, 4, false), None);
+        assert_eq!(t.count("aa", 0, 4, &go), Ok(2));
+        assert_eq!(t.count("", 0, 4, &go), Ok(5));
+        assert_eq!(t.find("", 2, 4, false, &go), Ok(Some(2)));
+        assert_eq!(t.find("", 0, 4, true, &go), Ok(Some(4)));
+        assert_eq!(t.find("b", 0, 4, false, &go), Ok(None));
+    }
+
+    #[test]
+    fn count_and_find_across_windows_agree_with_str_and_stop_when_cancelled() {
+        // Runs of the needle's letters straddle every window edge; characters of 1 to 4 bytes.
+        let unit = "aaé日ab🙂a";
+        let text = unit.repeat(3 * WINDOW_BYTES / unit.len() + 7);
+        let t = TextDoc::new(text.as_str());
+        let go = AtomicBool::new(false);
+        let chars = text.chars().count() as u64;
+        for needle in ["a", "aa", "aaé", "é日ab🙂", "🙂aaa", "b🙂aaé日", "zz"] {
+            assert_eq!(
+                t.count(needle, 0, chars, &go),
+                Ok(text.matches(needle).count() as u64)
+            );
+            let first = text.find(needle).map(|b| text[..b].chars().count() as u64);
+            let last = text.rfind(needle).map(|b| text[..b].chars().count() as u64);
+            assert_eq!(t.find(needle, 0, chars, false, &go), Ok(first), "{needle}");
+            assert_eq!(t.find(needle, 0, chars, true, &go), Ok(last), "{needle}");
+            // A range that starts and ends inside runs.
+            let (a, b) = (3, chars - 5);
+            let part: String = text.chars().skip(3).take((b - a) as usize).collect();
+            assert_eq!(
+                t.count(needle, a, b, &go),
+                Ok(part.matches(needle).count() as u64)
+            );
+        }
+        let stop = AtomicBool::new(true);
+        assert_eq!(t.count("zz", 0, chars, &stop), Err(Stopped::Cancelled));
+        assert_eq!(t.find("zz", 0, chars, true, &stop), Err(Stopped::Cancelled));
+        assert_eq!(t.alphabet_within(&stop), Err(Stopped::Cancelled));
+        assert_eq!(t.alphabet(), Some("ab\u{e9}\u{65e5}\u{1f642}"));
     }
 }

@@ -7,7 +7,7 @@
 //! whatever the script of the text.
 
 mod doc;
-
+mod pattern;
 mod search;
 mod text;
 
@@ -20,8 +20,10 @@ use serde_json::Value;
 use crate::error::SandboxError;
 
 pub use doc::TextDoc;
+pub use pattern::MAX_PATTERN_BYTES;
+pub(crate) use pattern::{Pattern, Stopped};
 pub use search::{PathStep, SearchHit};
-pub(crate) use search::{build_regex, search_hits, text_spans};
+pub(crate) use search::{SearchRequest, search_hits, text_spans};
 pub use text::{MAP_MIN_BYTES, Text};
 
 /// Index of a node inside one [`Context`].
@@ -46,6 +48,9 @@ pub(crate) enum Node {
     },
     Mapping {
         entries: Vec<(String, LocalId)>,
+        /// Indices into `entries` in key order, for lookups in large mappings (empty for small
+        /// ones, which are scanned): see [`Node::lookup`].
+        by_key: Vec<u32>,
         json_chars: u64,
     },
     Scalar {
@@ -402,8 +407,10 @@ fn build_json(nodes: &mut Vec<Node>, value: Value) -> Node {
                 json_chars += key_chars + 1 + json_size(&node) + u64::from(i > 0);
                 entries.push((k, push(nodes, node)));
             }
+            let by_key = key_order(&entries);
             Node::Mapping {
                 entries,
+                by_key,
                 json_chars,
             }
         }
@@ -414,6 +421,39 @@ fn build_json(nodes: &mut Vec<Node>, value: Value) -> Node {
                 json_chars,
             }
         }
+    }
+}
+
+/// Mappings with more entries than this are looked up through a key-ordered index.
+const SCAN_ENTRIES: usize = 16;
+
+/// The indices of `entries` in key order, when there are more than [`SCAN_ENTRIES`].
+fn key_order(entries: &[(String, LocalId)]) -> Vec<u32> {
+    if entries.len() <= SCAN_ENTRIES {
+        return Vec::new();
+    }
+    let mut order: Vec<u32> = (0..entries.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| entries[a as usize].0.cmp(&entries[b as usize].0));
+    order
+}
+
+impl Node {
+    /// The value of `key` in a mapping node (`None` for other nodes): a binary search of a
+    /// large mapping's key order, so a lookup costs microseconds whatever the mapping's size.
+    pub(crate) fn lookup(&self, key: &str) -> Option<LocalId> {
+        let Node::Mapping {
+            entries, by_key, ..
+        } = self
+        else {
+            return None;
+        };
+        if by_key.is_empty() {
+            return entries.iter().find(|(k, _)| k == key).map(|(_, id)| *id);
+        }
+        let at = by_key
+            .binary_search_by(|&i| entries[i as usize].0.as_str().cmp(key))
+            .ok()?;
+        Some(entries[by_key[at] as usize].1)
     }
 }
 
@@ -438,5 +478,22 @@ mod tests {
         let back: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back, serde_json::json!({"a": ["x", "yy"], "b": 3}));
         assert_eq!(ctx.size_chars(0), json.chars().count() as u64);
+    }
+
+    #[test]
+    fn lookups_find_every_key_of_small_and_large_mappings() {
+        for n in [3, SCAN_ENTRIES, SCAN_ENTRIES + 1, 5000] {
+            let map: serde_json::Map<String, Value> = (0..n)
+                .map(|i| (format!("k{}", (i * 7919) % n), Value::from(i)))
+                .collect();
+            let ctx = Context::json(Value::Object(map.clone()));
+            let root = ctx.node(0).unwrap();
+            for (k, v) in &map {
+                let id = root.lookup(k).unwrap_or_else(|| panic!("{k} of {n}"));
+                assert!(matches!(ctx.node(id), Some(Node::Scalar { value, .. }) if value == v));
+            }
+            assert_eq!(root.lookup("missing"), None);
+            assert_eq!(root.lookup(""), None);
+        }
     }
 }

@@ -3,52 +3,94 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use regex::RegexBuilder;
-
+use super::pattern::{Pattern, Stopped};
 use super::{Context, LocalId, Node, TextDoc};
+
+/// Nodes of a context walked between two looks at the cancel flag.
+const NODES_PER_CHECK: usize = 256;
 
 impl Context {
     /// Regex search below `id`, in document order, calling `emit` for each match until it
-    /// returns false.
+    /// returns false (then `Ok(false)`). `range` (characters) limits the search of a text node
+    /// `id` to that slice, which is searched as a text of its own (`^` and `\b` see its edges
+    /// as a text's edges, as Python's `re` over `text[a:b]` does); it is ignored below other
+    /// nodes.
     pub(crate) fn search(
         &self,
         id: LocalId,
-        re: &regex::Regex,
-        path: &mut Vec<PathStep>,
+        pattern: &Pattern,
+        range: Option<(u64, u64)>,
         emit: &mut EmitMatch<'_>,
-    ) -> bool {
-        match self.node(id) {
+        cancel: &AtomicBool,
+    ) -> Result<bool, Stopped> {
+        let mut walk = Walk {
+            path: Vec::new(),
+            nodes: 0,
+            cancel,
+        };
+        walk.node(self, id, pattern, range, emit)
+    }
+}
+
+/// The state of one search's walk over a context tree.
+struct Walk<'c> {
+    path: Vec<PathStep>,
+    nodes: usize,
+    cancel: &'c AtomicBool,
+}
+
+impl Walk<'_> {
+    fn node(
+        &mut self,
+        ctx: &Context,
+        id: LocalId,
+        pattern: &Pattern,
+        range: Option<(u64, u64)>,
+        emit: &mut EmitMatch<'_>,
+    ) -> Result<bool, Stopped> {
+        self.nodes += 1;
+        if self.nodes.is_multiple_of(NODES_PER_CHECK) && self.cancel.load(Ordering::Relaxed) {
+            return Err(Stopped::Cancelled);
+        }
+        match ctx.node(id) {
             Some(Node::Text(t)) => {
-                for m in re.find_iter(t.as_str()) {
-                    if !emit(path, t, m.start(), m.end()) {
-                        return false;
+                let (from, to) = match range {
+                    Some((a, b)) => {
+                        let b = b.min(t.chars());
+                        (t.byte_of(a.min(b)), t.byte_of(b))
                     }
-                }
-                true
+                    None => (0, t.as_str().len()),
+                };
+                let mut go_on = true;
+                pattern.for_each(&t.as_str()[from..to], self.cancel, |s, e| {
+                    go_on = emit(&self.path, t, from + s, from + e);
+                    go_on
+                })?;
+                Ok(go_on)
             }
             Some(Node::Sequence { items, .. }) => {
                 for (i, &item) in items.iter().enumerate() {
-                    path.push(PathStep::Index(i as u64));
-                    let go_on = self.search(item, re, path, emit);
-                    path.pop();
-                    if !go_on {
-                        return false;
+                    self.path.push(PathStep::Index(i as u64));
+                    let go_on = self.node(ctx, item, pattern, None, emit);
+                    self.path.pop();
+                    if !go_on? {
+                        return Ok(false);
                     }
                 }
-                true
+                Ok(true)
             }
             Some(Node::Mapping { entries, .. }) => {
                 for (k, v) in entries {
-                    path.push(PathStep::Key(k.clone()));
-                    let go_on = self.search(*v, re, path, emit);
-                    path.pop();
-                    if !go_on {
-                        return false;
+                    self.path.push(PathStep::Key(k.clone()));
+                    let go_on = self.node(ctx, *v, pattern, None, emit);
+                    self.path.pop();
+                    if !go_on? {
+                        return Ok(false);
                     }
                 }
-                true
+                Ok(true)
             }
-            _ => true,
+            _ => Ok(true),
         }
     }
 }
@@ -80,33 +122,17 @@ pub struct SearchHit {
     pub line: String,
 }
 
-/// Build a regex with the sandbox's safety limits (bounded compiled size).
-pub(crate) fn build_regex(pattern: &str, ignore_case: bool) -> Result<regex::Regex, String> {
-    RegexBuilder::new(pattern)
-        .case_insensitive(ignore_case)
-        // Explicit bounds on what one pattern may cost: its compiled program and the lazy DFA
-        // cache (each REPL keeps a few compiled patterns).
-        .size_limit(8 << 20)
-        .dfa_size_limit(8 << 20)
-        .build()
-        .map_err(|e| {
-            format!(
-                "invalid search pattern (Rust regex syntax; no look-around or back-references): {e}"
-            )
-        })
-}
-
-/// The first `max` matches of `re` in text node `id`, as character offsets flat as
-/// `[start0, end0, ...]`; `None` when the node is not a text or `cancel` was set.
+/// The first `max` matches of `pattern` in text node `id`, as character offsets flat as
+/// `[start0, end0, ...]`; `Ok(None)` when the node is not a text.
 pub(crate) fn text_spans(
     ctx: &Context,
     id: LocalId,
-    re: &regex::Regex,
+    pattern: &Pattern,
     max: usize,
     cancel: &AtomicBool,
-) -> Option<Vec<u64>> {
+) -> Result<Option<Vec<u64>>, Stopped> {
     let Some(Node::Text(text)) = ctx.node(id) else {
-        return None;
+        return Ok(None);
     };
     let mut spans = Vec::new();
     // Byte offsets become character offsets by counting on from the last match.
@@ -116,15 +142,28 @@ pub(crate) fn text_spans(
         byte = b;
         ch
     };
-    for (i, m) in re.find_iter(text.as_str()).take(max).enumerate() {
-        if i % 1024 == 1023 && cancel.load(Ordering::Relaxed) {
-            return None;
-        }
-        let start = to_char(m.start());
-        let end = to_char(m.end());
-        spans.extend([start, end]);
+    if max > 0 {
+        pattern.for_each(text.as_str(), cancel, |s, e| {
+            let start = to_char(s);
+            let end = to_char(e);
+            spans.extend([start, end]);
+            spans.len() < 2 * max
+        })?;
     }
-    Some(spans)
+    Ok(Some(spans))
+}
+
+/// What one `search` call asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SearchRequest {
+    /// Hits at most.
+    pub max_results: usize,
+    /// Characters of each match's text returned at most.
+    pub max_match_chars: u64,
+    /// Bytes of all hits' strings at most.
+    pub max_bytes: usize,
+    /// Characters of a text node to search (see [`Context::search`]).
+    pub range: Option<(u64, u64)>,
 }
 
 /// Search a context below `id`: up to `max_results` hits, whose strings add up to at most
@@ -132,21 +171,24 @@ pub(crate) fn text_spans(
 pub(crate) fn search_hits(
     ctx: &Context,
     id: LocalId,
-    re: &regex::Regex,
-    max_results: usize,
-    max_match_chars: u64,
-    max_bytes: usize,
+    pattern: &Pattern,
+    request: SearchRequest,
     cancel: &AtomicBool,
-) -> Vec<SearchHit> {
+) -> Result<Vec<SearchHit>, Stopped> {
+    let SearchRequest {
+        max_results,
+        max_match_chars,
+        max_bytes,
+        range,
+    } = request;
     let mut hits = Vec::new();
+    if max_results == 0 {
+        return Ok(hits);
+    }
     let mut bytes = 0usize;
-    let mut path = Vec::new();
     // Matches come in order within one text: convert byte offsets incrementally.
     let mut cursor: Option<(usize, usize, u64)> = None;
-    ctx.search(id, re, &mut path, &mut |path, text, bs, be| {
-        if hits.len() >= max_results || cancel.load(Ordering::Relaxed) {
-            return false;
-        }
+    let mut emit = |path: &[PathStep], text: &TextDoc, bs: usize, be: usize| {
         let key = text as *const TextDoc as usize;
         let (start, end) = match cursor {
             Some((k, b, c)) if k == key && b <= bs => {
@@ -181,9 +223,10 @@ pub(crate) fn search_hits(
             text: matched,
             line,
         });
-        true
-    });
-    hits
+        hits.len() < max_results
+    };
+    ctx.search(id, pattern, range, &mut emit, cancel)?;
+    Ok(hits)
 }
 
 #[cfg(test)]
@@ -193,8 +236,14 @@ mod tests {
     #[test]
     fn search_reports_char_offsets_and_paths() {
         let ctx = Context::documents(["ünïcode needle", "plain needle\nnext"]);
-        let re = build_regex("needle", false).unwrap();
-        let hits = search_hits(&ctx, 0, &re, 10, 100, 1 << 20, &AtomicBool::new(false));
+        let pattern = Pattern::compile("needle", false).unwrap();
+        let request = SearchRequest {
+            max_results: 10,
+            max_match_chars: 100,
+            max_bytes: 1 << 20,
+            range: None,
+        };
+        let hits = search_hits(&ctx, 0, &pattern, request, &AtomicBool::new(false)).unwrap();
         assert_eq!(hits.len(), 2);
         assert_eq!((hits[0].start, hits[0].end), (8, 14));
         assert_eq!(hits[0].path, vec![PathStep::Index(0)]);

@@ -1,18 +1,113 @@
 //! The `context` interface: reads and regex searches of the contexts, which stay on the host.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::HostState;
 use crate::bindings::rlm::sandbox::context as wit_ctx;
-use crate::context::{Context, LocalId, Node, PathStep, build_regex, search_hits};
+use crate::context::{
+    Context, LocalId, MAX_PATTERN_BYTES, Node, PathStep, Pattern, SearchRequest, Stopped,
+    search_hits, text_spans,
+};
+use crate::memory::{HostCharge, MemoryPool};
 
 /// Most match spans one `spans` call returns (1.6 MB here, about 6 MB of Python ints in the
 /// guest).
 const MAX_SPANS: u32 = 100_001;
-/// Number of compiled search patterns kept per REPL.
-const REGEX_CACHE: usize = 8;
+/// Search patterns a REPL keeps compiled, at most.
+const PATTERN_CACHE_ENTRIES: usize = 16;
+/// Heap bytes of the patterns a REPL keeps compiled (programs and caches), at most; the newest
+/// is kept whatever its size (its own limits bound it: see `context/pattern.rs`).
+const PATTERN_CACHE_BYTES: usize = 64 << 20;
+
+/// The search patterns one REPL compiled, newest last: the ones that compiled and the ones that
+/// were refused (so a loop that sends the same bad pattern pays for it once), within
+/// [`PATTERN_CACHE_ENTRIES`] and [`PATTERN_CACHE_BYTES`], and charged to the REPL's memory
+/// pool.
+pub(crate) struct PatternCache {
+    entries: VecDeque<(PatternKey, Compiled)>,
+    charge: HostCharge,
+    /// Patterns compiled (or refused after parsing) so far.
+    compiles: u64,
+}
+
+/// A pattern as the guest sent it, and whether it ignores case.
+type PatternKey = (String, bool);
+
+/// A compiled pattern, or why it was refused.
+type Compiled = Result<Arc<Pattern>, String>;
+
+impl PatternCache {
+    pub(crate) fn new(pool: Arc<MemoryPool>) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            charge: HostCharge::new(pool),
+            compiles: 0,
+        }
+    }
+
+    /// The compiled `pattern`, or why it cannot be.
+    fn get(&mut self, pattern: &str, ignore_case: bool) -> Result<Arc<Pattern>, String> {
+        if pattern.len() > MAX_PATTERN_BYTES {
+            // Refused by its length alone: nothing to remember but the answer.
+            return Pattern::compile(pattern, ignore_case).map(Arc::new);
+        }
+        if let Some(i) = self
+            .entries
+            .iter()
+            .position(|((p, ic), _)| *ic == ignore_case && p == pattern)
+        {
+            let entry = self.entries.remove(i).unwrap_or_else(|| unreachable!());
+            let found = entry.1.clone();
+            self.entries.push_back(entry);
+            return found;
+        }
+        let compiled = Pattern::compile(pattern, ignore_case).map(Arc::new);
+        self.compiles += 1;
+        self.entries
+            .push_back(((pattern.to_string(), ignore_case), compiled.clone()));
+        // Caches grow as patterns are used: settled on every call.
+        loop {
+            let bytes = self.bytes();
+            let over = self.entries.len() > PATTERN_CACHE_ENTRIES
+                || (self.entries.len() > 1 && bytes > PATTERN_CACHE_BYTES);
+            if !over && self.charge.set(bytes as u64) {
+                break;
+            }
+            if self.entries.len() == 1 {
+                self.entries.clear();
+                self.charge.set(0);
+                return Err(format!(
+                    "the process's memory budget (RLM_MEMORY_BUDGET_MB) has no room for this \
+                     pattern's {} KiB on the host now; try a simpler pattern, or later",
+                    bytes >> 10
+                ));
+            }
+            self.entries.pop_front();
+        }
+        compiled
+    }
+
+    /// Heap bytes the kept patterns hold.
+    fn bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|((p, _), r)| p.len() + r.as_ref().map_or_else(String::len, |c| c.memory_usage()))
+            .sum()
+    }
+}
+
+/// Sets a cancel flag when dropped: work handed to a blocking thread stops when the step that
+/// waits for it ends, however it ends (its time ran out, or the step itself was dropped).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 impl HostState {
     fn resolve(&self, node: u64) -> Result<(&Context, LocalId), String> {
@@ -45,8 +140,8 @@ impl HostState {
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         let lock = self.search_lock.clone();
         async move {
-            let cancel = Arc::new(AtomicBool::new(false));
-            let flag = cancel.clone();
+            let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+            let flag = cancel.0.clone();
             let job = async move {
                 let guard = lock.lock_owned().await;
                 tokio::task::spawn_blocking(move || {
@@ -58,10 +153,8 @@ impl HostState {
             match tokio::time::timeout(remaining, job).await {
                 Ok(Ok(done)) => Ok(Some(done)),
                 Ok(Err(e)) => Err(format!("{what} failed on the host: {e}")),
-                Err(_) => {
-                    cancel.store(true, Ordering::Relaxed);
-                    Ok(None)
-                }
+                // `cancel` stops the work as it is dropped.
+                Err(_) => Ok(None),
             }
         }
     }
@@ -74,17 +167,13 @@ impl HostState {
         }
     }
 
-    fn regex(&mut self, pattern: &str, ignore_case: bool) -> Result<regex::Regex, String> {
-        let key = (pattern.to_string(), ignore_case);
-        if let Some((_, re)) = self.regexes.iter().find(|(k, _)| *k == key) {
-            return Ok(re.clone());
-        }
-        let re = build_regex(pattern, ignore_case)?;
-        if self.regexes.len() >= REGEX_CACHE {
-            self.regexes.pop_front();
-        }
-        self.regexes.push_back((key, re.clone()));
-        Ok(re)
+    /// The step's time ran out during `what`.
+    fn out_of_time(&self, what: &str) -> String {
+        format!(
+            "{what} did not finish within the step's time limit ({:.1} s); work on a smaller \
+             part of the context",
+            self.limits.step_timeout.as_secs_f64()
+        )
     }
 }
 
@@ -150,13 +239,12 @@ impl wit_ctx::Host for HostState {
     fn lookup(&mut self, node: u64, key: String) -> Result<Option<u64>, String> {
         self.charge(1)?;
         let (ctx, local) = self.resolve(node)?;
-        let Some(Node::Mapping { entries, .. }) = ctx.node(local) else {
+        let Some(mapping @ Node::Mapping { .. }) = ctx.node(local) else {
             return Err(format!("context node {node} is not a mapping"));
         };
-        Ok(entries
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, id)| (node & !0xFFFF_FFFF) | u64::from(*id)))
+        Ok(mapping
+            .lookup(&key)
+            .map(|id| (node & !0xFFFF_FFFF) | u64::from(id)))
     }
 
     fn to_json(&mut self, node: u64) -> Result<String, String> {
@@ -186,7 +274,7 @@ impl wit_ctx::Host for HostState {
         self.bounded("this slice", s)
     }
 
-    fn find(
+    async fn find(
         &mut self,
         node: u64,
         needle: String,
@@ -195,15 +283,36 @@ impl wit_ctx::Host for HostState {
         reverse: bool,
     ) -> Result<i64, String> {
         self.charge(1)?;
-        let text = self.text(node)?;
-        Ok(text
-            .find(&needle, start, end, reverse)
-            .map_or(-1, |p| p as i64))
+        self.text(node)?;
+        let (ctx, local) = self.shared(node)?;
+        let work = move |cancel: &AtomicBool| match ctx.node(local) {
+            Some(Node::Text(t)) => t.find(&needle, start, end, reverse, cancel),
+            _ => Ok(None),
+        };
+        match self.off_the_workers("find", work).await? {
+            Some(Ok(at)) => Ok(at.map_or(-1, |p| p as i64)),
+            Some(Err(_)) | None => Err(self.out_of_time("find()")),
+        }
     }
 
-    fn count(&mut self, node: u64, needle: String, start: u64, end: u64) -> Result<u64, String> {
+    async fn count(
+        &mut self,
+        node: u64,
+        needle: String,
+        start: u64,
+        end: u64,
+    ) -> Result<u64, String> {
         self.charge(1)?;
-        Ok(self.text(node)?.count(&needle, start, end))
+        self.text(node)?;
+        let (ctx, local) = self.shared(node)?;
+        let work = move |cancel: &AtomicBool| match ctx.node(local) {
+            Some(Node::Text(t)) => t.count(&needle, start, end, cancel),
+            _ => Ok(0),
+        };
+        match self.off_the_workers("count", work).await? {
+            Some(Ok(n)) => Ok(n),
+            Some(Err(_)) | None => Err(self.out_of_time("count()")),
+        }
     }
 
     async fn search(
@@ -213,23 +322,37 @@ impl wit_ctx::Host for HostState {
         options: wit_ctx::SearchOptions,
     ) -> Result<Vec<wit_ctx::SearchMatch>, String> {
         self.charge(1)?;
-        let re = self.regex(&pattern, options.ignore_case)?;
-        let max = options.max_results.min(self.limits.max_search_results) as usize;
+        let pattern = self.patterns.get(&pattern, options.ignore_case)?;
         let cap = self.cap();
         let (ctx, local) = self.shared(node)?;
-        // A character is at most 4 bytes: keep any one match well inside the string cap.
-        let max_chars = u64::from(options.max_match_chars).min(cap as u64 / 8);
-        let work =
-            move |cancel: &AtomicBool| search_hits(&ctx, local, &re, max, max_chars, cap, cancel);
+        let request = SearchRequest {
+            max_results: options.max_results.min(self.limits.max_search_results) as usize,
+            // A character is at most 4 bytes: keep any one match well inside the string cap.
+            max_match_chars: u64::from(options.max_match_chars).min(cap as u64 / 8),
+            max_bytes: cap,
+            range: (options.start, options.end)
+                .ne(&(0, u64::MAX))
+                .then_some((options.start, options.end)),
+        };
+        let work = move |cancel: &AtomicBool| search_hits(&ctx, local, &pattern, request, cancel);
         let hits = match self.off_the_workers("the search", work).await? {
-            Some(hits) => {
+            Some(Ok(hits)) => {
                 self.searches = self.searches.saturating_add(1);
                 if hits.is_empty() {
                     self.empty_searches = self.empty_searches.saturating_add(1);
                 }
                 hits
             }
-            None => {
+            Some(Err(Stopped::TooCostly)) => {
+                return Err(
+                    "search() cannot run this pattern over this text on the host: it \
+                     can match across lines and uses a Unicode word boundary (\\b) over \
+                     non-ASCII text. Use a pattern that cannot match a newline (no (?s), [\\s\\S] \
+                     or negated class), or search a smaller part"
+                        .into(),
+                );
+            }
+            Some(Err(Stopped::Cancelled)) | None => {
                 return Err(format!(
                     "search() did not finish within the step's time limit ({:.1} s); search \
                      a smaller part of the context or use a simpler pattern",
@@ -264,14 +387,15 @@ impl wit_ctx::Host for HostState {
     ) -> Result<Option<Vec<u64>>, String> {
         self.charge(1)?;
         self.text(node)?;
-        let re = self.regex(&pattern, false)?;
+        let pattern = self.patterns.get(&pattern, false)?;
         let max = max.min(MAX_SPANS) as usize;
         let (ctx, local) = self.shared(node)?;
-        let work =
-            move |cancel: &AtomicBool| crate::context::text_spans(&ctx, local, &re, max, cancel);
+        let work = move |cancel: &AtomicBool| text_spans(&ctx, local, &pattern, max, cancel);
         match self.off_the_workers("the sweep", work).await? {
-            Some(spans) => Ok(spans),
-            None => Err("the sweep did not finish within the step's time limit".into()),
+            Some(Ok(spans)) => Ok(spans),
+            // The guest's CPython runs it instead, on the guest's fuel.
+            Some(Err(Stopped::TooCostly)) => Ok(None),
+            Some(Err(Stopped::Cancelled)) | None => Err(self.out_of_time("the sweep")),
         }
     }
 
@@ -279,18 +403,53 @@ impl wit_ctx::Host for HostState {
         self.charge(1)?;
         self.text(node)?;
         let (ctx, local) = self.shared(node)?;
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
         // The first call reads the whole text once: off the async workers.
-        let work = tokio::task::spawn_blocking(move || match ctx.node(local) {
-            Some(Node::Text(text)) => text.alphabet().map(str::to_string),
-            _ => None,
-        });
-        match tokio::time::timeout(remaining, work).await {
-            Ok(Ok(alphabet)) => Ok(alphabet),
-            Ok(Err(e)) => Err(format!(
-                "reading the text's characters failed on the host: {e}"
-            )),
-            Err(_) => Err("reading the text's characters did not finish in time".into()),
+        let work = move |cancel: &AtomicBool| match ctx.node(local) {
+            Some(Node::Text(text)) => text.alphabet_within(cancel).map(|a| a.map(str::to_string)),
+            _ => Ok(None),
+        };
+        match self
+            .off_the_workers("reading the text's characters", work)
+            .await?
+        {
+            Some(Ok(alphabet)) => Ok(alphabet),
+            Some(Err(_)) | None => Err(self.out_of_time("reading the text's characters")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_patterns_are_remembered_and_kept_patterns_are_charged_to_the_pool() {
+        let pool = MemoryPool::new(1 << 30);
+        let mut cache = PatternCache::new(pool.clone());
+        for _ in 0..3 {
+            assert!(cache.get("(unclosed", false).is_err());
+            assert!(cache.get(r"\w+ \d{1,3}", true).is_ok());
+        }
+        assert_eq!(cache.compiles, 2, "each pattern is compiled once");
+        assert_eq!(pool.used(), cache.bytes() as u64);
+        assert!(pool.used() > 0);
+        // More than the entries allowed: the oldest go, and their memory goes back.
+        for i in 0..PATTERN_CACHE_ENTRIES + 5 {
+            cache.get(&format!("word{i}"), false).unwrap();
+        }
+        assert_eq!(cache.entries.len(), PATTERN_CACHE_ENTRIES);
+        assert_eq!(pool.used(), cache.bytes() as u64);
+        drop(cache);
+        assert_eq!(pool.used(), 0);
+    }
+
+    #[test]
+    fn a_pattern_the_pool_cannot_hold_is_refused() {
+        let pool = MemoryPool::new(64 << 10);
+        let mut cache = PatternCache::new(pool.clone());
+        let e = cache.get(r"\w{50}\s+\p{Greek}{20}", false).unwrap_err();
+        assert!(e.contains("memory budget"), "{e}");
+        assert_eq!(pool.used(), 0);
+        assert!(cache.get("a", false).is_ok());
     }
 }

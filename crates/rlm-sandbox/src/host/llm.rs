@@ -141,8 +141,8 @@ impl HostState {
         let span = tracing::debug_span!("sub_call", kind = name, chars = prompt.len());
         let call = async {
             match kind {
-                Single::Llm => host.llm_query(prompt.clone(), model.clone()).await,
-                Single::Rlm => host.rlm_query(prompt.clone(), model.clone()).await,
+                Single::Llm => host.llm_query(prompt, model.clone()).await,
+                Single::Rlm => host.rlm_query(prompt, model.clone()).await,
             }
         };
         let answer = tracing::Instrument::instrument(call, span).await;
@@ -205,12 +205,13 @@ impl HostState {
             Single::Llm => "llm_batch",
             Single::Rlm => "rlm_batch",
         };
-        let span = tracing::debug_span!("sub_call", kind = name, n = prompts.len());
+        let n = prompts.len();
+        let span = tracing::debug_span!("sub_call", kind = name, n);
         let host = self.model.clone();
         let call = async {
             match kind {
-                Single::Llm => host.llm_batch(prompts.clone(), model.clone()).await,
-                Single::Rlm => host.rlm_batch(prompts.clone(), model.clone()).await,
+                Single::Llm => host.llm_batch(prompts, model.clone()).await,
+                Single::Rlm => host.rlm_batch(prompts, model.clone()).await,
             }
         };
         let answers = tracing::Instrument::instrument(call, span).await;
@@ -222,10 +223,7 @@ impl HostState {
             })
             .collect();
         // A host that returned the wrong number of answers must not shift them.
-        results.resize(
-            prompts.len(),
-            Err("the model host returned no answer".into()),
-        );
+        results.resize(n, Err("the model host returned no answer".into()));
         let total: usize = results
             .iter()
             .map(|r| r.as_ref().map_or_else(String::len, String::len))
@@ -236,7 +234,7 @@ impl HostState {
                  once ({} bytes); use smaller batches",
                 self.cap()
             );
-            results = refuse_all(prompts.len(), msg);
+            results = refuse_all(n, msg);
         }
         let results_copy = results.clone();
         self.record(match kind {

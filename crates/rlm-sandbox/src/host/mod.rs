@@ -10,7 +10,6 @@ mod context;
 mod llm;
 mod tools;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,7 +38,8 @@ pub(crate) struct HostState {
     limits: Arc<Limits>,
     contexts: Vec<Arc<Context>>,
     model: Arc<dyn ModelHost>,
-    regexes: VecDeque<((String, bool), regex::Regex)>,
+    /// Compiled search patterns (and refused ones), bounded.
+    patterns: context::PatternCache,
     /// Host calls made by the current step.
     pub(crate) calls: u64,
     /// The custom tools model code may call.
@@ -87,6 +87,7 @@ impl HostState {
                 seed[..16].try_into().unwrap_or([0; 16]),
             ))
             .build();
+        let patterns = context::PatternCache::new(memory.pool().clone());
         Self {
             wasi,
             table: ResourceTable::new(),
@@ -94,7 +95,7 @@ impl HostState {
             limits,
             contexts,
             model,
-            regexes: VecDeque::new(),
+            patterns,
             calls: 0,
             tools: Arc::new([]),
             tool_calls: 0,

@@ -17,13 +17,36 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Longest tool name the host looks up (a registered name is at most 64 characters).
+const MAX_TOOL_NAME_BYTES: usize = 256;
+
 impl HostState {
+    /// The registered tools' names, for messages.
+    fn tool_names(&self) -> String {
+        if self.tools.is_empty() {
+            return "none".to_string();
+        }
+        self.tools
+            .iter()
+            .map(Tool::name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// A custom tool call: from the journal when replaying, else run (and recorded).
     async fn tool_call(
         &mut self,
         name: String,
         args_json: String,
     ) -> wasmtime::Result<Result<String, String>> {
+        // Refused the same way on every run, before the journal: nothing of it is kept.
+        if name.len() > MAX_TOOL_NAME_BYTES {
+            return Ok(Err(format!(
+                "no tool has a {}-byte name; the tools are {}",
+                name.len(),
+                self.tool_names()
+            )));
+        }
         if self.closed(1) {
             return Ok(Err(CLOSED.to_string()));
         }
@@ -55,23 +78,18 @@ impl HostState {
             ));
         }
         let Some(tool) = self.tools.iter().find(|t| t.name() == name).cloned() else {
-            let known: Vec<&str> = self.tools.iter().map(Tool::name).collect();
             return Err(format!(
-                "no tool named {:?} (tools: {})",
-                self.bounded_error(name.to_string()),
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
+                "no tool named {name:?} (tools: {})",
+                self.tool_names()
             ));
         };
-        if args_json.len() > self.cap() {
+        // Checked before parsing: parsed JSON takes up to ~30 times its text in memory.
+        if args_json.len() as u64 > self.limits.max_tool_args_bytes {
             return Err(format!(
-                "the arguments are {} bytes of JSON, more than the sandbox passes in one piece \
-                 ({} bytes); pass less",
+                "the arguments are {} bytes of JSON, more than a tool call takes ({} bytes); \
+                 pass less (a tool that needs a document can be given a part of it)",
                 args_json.len(),
-                self.cap()
+                self.limits.max_tool_args_bytes
             ));
         }
         let args: serde_json::Value = serde_json::from_str(&args_json)
