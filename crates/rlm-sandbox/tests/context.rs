@@ -421,3 +421,53 @@ async fn large_context_files_are_mapped_and_read_like_text_in_memory() {
     assert!(!lossy.is_mapped());
     assert!(lossy.ends_with("a\u{FFFD}end"));
 }
+
+/// A mapped context file written over in place, or truncated, while REPLs read it: every way
+/// of reading sees the text as it was (the map is put aside as a private copy before the
+/// writer goes on), and nothing crashes — where a plain map gave answers that disagreed, a
+/// panic on a character split by the write, or `SIGBUS` for the pages cut off.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_context_file_changed_during_a_run_keeps_its_text() {
+    use rlm_sandbox::{ContextFormat, MAP_MIN_BYTES};
+    use std::io::{Seek, SeekFrom, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.txt");
+    let block = "plain ascii line\n".repeat(9) + "a line with a needle in it\n";
+    let text = block.repeat(MAP_MIN_BYTES as usize / block.len() + 10);
+    let needles = text.matches("needle").count();
+    std::fs::write(&path, &text).unwrap();
+    let counts = "print(len(search('needle', max=10**6)), context.count('needle'), \
+                  len(re.findall('needle', context)), len(context), repr(context[-8:]))";
+    let expected = format!("{needles} {needles} {needles} {} 'e in it\\n'", text.len());
+    let mut sessions = Vec::new();
+    for lazy in [false, true] {
+        let limits = Limits {
+            lazy_threshold_chars: if lazy { 1000 } else { u64::MAX },
+            ..Limits::default()
+        };
+        let ctx = Context::load(&path, ContextFormat::Auto).unwrap();
+        let mut sb = sandbox_with(ctx, limits).await;
+        ok(&mut sb, "import re").await;
+        assert_eq!(out(&mut sb, counts).await, expected, "lazy: {lazy}");
+        sessions.push(sb);
+    }
+    // Written over in place: every needle and a multi-byte character over ASCII.
+    let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all(text.replace("needle", "NEEDLE").as_bytes())
+        .unwrap();
+    f.seek(SeekFrom::Start(3)).unwrap();
+    f.write_all("é".as_bytes()).unwrap();
+    drop(f);
+    for sb in &mut sessions {
+        assert_eq!(out(sb, counts).await, expected);
+    }
+    // Truncated (a log rotated by copytruncate).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    for sb in &mut sessions {
+        assert_eq!(out(sb, counts).await, expected);
+    }
+}

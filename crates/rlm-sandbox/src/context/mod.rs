@@ -7,6 +7,7 @@
 //! whatever the script of the text.
 
 mod doc;
+mod lease;
 mod pattern;
 mod search;
 mod text;

@@ -4,12 +4,15 @@
 //! of it. Its pages are the page cache's own (which holds the file anyway once it is read),
 //! shared with every process that reads the file and reclaimable under memory pressure, and
 //! nothing is copied before the first step. The guest's `str` (when the context loads whole)
-//! is then the only private copy.
+//! is then the only private copy. The map is taken under a lease (see `lease.rs`), so the text
+//! stays the file as it was, whatever is done to the file while the text is in use.
 
 use std::fmt;
 use std::fs::File;
 use std::ops::Deref;
 use std::sync::Arc;
+
+use super::lease::Guarded;
 
 /// Files of at least this many bytes are mapped rather than read (smaller ones cost more to map
 /// than to copy).
@@ -25,33 +28,32 @@ pub struct Text(Repr);
 #[derive(Clone)]
 enum Repr {
     Owned(String),
-    /// A map of a whole file whose bytes were checked to be UTF-8 when it was made.
-    Mapped(Arc<memmap2::Mmap>),
+    /// A map of a whole file whose bytes were checked to be UTF-8 when it was made, and are
+    /// kept as they were (see `lease.rs`).
+    Mapped(Arc<Guarded>),
 }
 
 impl Text {
-    /// Map `file` read-only, if it is a regular file of at least [`MAP_MIN_BYTES`] that holds
-    /// valid UTF-8. `Ok(None)`: read it instead (too small, not a regular file, or not UTF-8;
-    /// the caller then decodes it lossily).
+    /// Map `file` (opened read-only) if it is a regular file of at least [`MAP_MIN_BYTES`]
+    /// that holds valid UTF-8 and can be leased. `Ok(None)`: read it instead (too small, not
+    /// a regular file, not UTF-8, or not leasable: open for writing elsewhere, owned by
+    /// someone else, on a filesystem without leases, or not Linux; the caller then reads it,
+    /// decoding it lossily).
     ///
-    /// The file must not be truncated or rewritten in place while the text is in use (a log
-    /// being appended to is fine): the process would see the new bytes, or get `SIGBUS` for
-    /// pages cut off the end, as with any memory-mapped file (ripgrep's maps have the same
-    /// contract). Replacing the file (write a new one, rename it over the old) is safe: the map
-    /// keeps the old file's pages.
+    /// The text is the file as it was when it was mapped, for as long as the text lives: a
+    /// write in place or a truncation of the file waits until the process has put a private
+    /// copy of the bytes in the map's place (see `lease.rs`), and a file replaced by a rename
+    /// keeps its old pages anyway.
     pub fn map_file(file: &File) -> std::io::Result<Option<Self>> {
         let meta = file.metadata()?;
         if !meta.is_file() || meta.len() < MAP_MIN_BYTES {
             return Ok(None);
         }
-        // SAFETY: the map is read-only and private to this process; the bytes are checked to
-        // be UTF-8 below before any `&str` is made of them. The contract above (not truncated
-        // or rewritten in place while in use) is the caller's, documented on this function and
-        // in the README, as for every memory-mapped file.
-        let map = unsafe { memmap2::MmapOptions::new().map(file)? };
+        let Some(map) = Guarded::map(file)? else {
+            return Ok(None);
+        };
         // The text is read from start to end right away (validated here, then indexed).
-        let _ = map.advise(memmap2::Advice::Sequential);
-        if std::str::from_utf8(&map).is_err() {
+        if std::str::from_utf8(map.bytes()).is_err() {
             return Ok(None);
         }
         Ok(Some(Self(Repr::Mapped(Arc::new(map)))))
@@ -61,15 +63,22 @@ impl Text {
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Owned(s) => s,
-            // SAFETY: checked to be UTF-8 when the map was made (`map_file`), and never
-            // written through this map.
-            Repr::Mapped(m) => unsafe { std::str::from_utf8_unchecked(m) },
+            // SAFETY: checked to be UTF-8 when the map was made (`map_file`), and the bytes
+            // never change after (the lease: see `lease.rs`).
+            Repr::Mapped(m) => unsafe { std::str::from_utf8_unchecked(m.bytes()) },
         }
     }
 
     /// Whether the text is a map of a file (the host holds no copy of its own).
     pub fn is_mapped(&self) -> bool {
         matches!(self.0, Repr::Mapped(_))
+    }
+
+    /// Whether the text is a map that still shows the file's own pages: false once the file
+    /// was opened for writing or truncated and the process put a private copy of the text in
+    /// the map's place.
+    pub fn is_file_pages(&self) -> bool {
+        matches!(&self.0, Repr::Mapped(m) if m.is_file_pages())
     }
 
     /// The text as an owned `String` (free for an owned text; a mapped one is copied).
@@ -166,12 +175,72 @@ mod tests {
     #[test]
     fn a_large_utf8_file_is_mapped_with_its_exact_text() {
         let text = "héllo wörld\n".repeat((MAP_MIN_BYTES as usize) / 10);
-        let f = file_with(text.as_bytes());
-        let mapped = Text::map_file(f.as_file()).unwrap().expect("mapped");
+        let (mapped, _path) = mapped(&text);
         assert!(mapped.is_mapped());
         assert_eq!(mapped.as_str(), text);
         assert_eq!(mapped.clone(), Text::from(text.clone()));
         assert_eq!(mapped.into_string(), text);
+    }
+
+    /// A text mapped from a file, and the file (by path) for another "process" to change.
+    fn mapped(text: &str) -> (Text, tempfile::TempPath) {
+        // Closed for writing first: a file open for writing cannot be leased.
+        let path = file_with(text.as_bytes()).into_temp_path();
+        let mapped = Text::map_file(&File::open(&path).unwrap())
+            .unwrap()
+            .expect("mapped under a lease");
+        assert!(mapped.is_file_pages());
+        (mapped, path)
+    }
+
+    #[test]
+    fn a_file_truncated_while_mapped_leaves_the_text_whole() {
+        // Without the lease, reading the pages cut off the file raises SIGBUS: the test process
+        // dies.
+        let text = "línea de texto\n".repeat(MAP_MIN_BYTES as usize / 8);
+        let (mapped, path) = mapped(&text);
+        // `truncate` waits until the text is a private copy.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert!(mapped.is_mapped() && !mapped.is_file_pages());
+        assert_eq!(mapped.as_str(), text);
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_while_mapped_keeps_its_text() {
+        use std::io::{Seek, SeekFrom};
+        let text = "abc".repeat(MAP_MIN_BYTES as usize / 2);
+        let (mapped, path) = mapped(&text);
+        let clone = mapped.clone();
+        // A multi-byte character written over ASCII: the map would split it.
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(SeekFrom::Start(1)).unwrap();
+        f.write_all("é".as_bytes()).unwrap();
+        drop(f);
+        assert!(std::fs::read(&path).unwrap().starts_with("aé".as_bytes()));
+        assert_eq!(mapped.as_str(), text);
+        assert_eq!(clone.as_str(), text);
+        // Dropping the texts releases nothing twice.
+        drop(mapped);
+        drop(clone);
+    }
+
+    #[test]
+    fn a_file_open_for_writing_elsewhere_is_read_not_mapped() {
+        let f = file_with("x".repeat(MAP_MIN_BYTES as usize).as_bytes());
+        let _writer = std::fs::OpenOptions::new()
+            .append(true)
+            .open(f.path())
+            .unwrap();
+        assert!(
+            Text::map_file(&File::open(f.path()).unwrap())
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -180,7 +249,11 @@ mod tests {
         assert!(Text::map_file(small.as_file()).unwrap().is_none());
         let mut bad = vec![b'a'; MAP_MIN_BYTES as usize + 10];
         bad[MAP_MIN_BYTES as usize] = 0xFF;
-        let bad = file_with(&bad);
-        assert!(Text::map_file(bad.as_file()).unwrap().is_none());
+        let bad = file_with(&bad).into_temp_path();
+        assert!(
+            Text::map_file(&File::open(&bad).unwrap())
+                .unwrap()
+                .is_none()
+        );
     }
 }
