@@ -110,12 +110,22 @@ def _host(call, *args):
 # --------------------------------------------------------------------------------------------
 
 
-class _CappedStream(io.TextIOBase):
-    """A text stream that keeps at most `cap` bytes of UTF-8 and counts the rest."""
+# Kept before model code can rebind `os.write`: the streams below write through it.
+_os_write = os.write
 
-    def __init__(self, cap):
+
+class _CappedStream(io.TextIOBase):
+    """A text stream that passes at most `cap` bytes of UTF-8 on to file descriptor `fd` (the
+    host's capped pipe) and counts the rest. Each line goes on as soon as it is complete (and
+    any text once 8 KiB wait), so a step that a limit stops keeps what it printed before."""
+
+    _PENDING_BYTES = 8192
+
+    def __init__(self, cap, fd):
         self._cap = cap
-        self._parts = []
+        self._fd = fd
+        self._pending = []
+        self._pending_bytes = 0
         self._kept = 0
         self.dropped = 0
 
@@ -131,24 +141,34 @@ class _CappedStream(io.TextIOBase):
         n = len(s) if s.isascii() else len(s.encode("utf-8", "surrogatepass"))
         room = self._cap - self._kept
         if n <= room:
-            self._parts.append(s)
-            self._kept += n
+            head, took = s, n
+        elif room > 0:
+            head = s.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
+            took = len(head.encode("utf-8", "surrogatepass"))
         else:
-            if room > 0:
-                head = s.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
-                took = len(head.encode("utf-8", "surrogatepass"))
-                self._parts.append(head)
-                self._kept += took
-                self.dropped += n - took
-            else:
-                self.dropped += n
+            head, took = "", 0
+        self.dropped += n - took
+        if took:
+            self._kept += took
+            self._pending.append(head)
+            self._pending_bytes += took
+            if "\n" in head or self._pending_bytes >= self._PENDING_BYTES:
+                self.flush()
         return len(s)
 
     def flush(self):
-        pass
-
-    def getvalue(self):
-        return _clean("".join(self._parts))
+        if not self._pending:
+            return
+        data = _clean("".join(self._pending)).encode("utf-8")
+        self._pending.clear()
+        self._pending_bytes = 0
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[_os_write(self._fd, view):]
+        except OSError:
+            # Model code closed the descriptor: what did not go is counted as dropped.
+            self.dropped += len(view)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1532,8 +1552,8 @@ def _run(code, g, state):
     state.step += 1
     rlm_fastre.new_step()
     filename = f"{_STEP_PREFIX}{state.step}>"
-    out = _CappedStream(_settings.max_output_bytes)
-    err = _CappedStream(_settings.max_output_bytes)
+    out = _CappedStream(_settings.max_output_bytes, 1)
+    err = _CappedStream(_settings.max_output_bytes, 2)
     _finish.value = None
     error = None
     saved = (sys.stdout, sys.stderr)
@@ -1567,6 +1587,8 @@ def _run(code, g, state):
             error = f"{type(e).__name__}: (traceback unavailable: {type(inner).__name__})"
     finally:
         sys.stdout, sys.stderr = saved
+        out.flush()
+        err.flush()
     final = _finish.value
     if final is None:
         ans = g.get("answer")
@@ -1578,8 +1600,9 @@ def _run(code, g, state):
     except BaseException as e:  # noqa: BLE001
         error = (error or "") + f"\n(the REPL could not restore its names: {type(e).__name__})"
     return _repl.StepResult(
-        stdout=out.getvalue(),
-        stderr=err.getvalue(),
+        # What the step printed went to the host's pipes as it was printed.
+        stdout="",
+        stderr="",
         stdout_dropped=out.dropped,
         stderr_dropped=err.dropped,
         error=error,

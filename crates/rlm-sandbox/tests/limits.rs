@@ -70,6 +70,51 @@ async fn infinite_loop_is_stopped_by_the_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_step_stopped_by_a_limit_keeps_what_it_printed_before() {
+    // As a notebook keeps a cell's output before an interrupt: the model sees how far it got.
+    for (limit, l) in [
+        (
+            LimitHit::Fuel,
+            Limits {
+                fuel_per_step: 300_000_000,
+                ..limits()
+            },
+        ),
+        (
+            LimitHit::Deadline,
+            Limits {
+                fuel_per_step: u64::MAX / 2,
+                step_timeout: Duration::from_millis(500),
+                ..limits()
+            },
+        ),
+    ] {
+        let mut sb = sandbox_with(Context::text(""), l).await;
+        let r = sb
+            .exec(
+                "import sys\nfor i in range(3):\n    print('chunk', i, 'done')\n\
+                 print('a warning', file=sys.stderr)\nprint('héllo', end=' ')\nprint('wörld')\n\
+                 while True:\n    pass",
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.limit, Some(limit), "{r:?}");
+        assert_eq!(
+            r.stdout, "chunk 0 done\nchunk 1 done\nchunk 2 done\nhéllo wörld\n",
+            "{r:?}"
+        );
+        assert_eq!(r.stderr, "a warning\n");
+        // And a step that ends well shows its output once, in the order it was written.
+        let r = ok(
+            &mut sb,
+            "import os\nprint('one')\nos.write(1, b'two\\n')\nprint('three')\n'four'",
+        )
+        .await;
+        assert_eq!(r.stdout, "one\ntwo\nthree\n'four'\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sleeping_past_the_deadline_is_stopped() {
     let l = Limits {
         step_timeout: Duration::from_millis(300),
