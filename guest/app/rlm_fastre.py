@@ -77,6 +77,82 @@ class _Untranslatable(Exception):
     pass
 
 
+def _host_match(match, pos):
+    """Rebuild a `_HostMatch` (from a checkpoint)."""
+    return _HostMatch(match, pos)
+
+
+class _HostMatch:
+    """A match the host found, as CPython's own sweep gives it.
+
+    CPython confirms each span with `compiled.match(string, start)`, whose `re.Match` says
+    `pos == start`; a sweep from the text's start says `pos == 0`. This wraps that match with the
+    sweep's `pos`, and is otherwise the match itself: every attribute and method, its `repr`,
+    `isinstance(m, re.Match)` and `m.__class__` (only `type(m)` tells them apart)."""
+
+    __slots__ = ("_m", "_pos")
+
+    def __init__(self, match, pos):
+        self._m = match
+        self._pos = pos
+
+    @property
+    def __class__(self):
+        return re.Match
+
+    @property
+    def pos(self):
+        return self._pos
+
+    endpos = property(lambda self: self._m.endpos)
+    re = property(lambda self: self._m.re)
+    string = property(lambda self: self._m.string)
+    lastindex = property(lambda self: self._m.lastindex)
+    lastgroup = property(lambda self: self._m.lastgroup)
+    regs = property(lambda self: self._m.regs)
+
+    def group(self, *groups):
+        return self._m.group(*groups)
+
+    def groups(self, default=None):
+        return self._m.groups(default)
+
+    def groupdict(self, default=None):
+        return self._m.groupdict(default)
+
+    def start(self, group=0):
+        return self._m.start(group)
+
+    def end(self, group=0):
+        return self._m.end(group)
+
+    def span(self, group=0):
+        return self._m.span(group)
+
+    def expand(self, template):
+        return self._m.expand(template)
+
+    def __getitem__(self, group):
+        return self._m[group]
+
+    def __bool__(self):
+        return True
+
+    def __repr__(self):
+        return repr(self._m)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        return _host_match, (self._m, self._pos)
+
+    __class_getitem__ = classmethod(lambda cls, item: re.Match[item])
+
+
 def register(node, value):
     """Let sweeps of `value`, the whole text of context node `node`, run on the host (when it is
     a `str` long enough to gain from it); installs the three functions into `re`."""
@@ -230,7 +306,7 @@ def _matches(pattern, string, flags, first_only=False):
         m = match(string, flat[i])
         if m is None or m.end() != flat[i + 1]:
             return None
-        found.append(m)
+        found.append(_HostMatch(m, 0) if flat[i] else m)
     return compiled, found
 
 

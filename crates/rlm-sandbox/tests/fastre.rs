@@ -108,6 +108,19 @@ const KEPT: &[(&str, &str)] = &[
     ("caf\u{e9}", "0"),
 ];
 
+/// `facts(m, text)`: everything a `re.Match` tells, to compare a sweep of the context with
+/// CPython's own sweep of a copy (`text` is the string each was swept over).
+const FACTS: &str = r#"
+def facts(m, text):
+    g = m.re.groups
+    return (
+        m.span(), m.groups(), m.groupdict(), m.group(0), m[0], m.pos, m.endpos, m.lastindex,
+        m.lastgroup, m.regs, m.re.pattern, m.re.flags, m.string is text, bool(m), repr(m),
+        isinstance(m, re.Match), [m.span(i) for i in range(g + 1)], m.expand(r'<\g<0>>'),
+        m.__class__,
+    )
+"#;
+
 /// A step that sweeps each case over the context and over a copy, printing the cases whose
 /// results differ (and, when `found`, those that match nothing: they would prove little).
 fn compare_step(cases: &[(&str, &str)], found: bool) -> String {
@@ -118,15 +131,16 @@ fn compare_step(cases: &[(&str, &str)], found: bool) -> String {
         .join(", ");
     format!(
         "import re\ncopy = (' ' + context)[1:]\nassert copy == context and copy is not context\n\
+         {FACTS}\n\
          bad = []\nfor p, f in [{list}]:\n\
          \x20   if re.findall(p, context, f) != re.findall(p, copy, f):\n\
          \x20       bad.append(('findall', p))\n\
-         \x20   a = [(m.span(), m.groups(), m.string is context) for m in re.finditer(p, context, f)]\n\
-         \x20   b = [(m.span(), m.groups(), True) for m in re.finditer(p, copy, f)]\n\
+         \x20   a = [facts(m, context) for m in re.finditer(p, context, f)]\n\
+         \x20   b = [facts(m, copy) for m in re.finditer(p, copy, f)]\n\
          \x20   if a != b or (not a and {found}):\n\
          \x20       bad.append(('finditer', p, len(a), len(b)))\n\
          \x20   a, b = re.search(p, context, f), re.search(p, copy, f)\n\
-         \x20   if (a and (a.span(), a.groups(), a.string is context)) != (b and (b.span(), b.groups(), True)):\n\
+         \x20   if (a and facts(a, context)) != (b and facts(b, copy)):\n\
          \x20       bad.append(('search', p))\n\
          print(bad)",
         found = if found { "True" } else { "False" },
@@ -273,12 +287,12 @@ for _ in range(60):
     swept += 1
     if re.findall(p, context, f) != re.findall(p, copy, f):
         bad.append((p, f))
-    elif [(m.span(), m.groups()) for m in re.finditer(p, context, f)] != \
-            [(m.span(), m.groups()) for m in re.finditer(p, copy, f)]:
+    elif [facts(m, context) for m in re.finditer(p, context, f)] != \
+            [facts(m, copy) for m in re.finditer(p, copy, f)]:
         bad.append((p, f))
     else:
         a, b = re.search(p, context, f), re.search(p, copy, f)
-        if (a and (a.span(), a.groups())) != (b and (b.span(), b.groups())):
+        if (a and facts(a, context)) != (b and facts(b, copy)):
             bad.append((p, f))
 print(swept > 50, bad)
 "#;
@@ -287,7 +301,7 @@ print(swept > 50, bad)
 async fn random_patterns_give_cpythons_results() {
     for text in [document(), unicode_document()] {
         let mut sb = sandbox_with(Context::text(text), Limits::default()).await;
-        let r = ok(&mut sb, RANDOM_PATTERNS).await;
+        let r = ok(&mut sb, &format!("{FACTS}\n{RANDOM_PATTERNS}")).await;
         assert_eq!(r.stdout.trim(), "True []");
         assert!(
             r.host_calls > 30,
