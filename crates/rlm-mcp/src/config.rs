@@ -1,0 +1,43 @@
+//! How the server is set up: roots, defaults, models, limits and where traces go.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use rlm::RunSpec;
+use rlm_llm::ChatModel;
+use rlm_sandbox::SandboxEngine;
+
+use crate::Roots;
+
+/// Makes a model from its id (`provider/model`); the error is shown to the client.
+pub type ModelFactory = Arc<
+    dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<Arc<dyn ChatModel>, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// How the server runs questions.
+pub struct McpConfig {
+    /// Directories clients may read.
+    pub roots: Roots,
+    /// Default run settings (model, iterations, depth, budget); requests override them.
+    pub defaults: RunSpec,
+    /// Why there is no default model, when there is none (requests must then name one).
+    pub no_model_reason: Option<String>,
+    /// Makes models.
+    pub models: ModelFactory,
+    /// Models a request may name besides the defaults: exact ids or `provider/*`.
+    pub allowed_models: Vec<String>,
+    /// The sandbox engine.
+    pub engine: Arc<SandboxEngine>,
+    /// Where each run's trace is written (and `list_traces`/`read_trace` read).
+    pub trace_dir: Option<PathBuf>,
+    /// Sub-model requests in flight at once per run.
+    pub sub_concurrency: usize,
+    /// Largest context (a file, or a directory's files together) in bytes.
+    pub max_context_bytes: u64,
+    /// Most files `ask_directory` reads.
+    pub max_files: usize,
+}
