@@ -13,8 +13,8 @@ use crate::{BudgetFlags, ModelFlags};
 /// `rlm mcp`.
 #[derive(Args)]
 pub struct McpArgs {
-    /// A directory clients may read (repeat for several). Paths are canonicalised, so `..` and
-    /// symlinks cannot leave it; anything outside every root is refused.
+    /// A directory clients may read (repeat for several). Every path is opened beneath it, so
+    /// `..` and symlinks cannot leave it; anything outside every root is refused.
     #[arg(long = "root", value_name = "DIR")]
     roots: Vec<PathBuf>,
     /// The default models (`--model`, `--sub-model`, ...); a request may name another.

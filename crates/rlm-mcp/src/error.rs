@@ -16,9 +16,9 @@ pub enum McpError {
     /// No roots were given, so no path may be read.
     #[error("no --root directories were given to `rlm mcp`, so no file may be read")]
     NoRoots,
-    /// A path leaves the roots.
+    /// A path leaves the roots (or its open inside them was refused).
     #[error(
-        "{path}: refused, outside the allowed roots ({roots}); ask the operator to add a --root"
+        "{path}: refused, outside the allowed roots ({roots}) or not readable; ask the operator to add a --root"
     )]
     OutsideRoots {
         /// The path as given.
@@ -53,12 +53,20 @@ pub enum McpError {
         limit: u64,
     },
     /// A directory holds more files than the server reads.
-    #[error("{} holds more than {limit} files", path.display())]
+    #[error("{} holds more than {limit} files (or directories)", path.display())]
     TooManyFiles {
         /// The directory.
         path: PathBuf,
         /// The limit.
         limit: usize,
+    },
+    /// A context file is not what its name says (JSON, JSON Lines).
+    #[error("{path}: {message}")]
+    BadContext {
+        /// The path as given.
+        path: String,
+        /// What is wrong.
+        message: String,
     },
     /// A path is of the wrong kind (a file where a directory is wanted, or the reverse).
     #[error("{path}: {reason}")]
@@ -82,9 +90,6 @@ pub enum McpError {
     /// The run could not start.
     #[error(transparent)]
     Rlm(#[from] rlm::RlmError),
-    /// A context file could not be loaded.
-    #[error(transparent)]
-    Context(#[from] rlm_sandbox::SandboxError),
     /// A trace name is not a plain `*.jsonl` file name.
     #[error("{0:?}: a trace name is a file name ending in .jsonl, as list_traces gives it")]
     BadTraceName(String),

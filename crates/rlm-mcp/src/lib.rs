@@ -6,7 +6,9 @@
 //! budget options of `rlm run`), `list_traces` and `read_trace`. A run sends
 //! `notifications/progress` (iteration, sub-calls, tokens, cost) when the client gave a progress
 //! token, and stops when the client cancels the request. Every path a client names must lie
-//! inside one of the operator's [`Roots`] (canonicalised, so `..` and symlinks cannot leave them).
+//! inside one of the operator's [`Roots`]: it is opened beneath its root's handle, so `..` and
+//! symlinks cannot leave it, not even swapped in while it is read; only regular files are read,
+//! and no more of them than the size limit allows.
 //!
 //! The `rlm mcp` subcommand parses flags into an [`McpConfig`] and calls [`serve_stdio`]:
 //!

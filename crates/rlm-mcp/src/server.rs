@@ -76,7 +76,7 @@ impl RlmMcp {
     }
 
     #[tool(
-        description = "Answer a question about a directory of files (a repository, a folder of logs) with a Recursive Language Model. Every text file under the directory (recursively; hidden entries, binary files and symlinks leaving the roots skipped) becomes one document of a list, headed `==> relative/path <==`. The directory must lie inside the server's allowed roots. Returns the answer, then a line with the stop reason, iterations, tokens, cost, time and trace name."
+        description = "Answer a question about a directory of files (a repository, a folder of logs) with a Recursive Language Model. Every text file under the directory (recursively; hidden entries, binary files, FIFOs, devices and symlinks leaving the root skipped) becomes one document of a list, headed `==> relative/path <==`. The directory must lie inside the server's allowed roots. Returns the answer, then a line with the stop reason, iterations, tokens, cost, time and trace name."
     )]
     async fn ask_directory(
         &self,
