@@ -52,9 +52,21 @@ pub struct TraceWriter {
 }
 
 impl TraceWriter {
-    /// Create (or truncate) `path`.
+    /// Create (or truncate) `path`, readable and writable by its owner only (mode 0600 on
+    /// Unix, an existing regular file's mode included): a trace holds the run's context and
+    /// every reply.
     pub fn create(path: &Path) -> std::io::Result<Arc<Self>> {
-        let file = std::fs::File::create(path)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(path)?;
+        // The mode above applies to a new file only; an existing regular file is narrowed too
+        // (never a device such as /dev/null or a terminal).
+        #[cfg(unix)]
+        if file.metadata()?.is_file() {
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        }
         Ok(Arc::new(Self {
             out: Mutex::new(BufWriter::new(file)),
         }))
@@ -379,6 +391,24 @@ mod tests {
             );
             let _ = read_lines(&[line]);
         }
+    }
+
+    /// A trace holds the run's context and every reply: only its owner may read it, whether
+    /// it is new or an existing file being replaced.
+    #[cfg(unix)]
+    #[test]
+    fn traces_are_created_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let new = dir.path().join("new.jsonl");
+        TraceWriter::create(&new).unwrap();
+        assert_eq!(mode(&new), 0o600);
+        let old = dir.path().join("old.jsonl");
+        std::fs::write(&old, "x").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        TraceWriter::create(&old).unwrap();
+        assert_eq!(mode(&old), 0o600);
     }
 
     #[test]
