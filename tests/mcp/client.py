@@ -2,12 +2,15 @@
 
 Usage: python client.py RLM FAST_MOCK_URL SLOW_MOCK_URL WORKDIR. Exits non-zero (with the reason)
 on failure. Checks: tool listing and schemas, a call with progress notifications (and its round
-trip time), list/read of the run's trace, a cancelled call (the run stops: its trace stops
-growing, no final answer), and refused paths (`..`, absolute, a symlink out of the root).
+trip time), list/read of the run's trace, traces private to the roots that made them (owner-only
+files in a directory of their own; a server over another root, sharing --trace-dir, neither lists
+nor reads them), a cancelled call (the run stops: its trace stops growing, no final answer), and
+refused paths (`..`, absolute, a symlink out of the root).
 """
 import importlib.metadata
 import json
 import os
+import stat
 import sys
 import time
 
@@ -18,7 +21,9 @@ from mcp.client.stdio import stdio_client
 rlm, fast_url, slow_url, work = sys.argv[1:5]
 root = os.path.join(work, "root")
 traces = os.path.join(work, "traces")
+other_root = os.path.join(work, "other-root")
 os.makedirs(os.path.join(root, "docs"), exist_ok=True)
+os.makedirs(other_root, exist_ok=True)
 os.makedirs(traces, exist_ok=True)
 DOC = "Filler.\n" * 40 + "The access code for project Falcon-12 is 48213.\n" + "More filler.\n" * 40
 Q = "What is the access code for project Falcon-12?"
@@ -31,12 +36,24 @@ if not os.path.lexists(link):
     os.symlink(os.path.join(work, "secret.txt"), link)
 
 
-def server(url: str, trace_dir: str) -> StdioServerParameters:
+def server(url: str, trace_dir: str, root: str = root) -> StdioServerParameters:
     return StdioServerParameters(
         command=rlm,
         args=["mcp", "--root", root, "--model", "compat/scripted", "--base-url", url, "--trace-dir", trace_dir],
         env={"RLM_LOG": "warn"},
     )
+
+
+def trace_files(base: str) -> list[str]:
+    """The trace files under `base`: all in one owner-only directory of its own, each 0600."""
+    [sub] = os.listdir(base)
+    d = os.path.join(base, sub)
+    assert sub.startswith("roots-") and os.path.isdir(d), sub
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700, oct(os.stat(d).st_mode)
+    files = [os.path.join(d, n) for n in os.listdir(d)]
+    for f in files:
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, (f, oct(os.stat(f).st_mode))
+    return files
 
 
 def text(result) -> str:
@@ -81,6 +98,7 @@ async def fast() -> float:
             assert len(listed) == 3, listed
             trace = text(await session.call_tool("read_trace", {"name": listed[0]["name"]}))
             assert '"type":"final_answer"' in trace.replace(" ", ""), trace[:500]
+            assert len(trace_files(traces)) == 3
 
             for bad in ["../secret.txt", "docs/../../secret.txt", os.path.join(work, "secret.txt"), "escape.txt", "/etc/passwd"]:
                 r = await session.call_tool("ask_file", {"path": bad, "question": Q})
@@ -91,7 +109,16 @@ async def fast() -> float:
             assert r.is_error, text(r)
             r = await session.call_tool("ask_file", {"path": "docs/notes.md", "question": Q, "model": "openai/gpt-5"})
             assert r.is_error and "not allowed" in text(r), text(r)
-            return round_trip
+    # A server over another root, sharing the trace directory, sees none of those traces.
+    async with stdio_client(server(fast_url, traces, other_root)) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            assert json.loads(text(await session.call_tool("list_traces", {}))) == []
+            r = await session.call_tool("read_trace", {"name": listed[0]["name"]})
+            assert r.is_error, text(r)
+            r = await session.call_tool("ask_file", {"path": os.path.join(root, "docs", "notes.md"), "question": Q})
+            assert r.is_error and "outside the allowed roots" in text(r), text(r)
+    return round_trip
 
 
 async def cancelled() -> None:
@@ -117,8 +144,7 @@ async def cancelled() -> None:
                 # Abandoning the call sends notifications/cancelled for it.
                 tg.cancel_scope.cancel()
             assert not finished, "the call finished before it was cancelled"
-            [name] = os.listdir(slow_traces)
-            path = os.path.join(slow_traces, name)
+            [path] = trace_files(slow_traces)
             await anyio.sleep(1.0)
             size = os.path.getsize(path)
             await anyio.sleep(3.0)
@@ -133,7 +159,8 @@ async def main() -> None:
     round_trip = await fast()
     await cancelled()
     print(f"mcp {importlib.metadata.version('mcp')}: tools listed, ask_file with progress "
-          f"(round trip {round_trip * 1000:.0f} ms), ask_directory, ask_text, traces, refused paths, cancellation all OK")
+          f"(round trip {round_trip * 1000:.0f} ms), ask_directory, ask_text, traces (private to their roots), "
+          f"refused paths, cancellation all OK")
 
 
 anyio.run(main)

@@ -36,8 +36,10 @@ pub struct McpArgs {
     /// Model requests in flight at once, all runs together.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// Where runs' traces are written (and `list_traces` reads). Default: ~/.cache/rlm/traces.
-    #[arg(long, env = "RLM_TRACE_DIR")]
+    /// Base directory of the traces. Each set of roots gets its own owner-only subdirectory
+    /// (`roots-<hash>`), the only one `list_traces`/`read_trace` see. Default:
+    /// ~/.cache/rlm/mcp-traces (never `rlm serve`'s directory).
+    #[arg(long, env = "RLM_MCP_TRACE_DIR")]
     trace_dir: Option<PathBuf>,
     /// Largest context a request may read (a file, or a directory's files together), in MiB.
     #[arg(long, default_value_t = 256)]
@@ -45,6 +47,12 @@ pub struct McpArgs {
     /// Most files `ask_directory` reads.
     #[arg(long, default_value_t = 10_000)]
     max_files: usize,
+}
+
+/// Where `rlm mcp` keeps traces by default: apart from `rlm serve`'s, which serves every trace
+/// in its directory to its own clients.
+pub(crate) fn default_trace_dir() -> PathBuf {
+    rlm_sandbox::default_cache_dir().join("mcp-traces")
 }
 
 /// Serve MCP on stdin/stdout until the client disconnects. Nothing but protocol goes to stdout.
@@ -62,12 +70,9 @@ pub async fn mcp(args: McpArgs) -> Result<ExitCode> {
     let engine = tokio::task::spawn_blocking(crate::engine_blocking)
         .await
         .context("loading the sandbox engine")??;
-    let trace_dir = args
-        .trace_dir
-        .clone()
-        .unwrap_or_else(crate::serve::default_trace_dir);
-    std::fs::create_dir_all(&trace_dir)
-        .with_context(|| format!("creating the trace directory {}", trace_dir.display()))?;
+    let trace_base = args.trace_dir.clone().unwrap_or_else(default_trace_dir);
+    let trace_dir =
+        rlm_mcp::prepare_trace_dir(&trace_base, &roots).context("creating the trace directory")?;
     let config = McpConfig {
         roots,
         defaults,
@@ -75,7 +80,7 @@ pub async fn mcp(args: McpArgs) -> Result<ExitCode> {
         models: crate::serve::factory(client, args.models.config(), args.models.local()),
         allowed_models: args.allow_models.clone(),
         engine,
-        trace_dir: Some(trace_dir.clone()),
+        trace_dir: Some(trace_base),
         sub_concurrency: args.concurrency,
         max_context_bytes: args.max_context_mb.max(1) << 20,
         max_files: args.max_files.max(1),
@@ -93,4 +98,20 @@ pub async fn mcp(args: McpArgs) -> Result<ExitCode> {
     );
     rlm_mcp::serve_stdio(config).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rlm serve` serves every trace in its directory; MCP traces hold what a client read under
+    /// its roots, so by default they live elsewhere (neither directory inside the other).
+    #[test]
+    fn mcp_and_serve_keep_traces_apart_by_default() {
+        let (mcp, serve) = (default_trace_dir(), crate::serve::default_trace_dir());
+        assert!(
+            !mcp.starts_with(&serve) && !serve.starts_with(&mcp),
+            "{mcp:?} {serve:?}"
+        );
+    }
 }

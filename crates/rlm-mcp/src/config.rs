@@ -32,7 +32,9 @@ pub struct McpConfig {
     pub allowed_models: Vec<String>,
     /// The sandbox engine.
     pub engine: Arc<SandboxEngine>,
-    /// Where each run's trace is written (and `list_traces`/`read_trace` read).
+    /// The base directory of traces. Runs are traced in this server's own subdirectory for its
+    /// set of roots ([`crate::trace_dir_for`]), and `list_traces`/`read_trace` see that one
+    /// only: a session over other roots never sees them.
     pub trace_dir: Option<PathBuf>,
     /// Sub-model requests in flight at once per run.
     pub sub_concurrency: usize,

@@ -5,7 +5,8 @@
 //! Tools: `ask_file`, `ask_directory`, `ask_text` (each with the model, depth, iteration and
 //! budget options of `rlm run`), `list_traces` and `read_trace`. A run sends
 //! `notifications/progress` (iteration, sub-calls, tokens, cost) when the client gave a progress
-//! token, and stops when the client cancels the request. Every path a client names must lie
+//! token, and stops when the client cancels the request. Traces are private to the set of roots
+//! that made them ([`trace_dir_for`]). Every path a client names must lie
 //! inside one of the operator's [`Roots`]: it is opened beneath its root's handle, so `..` and
 //! symlinks cannot leave it, not even swapped in while it is read; only regular files are read,
 //! and no more of them than the size limit allows.
@@ -32,3 +33,6 @@ pub use error::McpError;
 pub use params::{AskDirectory, AskFile, AskText, ReadTrace, RunOptions};
 pub use roots::Roots;
 pub use server::{RlmMcp, serve_stdio};
+pub use traces::{
+    DEFAULT_TRACE_CHARS, MAX_LISTED_TRACES, MAX_TRACE_CHARS, prepare_trace_dir, trace_dir_for,
+};

@@ -75,9 +75,10 @@ pub struct AskText {
 /// `read_trace`'s arguments.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ReadTrace {
-    /// The trace's file name, as `list_traces` gives it (e.g. `mcp-1764470000000-1.jsonl`).
+    /// The trace's file name, as `list_traces` gives it (e.g. `mcp-1764470000000-4242-1.jsonl`).
     pub name: String,
-    /// Characters returned at most (default 100000); the rest is cut with a note.
+    /// Characters returned at most (default 100000, at most 1000000); the rest is cut with a
+    /// note.
     #[serde(default)]
     pub max_chars: Option<usize>,
 }

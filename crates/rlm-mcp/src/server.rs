@@ -13,7 +13,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
 
 use crate::files::{load_directory, load_file};
-use crate::traces::{list_traces, read_trace_text};
+use crate::traces::{DEFAULT_TRACE_CHARS, TraceStore};
 use crate::{AskDirectory, AskFile, AskText, McpConfig, McpError, ReadTrace};
 
 mod ask;
@@ -22,6 +22,8 @@ mod ask;
 #[derive(Clone)]
 pub struct RlmMcp {
     config: Arc<McpConfig>,
+    /// This server's traces (its roots' own directory), when it keeps any.
+    traces: Option<Arc<TraceStore>>,
     runs: Arc<AtomicU64>,
     tool_router: ToolRouter<Self>,
 }
@@ -47,8 +49,13 @@ fn tool_error(e: impl std::fmt::Display) -> CallToolResult {
 impl RlmMcp {
     /// A server over `config`.
     pub fn new(config: McpConfig) -> Self {
+        let traces = config
+            .trace_dir
+            .as_deref()
+            .map(|base| Arc::new(TraceStore::new(base, &config.roots)));
         Self {
             config: Arc::new(config),
+            traces,
             runs: Arc::new(AtomicU64::new(0)),
             tool_router: Self::tool_router(),
         }
@@ -124,13 +131,13 @@ impl RlmMcp {
     }
 
     #[tool(
-        description = "List the traces of past runs (newest first) as JSON: name, bytes and modification time (Unix seconds). Read one with read_trace."
+        description = "List the traces of this server's past runs (those made over the same allowed roots; the newest 1000, newest first) as JSON: name, bytes and modification time (Unix seconds). Read one with read_trace."
     )]
     async fn list_traces(&self) -> Result<CallToolResult, ErrorData> {
-        let Some(dir) = self.config.trace_dir.clone() else {
+        let Some(store) = self.traces.clone() else {
             return Ok(tool_error(McpError::NoTraces));
         };
-        let listed = tokio::task::spawn_blocking(move || list_traces(&dir))
+        let listed = tokio::task::spawn_blocking(move || store.list())
             .await
             .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
         Ok(match listed {
@@ -140,17 +147,17 @@ impl RlmMcp {
     }
 
     #[tool(
-        description = "Read one trace of a past run: JSON lines, one event each (run start, iterations, model replies, code executed with its output, sub-calls, the final answer, with tokens and cost)."
+        description = "Read one trace of this server's past runs, by the name list_traces gives: JSON lines, one event each (run start, iterations, model replies, code executed with its output, sub-calls, the final answer, with tokens and cost). At most max_chars characters (default 100000, at most 1000000) come back; the rest is cut with a note."
     )]
     async fn read_trace(
         &self,
         Parameters(args): Parameters<ReadTrace>,
     ) -> Result<CallToolResult, ErrorData> {
-        let Some(dir) = self.config.trace_dir.clone() else {
+        let Some(store) = self.traces.clone() else {
             return Ok(tool_error(McpError::NoTraces));
         };
-        let max = args.max_chars.unwrap_or(100_000);
-        let read = tokio::task::spawn_blocking(move || read_trace_text(&dir, &args.name, max))
+        let max = args.max_chars.unwrap_or(DEFAULT_TRACE_CHARS);
+        let read = tokio::task::spawn_blocking(move || store.read(&args.name, max))
             .await
             .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
         Ok(match read {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rlm::{BudgetLimits, ContextInput, RunSpec, StopReason, TraceWriter};
+use rlm::{BudgetLimits, ContextInput, RunSpec, StopReason};
 use rlm_llm::ChatModel;
 use rmcp::RoleServer;
 use rmcp::model::{CallToolResult, ContentBlock as Content};
@@ -121,20 +121,17 @@ impl RlmMcp {
             .sub_concurrency(self.config.sub_concurrency.max(1))
             .on_event(progress.sink.clone());
         let mut trace_name = None;
-        if let Some(dir) = &self.config.trace_dir {
+        if let Some(store) = &self.traces {
+            // The process id keeps two servers over the same roots from reusing a name.
             let name = format!(
-                "mcp-{}-{}.jsonl",
+                "mcp-{}-{}-{}.jsonl",
                 SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis()),
+                std::process::id(),
                 self.runs.fetch_add(1, Ordering::Relaxed) + 1
             );
-            let path = dir.join(&name);
-            let writer = TraceWriter::create(&path).map_err(|source| McpError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            builder = builder.on_event(writer);
+            builder = builder.on_event(store.create(&name)?);
             trace_name = Some(name);
         }
         let rlm = builder.build()?;
