@@ -79,7 +79,15 @@ impl Roots {
     /// root; the open never blocks (a FIFO or device opens at once, for the caller to refuse on
     /// its metadata).
     pub(crate) fn open_file(&self, path: &str) -> Result<Opened<File>, McpError> {
-        self.open(path, |dir, rel| dir.open_with(rel, &read_options()))
+        self.open(path, |dir, rel| {
+            // A root itself opens as the directory it is, for the caller to refuse as one.
+            let rel = if rel.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                rel
+            };
+            dir.open_with(rel, &read_options())
+        })
     }
 
     /// Open the directory a client named (as [`Roots::open_file`]).

@@ -100,10 +100,23 @@ fn directories_become_documents() {
         load(1 << 20, 1),
         Err(McpError::TooManyFiles { .. })
     ));
+    // Directories count too: a deep tree of empty ones is not walked without end.
+    std::fs::create_dir_all(root.join("d/d/d/d/d/d")).unwrap();
+    assert!(matches!(
+        block_on(load_directory(&roots, "d", 1 << 20, 3)),
+        Err(McpError::TooManyFiles { .. })
+    ));
+    // The root named as a file is refused as a directory.
+    let whole = root.display().to_string();
+    assert!(matches!(
+        block_on(load_file(&roots, &whole, 1 << 20)),
+        Err(McpError::WrongKind { .. })
+    ));
 }
 
 /// A thread swaps `race.txt` between a file inside the root and a symlink to a file outside it
-/// while `ask_file` and `ask_directory` read it again and again: the outside file is never read.
+/// (another swaps `sub/` for a symlink to a directory outside) while `ask_file` and
+/// `ask_directory` read them again and again: nothing outside is ever read.
 #[cfg(unix)]
 #[test]
 fn a_symlink_swapped_in_never_reads_outside_the_roots() {
@@ -117,6 +130,24 @@ fn a_symlink_swapped_in_never_reads_outside_the_roots() {
         std::os::unix::fs::symlink(&secret, root.join(".link")).unwrap();
         std::fs::rename(root.join(".link"), &race).unwrap();
     });
+    // And `sub/` between a directory inside the root and a symlink to one outside.
+    let outside_dir = s.secret.with_file_name("outside");
+    std::fs::create_dir_all(&outside_dir).unwrap();
+    std::fs::write(
+        outside_dir.join("deep.txt"),
+        "SECRET in a directory outside",
+    )
+    .unwrap();
+    std::fs::create_dir_all(s.root.join("sub")).unwrap();
+    std::fs::write(s.root.join("sub/deep.txt"), "inside, deeper").unwrap();
+    let root = s.root.clone();
+    let _dir_swapper = Swapper::start(move || {
+        let sub = root.join("sub");
+        std::fs::rename(&sub, root.join(".sub")).unwrap();
+        std::os::unix::fs::symlink(&outside_dir, &sub).unwrap();
+        std::fs::remove_file(&sub).unwrap();
+        std::fs::rename(root.join(".sub"), &sub).unwrap();
+    });
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -127,6 +158,8 @@ fn a_symlink_swapped_in_never_reads_outside_the_roots() {
         let loaded = [
             rt.block_on(load_file(&s.roots, path, 1 << 20)),
             rt.block_on(load_directory(&s.roots, ".", 1 << 20, 100)),
+            rt.block_on(load_file(&s.roots, "sub/deep.txt", 1 << 20)),
+            rt.block_on(load_directory(&s.roots, "sub", 1 << 20, 100)),
         ];
         for input in loaded.iter().flatten() {
             for t in texts(input) {
