@@ -55,8 +55,8 @@ impl ContextInput {
         Ok(Self::from_data(Context::read(path, format)?))
     }
 
-    /// [`ContextInput::load`], always copying the file into memory (see
-    /// [`Context::read_copy`]): for servers over files that may be rewritten while they work.
+    /// [`ContextInput::load`], always reading the file into memory, never mapping it (see
+    /// [`Context::read_copy`]).
     pub fn load_copy(
         path: &std::path::Path,
         format: rlm_sandbox::ContextFormat,

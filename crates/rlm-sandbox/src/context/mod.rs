@@ -188,9 +188,9 @@ impl Context {
         Self::read_with(path, format, true)
     }
 
-    /// [`Context::read`], but always copying the file into memory: for a long-running process
-    /// (a server) over files that others may rewrite in place while it works, which a map
-    /// would see (or, cut short, fault on).
+    /// [`Context::read`], but always reading the file into memory, never mapping it (a mapped
+    /// text is already safe from writers: see [`Text::map_file`]; this is for callers that want
+    /// no map and no lease on the file at all).
     pub fn read_copy(path: &Path, format: ContextFormat) -> Result<ContextData, SandboxError> {
         Self::read_with(path, format, false)
     }
