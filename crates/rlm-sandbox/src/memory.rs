@@ -254,4 +254,20 @@ mod tests {
         drop(b);
         assert_eq!(pool.used(), 0);
     }
+
+    #[test]
+    fn host_charges_take_from_the_pool_refuse_past_it_and_give_back_on_drop() {
+        let pool = MemoryPool::new(100);
+        let mut a = HostCharge::new(pool.clone());
+        assert!(a.set(60));
+        let mut b = HostCharge::new(pool.clone());
+        assert!(!b.set(50), "only 40 left");
+        assert!(b.set(40));
+        assert_eq!(pool.used(), 100);
+        assert!(a.set(10));
+        assert_eq!(pool.used(), 50);
+        drop(a);
+        drop(b);
+        assert_eq!(pool.used(), 0);
+    }
 }

@@ -13,7 +13,7 @@ use crate::host::{CallLog, ModelCall};
 use crate::host::{ModelHost, NoModel};
 use crate::limits::Limits;
 use crate::live::{Checkpoint, Live, MemoryPlan, Recipe};
-use crate::memory::MemoryPool;
+use crate::memory::{HostCharge, MemoryPool};
 use crate::standby::Standby;
 use crate::tools::Tool;
 
@@ -232,6 +232,7 @@ impl SandboxBuilder {
             pool,
             tools: self.tools.into(),
         };
+        let recipe_pool = recipe.pool.clone();
         let mut live = Live::new(&recipe).await?;
         let started = Instant::now();
         for entry in &journal {
@@ -253,6 +254,7 @@ impl SandboxBuilder {
             unsaveable: false,
             standby: None,
             retired: None,
+            recovery_memory: HostCharge::new(recipe_pool),
         })
     }
 }
@@ -313,6 +315,9 @@ pub struct Sandbox {
     standby: Option<Standby>,
     /// The trapped instance, between a recovery and its clean-up.
     retired: Option<Live>,
+    /// The journal's bytes and the checkpoint's, charged to the REPL's memory pool (the
+    /// budget covers the host's copies of what the guest produced, not only guest memory).
+    recovery_memory: HostCharge,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -518,8 +523,15 @@ impl Sandbox {
                     usize::try_from(self.recipe.limits.max_host_string_bytes).unwrap_or(usize::MAX);
                 result.final_answer = step.final_answer.map(|a| cut_marked(a, answer_cap));
                 let bytes = code.len() + calls.iter().map(ModelCall::answer_bytes).sum::<usize>();
-                self.journal_bytes = self.journal_bytes.saturating_add(bytes as u64);
-                if self.journal_bytes <= self.recipe.limits.max_journal_bytes {
+                // Once a step is left out, none after it may go in: a replay needs them all.
+                let total = self.journal_bytes.saturating_add(bytes as u64);
+                if !self.journal_full
+                    && total <= self.recipe.limits.max_journal_bytes
+                    && self
+                        .recovery_memory
+                        .set(total.saturating_add(self.checkpoint_bytes()))
+                {
+                    self.journal_bytes = total;
                     self.journal.push(JournalEntry::Step {
                         code: code.to_string(),
                         calls,
@@ -527,8 +539,9 @@ impl Sandbox {
                     self.journaled(elapsed);
                 } else if !self.journal_full {
                     tracing::warn!(
-                        bytes = self.journal_bytes,
-                        "the step journal is full: a later trap will reset the REPL"
+                        bytes = total,
+                        "the step journal is full (its cap, or the memory budget): a later trap \
+                         will reset the REPL"
                     );
                     self.journal_full = true;
                     self.standby = None;
@@ -571,6 +584,13 @@ impl Sandbox {
         let cost = started.elapsed();
         result.checkpoint = cost;
         match outcome {
+            Ok(Ok(bytes)) if !self.charge_recovery(bytes.len() as u64) => {
+                tracing::debug!(
+                    bytes = bytes.len(),
+                    "the memory budget has no room for a checkpoint now"
+                );
+                self.checkpoint_due = self.tail_cost.saturating_mul(2).max(cost);
+            }
             Ok(Ok(bytes)) => {
                 tracing::debug!(bytes = bytes.len(), ?cost, "checkpoint taken");
                 let rng = self.live.store.data().rng_positions();
@@ -663,6 +683,7 @@ impl Sandbox {
                         Err(e) => {
                             tracing::warn!(error = %e, "restoring the checkpoint failed; replaying");
                             self.checkpoint = None;
+                            self.charge_recovery(0);
                             self.tail_cost = self.replay_cost;
                         }
                     }
@@ -700,6 +721,7 @@ impl Sandbox {
             self.journal = setup;
             self.journal_bytes = 0;
             self.journal_full = false;
+            self.charge_recovery(0);
             Ok(Recovered {
                 restored: false,
                 replayed,
@@ -711,6 +733,18 @@ impl Sandbox {
     }
 
     /// Make `live` the REPL's instance; the trapped one is kept for [`Self::after_recovery`].
+    /// Bytes of the latest checkpoint.
+    fn checkpoint_bytes(&self) -> u64 {
+        self.checkpoint.as_ref().map_or(0, |c| c.bytes.len() as u64)
+    }
+
+    /// Charge the journal and a checkpoint of `checkpoint` bytes to the memory pool; false
+    /// (charging what was charged) when the pool has no room for more.
+    fn charge_recovery(&mut self, checkpoint: u64) -> bool {
+        self.recovery_memory
+            .set(self.journal_bytes.saturating_add(checkpoint))
+    }
+
     fn swap_in(&mut self, live: Live) {
         self.retired = Some(std::mem::replace(&mut self.live, live));
     }

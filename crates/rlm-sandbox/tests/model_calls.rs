@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use rlm_sandbox::{Context, LimitHit, Limits, Sandbox};
+use rlm_sandbox::{Context, LimitHit, Limits, MemoryPool, Sandbox};
 
 async fn with_host(host: Arc<EchoHost>, limits: Limits) -> Sandbox {
     Sandbox::builder(engine())
@@ -226,6 +226,45 @@ async fn a_full_journal_resets_instead_of_growing() {
         out(&mut sb, "context, query, 'a' in dir()").await,
         "('doc', 'q', False)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_journal_is_charged_to_the_memory_budget() {
+    // The host's copies of what the guest produced (the journal's answers, the checkpoint)
+    // count against the process's memory budget, as guest memory does.
+    let host = Arc::new(EchoHost {
+        answer_bytes: Some(4 << 20),
+        ..EchoHost::default()
+    });
+    let l = Limits {
+        checkpoint_after: Duration::MAX,
+        fuel_per_step: 300_000_000,
+        ..Limits::default()
+    };
+    let pool = MemoryPool::new(4 << 30);
+    let mut sb = Sandbox::builder(engine())
+        .limits(l)
+        .model(host)
+        .memory_pool(pool.clone())
+        .context(Context::text("doc"))
+        .build()
+        .await
+        .unwrap();
+    for i in 0..3 {
+        ok(&mut sb, &format!("x = llm_query('{i}')")).await;
+    }
+    let journal = pool.used() - sb.memory_held();
+    assert!(
+        journal >= 12 << 20,
+        "{} MiB charged for 12 MiB of answers",
+        journal >> 20
+    );
+    // A trap is recovered from the journal, still charged; dropping the REPL gives it back.
+    let r = sb.exec("while True: pass").await.unwrap();
+    assert!(r.restored, "{r:?}");
+    assert!(pool.used() - sb.memory_held() >= 12 << 20);
+    drop(sb);
+    assert_eq!(pool.used(), 0, "and all of it goes back");
 }
 
 #[tokio::test(flavor = "multi_thread")]
