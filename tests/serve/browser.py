@@ -37,8 +37,12 @@ def wait(what, cond, timeout=30):
 
 try:
     driver.get(base + "/")
-    wait("the page", lambda: driver.find_element(By.ID, "model").get_attribute("value"))
+    # With --api-key, only the page loads without the key: it asks for it, then loads the rest.
+    wait("the key prompt", lambda: driver.find_element(By.ID, "key-row").is_displayed())
+    assert not driver.find_element(By.ID, "model").get_attribute("value"), "nothing but the page without the key"
     driver.find_element(By.ID, "api-key").send_keys(key)
+    driver.execute_script("document.getElementById('api-key').dispatchEvent(new Event('change'));")
+    wait("the page", lambda: driver.find_element(By.ID, "model").get_attribute("value"))
     # Paste the document (as a paste does: set the text, fire input).
     driver.execute_script("const d = document.getElementById('doc'); d.value = arguments[0]; d.dispatchEvent(new Event('input'));", DOC)
     driver.find_element(By.ID, "query").send_keys("What is the access code for project Falcon-12?")

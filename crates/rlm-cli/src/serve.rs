@@ -64,6 +64,14 @@ pub struct ServeArgs {
     /// Seconds a connection may take to send a request's headers, or stay idle between requests.
     #[arg(long, default_value_t = 20.0)]
     header_timeout_secs: f64,
+    /// Seconds a request (headers and body) may take to arrive whole, from its first byte; a
+    /// slower one is answered 408 and its connection closed.
+    #[arg(long, default_value_t = 60.0)]
+    request_timeout_secs: f64,
+    /// Connections open at once. Past it, the connection idle or still sending its request the
+    /// longest is closed to make room (a quarter of them may follow runs' event streams).
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
     /// A model requests may name besides `--model` and `--sub-model` (repeat for several):
     /// an exact id, or `provider/*` for every model of a hosted provider. Local models
     /// (`local/NAME` or `local/PATH.gguf`) are allowed one by one.
@@ -130,6 +138,7 @@ fn seconds(s: f64, flag: &str) -> Result<Duration> {
 /// Run the server until the process is stopped.
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let header_read_timeout = seconds(args.header_timeout_secs, "--header-timeout-secs")?;
+    let request_timeout = seconds(args.request_timeout_secs, "--request-timeout-secs")?;
     for m in &args.allow_models {
         let ok = match m.strip_suffix("/*") {
             Some(p) => !p.is_empty() && p != "local" && !p.contains(['/', '*']),
@@ -166,12 +175,16 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         engine,
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         max_body_bytes: args.max_body_mb.max(1) << 20,
+        // Four bodies of the largest size may be read at once.
+        body_budget_bytes: 4 * (args.max_body_mb.max(1) << 20),
+        request_timeout,
         max_runs: args.max_runs.max(1),
         trace_dir: Some(trace_dir.clone()),
         sample: Some(("synthetic_patient_data.md".into(), SAMPLE.to_string())),
         allow_hosts: args.allow_hosts.clone(),
         header_read_timeout,
-        max_connections: 1024,
+        max_connections: args.max_connections.max(1),
+        max_event_streams: (args.max_connections / 4).max(1),
         allowed_models: args.allow_models.clone(),
         retention: Retention {
             finished_runs: args.keep_runs,
@@ -219,6 +232,8 @@ pub async fn view(args: ViewArgs) -> Result<ExitCode> {
         engine,
         api_key: None,
         max_body_bytes: 1 << 20,
+        body_budget_bytes: 4 << 20,
+        request_timeout: Duration::from_secs(60),
         max_runs: 1,
         trace_dir: args
             .trace
@@ -229,6 +244,7 @@ pub async fn view(args: ViewArgs) -> Result<ExitCode> {
         allow_hosts: Vec::new(),
         header_read_timeout: Duration::from_secs(20),
         max_connections: 1024,
+        max_event_streams: 256,
         retention: Retention::default(),
         allowed_models: Vec::new(),
     };

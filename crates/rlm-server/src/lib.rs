@@ -14,6 +14,8 @@
 //! one HTML file compiled into the binary: no CDN, and it renders every value from a run or a
 //! trace as text.
 
+pub mod body;
+pub mod conn;
 pub mod guard;
 pub mod openai;
 pub mod runs;
@@ -24,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -53,6 +55,10 @@ pub struct ServeConfig {
     pub api_key: Option<String>,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// Bytes of request bodies held at once, all requests together; a request past it gets 429.
+    pub body_budget_bytes: usize,
+    /// A request (headers and body) must arrive whole within this time of its first byte.
+    pub request_timeout: Duration,
     /// Runs executing at once; more get 429.
     pub max_runs: usize,
     /// Where runs' traces are written and from which traces are served.
@@ -64,8 +70,11 @@ pub struct ServeConfig {
     /// How long a connection may take to send a request's headers (also how long an idle
     /// kept-alive connection stays open).
     pub header_read_timeout: Duration,
-    /// Connections served at once; more wait to be accepted.
+    /// Connections open at once; past it, the one idle or reading the longest is closed
+    /// ([`conn`]).
     pub max_connections: usize,
+    /// Run event streams (`/api/runs/{id}/events`) open at once; more get 429.
+    pub max_event_streams: usize,
     /// How much of its runs the server keeps in memory.
     pub retention: runs::Retention,
     /// Model ids requests may name besides the defaults: exact ids, or `provider/*` for every
@@ -149,6 +158,24 @@ pub struct AppState {
     pub runs: runs::Registry,
     /// The host names and origins it answers.
     pub hosts: guard::HostCheck,
+    /// How request bodies are bounded.
+    pub body: body::BodyLimits,
+    /// Run event streams open (one permit each).
+    pub streams: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    /// The state of a server with `config` bound to `bound`.
+    pub fn new(config: ServeConfig, bound: std::net::IpAddr) -> Self {
+        let c = &config;
+        Self {
+            runs: runs::Registry::new(c.max_runs, c.retention),
+            hosts: guard::HostCheck::new(bound, &c.allow_hosts),
+            body: body::BodyLimits::new(c.max_body_bytes, c.request_timeout, c.body_budget_bytes),
+            streams: Arc::new(tokio::sync::Semaphore::new(c.max_event_streams.max(1))),
+            config,
+        }
+    }
 }
 
 const PAGE: &str = include_str!("../assets/index.html");
@@ -190,7 +217,8 @@ async fn sample(State(s): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// Bearer-token check for the API routes (constant-time comparison of hashes).
+/// Bearer-token check for every route but the page itself (constant-time comparison of hashes);
+/// it runs before a request's body is read.
 async fn auth(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -249,13 +277,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/traces/{name}", get(runs::get_trace))
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/api/info", get(info))
+        .route("/api/sample", get(sample))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/", get(page))
-        .route("/api/info", get(info))
-        .route("/api/sample", get(sample))
         .merge(api)
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             check_host_and_origin,
@@ -293,16 +320,8 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
-        let (max_runs, retention) = (config.max_runs, config.retention);
-        let hosts = guard::HostCheck::new(addr.ip(), &config.allow_hosts);
-        Ok(Self {
-            listener,
-            state: Arc::new(AppState {
-                config,
-                runs: runs::Registry::new(max_runs, retention),
-                hosts,
-            }),
-        })
+        let state = Arc::new(AppState::new(config, addr.ip()));
+        Ok(Self { listener, state })
     }
 
     /// The bound address.
@@ -315,43 +334,14 @@ impl Server {
         &self.state
     }
 
-    /// Serve until the process ends: HTTP/1.1, each connection in its own task, at most
-    /// `max_connections` at once, each dropped when it takes longer than `header_read_timeout` to
-    /// send a request's headers (slowloris) or stays idle that long between requests.
+    /// Serve until the process ends: HTTP/1.1, each connection in its own task, within the
+    /// connection cap and timeouts ([`conn`]).
     pub async fn run(self) -> Result<(), ServeError> {
         let c = &self.state.config;
-        let (timeout, slots) = (
-            c.header_read_timeout,
-            Arc::new(tokio::sync::Semaphore::new(c.max_connections.max(1))),
-        );
+        let (timeout, max) = (c.header_read_timeout, c.max_connections);
         let app = router(self.state.clone());
-        loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return Ok(());
-            };
-            let stream = match self.listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, then go on accepting.
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let service = hyper_util::service::TowerToHyperService::new(app.clone());
-            tokio::spawn(async move {
-                let _permit = permit;
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(timeout)
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .with_upgrades();
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection ended");
-                }
-            });
-        }
+        conn::serve(self.listener, app, timeout, max).await;
+        Ok(())
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,12 @@ pub struct RunEntry {
     pub trace: Option<PathBuf>,
     state: Mutex<RunState>,
     done: watch::Sender<Option<Arc<Summary>>>,
+    /// Its task, until the task ends.
     pub(super) abort: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Its first event came: the context was copied and hashed (see [`RunEntry::cancel`]).
+    prepared: AtomicBool,
+    /// A cancel was asked for.
+    cancelled: AtomicBool,
     /// The run slot it holds, released once (by the end of its task or by a cancel).
     pub(super) slot: Mutex<Option<RunSlot>>,
     watchers: AtomicUsize,
@@ -90,6 +95,8 @@ impl RunEntry {
             }),
             done: watch::channel(None).0,
             abort: Mutex::new(None),
+            prepared: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
             slot: Mutex::new(None),
             watchers: AtomicUsize::new(0),
             cancel_on_disconnect,
@@ -132,8 +139,6 @@ impl RunEntry {
         }
         drop(s);
         self.done.send_replace(Some(summary));
-        // The finished task's handle would keep its memory.
-        lock(&self.abort).take();
     }
 
     /// Bytes kept for this run (JSON size of its events and summary), and whether it ended.
@@ -174,20 +179,39 @@ impl RunEntry {
         }
     }
 
-    /// Give back the run slot (once): a cancelled run frees it at once, not when its aborted
-    /// task is next dropped.
+    /// Give back the run slot (once).
     pub(super) fn release_slot(&self) {
         lock(&self.slot).take();
     }
 
-    /// Stop the run now; it ends as `cancelled` with what it had.
-    pub fn cancel(&self) -> bool {
-        let running = self.summary().is_none();
-        let handle = lock(&self.abort).take();
-        if let Some(h) = handle {
+    /// Stop the run's task and give back its slot.
+    fn stop_task(&self) {
+        if let Some(h) = lock(&self.abort).take() {
             h.abort();
         }
         self.release_slot();
+    }
+
+    /// The run's first event came, so the blocking work before it (the copy and hash of the
+    /// context) is over: a cancel that was waiting for that stops the task now.
+    pub(super) fn mark_prepared(&self) {
+        if !self.prepared.swap(true, Ordering::SeqCst) && self.cancelled.load(Ordering::SeqCst) {
+            self.stop_task();
+        }
+    }
+
+    /// Stop the run now; it ends as `cancelled` with what it had.
+    ///
+    /// Before its first event, a run is copying and hashing its context on a blocking thread
+    /// (inside `rlm`), which cannot be stopped from outside: the run shows as cancelled at once,
+    /// but its task is stopped at its first event (or its end), and until then it keeps its run
+    /// slot, so that work still counts against the run cap. After, the slot frees at once.
+    pub fn cancel(&self) -> bool {
+        let running = self.summary().is_none();
+        self.cancelled.store(true, Ordering::SeqCst);
+        if self.prepared.load(Ordering::SeqCst) {
+            self.stop_task();
+        }
         if running {
             self.finish(Summary::failed(
                 RunStatus::Cancelled,

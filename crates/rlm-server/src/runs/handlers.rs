@@ -6,106 +6,38 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
-use rlm::{BudgetLimits, ContextInput, Event, RunSpec};
-use serde::Deserialize;
+use rlm::Event;
 
 use super::entry::{Msg, RunEntry};
 use super::launch::Launch;
 use super::registry::Registry;
-use crate::{ApiError, AppState};
+use super::request;
+use crate::{ApiError, AppState, body};
 
-/// `POST /api/runs` body.
-#[derive(Debug, Deserialize)]
-pub struct StartRun {
-    /// The document (text; `context_json` true: JSON).
-    #[serde(default)]
-    pub context: Option<String>,
-    /// Parse `context` as JSON.
-    #[serde(default)]
-    pub context_json: bool,
-    /// Use the server's sample document.
-    #[serde(default)]
-    pub sample: bool,
-    /// The question.
-    pub query: String,
-    /// Root model.
-    pub model: Option<String>,
-    /// Sub-model.
-    pub sub_model: Option<String>,
-    /// Iterations.
-    pub max_iterations: Option<u32>,
-    /// Depth.
-    pub max_depth: Option<u32>,
-    /// Dollars.
-    pub budget_usd: Option<f64>,
-    /// Tokens.
-    pub budget_tokens: Option<u64>,
-    /// Sub-calls.
-    pub budget_sub_calls: Option<u64>,
-    /// Seconds.
-    pub budget_seconds: Option<f64>,
-    /// Cancel when nobody follows the run any more (the page sets it).
-    #[serde(default)]
-    pub cancel_on_disconnect: bool,
-}
-
-/// Start a run.
+/// Start a run: refused while every run slot is taken (429) before the body is read; the body
+/// is read bounded ([`crate::body`]) and checked ([`request::parse`]) before anything is built.
 pub async fn start(
     State(s): State<Arc<AppState>>,
-    Json(b): Json<StartRun>,
+    req: Request,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if b.query.trim().is_empty() {
-        return Err(ApiError::bad("the question is empty: type one"));
-    }
-    let context = if b.sample {
-        let (_, text) = s
-            .config
-            .sample
-            .as_ref()
-            .ok_or_else(|| ApiError::bad("this server has no sample document"))?;
-        ContextInput::Text(text.clone().into())
-    } else {
-        let text = b.context.unwrap_or_default();
-        if text.is_empty() {
-            return Err(ApiError::bad(
-                "the document is empty: paste or upload one, or pick the sample",
-            ));
-        }
-        if b.context_json {
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| ApiError::bad(format!("the document is not valid JSON: {e}")))?;
-            ContextInput::from_json(v)
-        } else {
-            ContextInput::Text(text.into())
-        }
-    };
-    let spec = RunSpec {
-        model: b.model,
-        sub_model: b.sub_model,
-        max_iterations: b.max_iterations,
-        max_depth: b.max_depth,
-        budget: BudgetLimits {
-            usd: b.budget_usd,
-            tokens: b.budget_tokens,
-            sub_calls: b.budget_sub_calls,
-            seconds: b.budget_seconds,
-        },
-        ..RunSpec::default()
-    };
+    s.runs.check_free()?;
+    let body = body::read(&s.body, req).await?;
+    let state = s.clone();
+    let r = body::parse(body, move |b| request::parse(&state.config, b)).await?;
     let entry = s
         .runs
         .launch(
             &s,
             Launch {
-                context,
-                query: b.query,
-                spec,
+                context: r.context,
+                query: r.query,
+                spec: r.spec,
                 source: "page",
-                cancel_on_disconnect: b.cancel_on_disconnect,
+                cancel_on_disconnect: r.cancel_on_disconnect,
             },
         )
         .await?;
@@ -143,20 +75,32 @@ fn find(s: &AppState, id: &str) -> Result<Arc<RunEntry>, ApiError> {
     Ok(entry)
 }
 
-/// Follow a run: `event: rlm` for each loop event, then `event: done` with the summary.
+/// Follow a run: `event: rlm` for each loop event, then `event: done` with the summary. At most
+/// `max_event_streams` streams are open at once (429 past it), so followers cannot hold every
+/// connection the server allows.
 pub async fn events(
     State(s): State<Arc<AppState>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let permit = s.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{} run event streams are open, the most this server allows; close one (another \
+                 tab following a run) or retry later",
+                s.config.max_event_streams
+            ),
+        )
+    })?;
     let follow = find(&s, &id)?.follow();
-    let stream = futures::stream::unfold(follow, |mut f| async move {
+    let stream = futures::stream::unfold((follow, permit), |(mut f, permit)| async move {
         let msg = f.next().await?;
         let ev = match msg {
             Msg::Event(e) => SseEvent::default().event("rlm").json_data(&*e),
             Msg::Done(sum) => SseEvent::default().event("done").json_data(&*sum),
         }
         .unwrap_or_else(|e| SseEvent::default().event("error").data(e.to_string()));
-        Some((Ok(ev), f))
+        Some((Ok(ev), (f, permit)))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))
 }

@@ -19,6 +19,7 @@ struct Sink {
 
 impl EventSink for Sink {
     fn event(&self, event: &Event) {
+        self.entry.mark_prepared();
         if let Some(t) = &self.trace {
             t.event(event);
         }
@@ -35,6 +36,8 @@ struct TaskEnd {
 impl Drop for TaskEnd {
     fn drop(&mut self) {
         self.entry.release_slot();
+        // The ended task's handle would keep its memory.
+        lock(&self.entry.abort).take();
         self.entry.finish(Summary::failed(
             RunStatus::Cancelled,
             "The run was cancelled.".into(),
@@ -167,7 +170,7 @@ impl Registry {
             state.runs.trim();
         });
         *lock(&entry.abort) = Some(task.abort_handle());
-        if entry.summary().is_some() {
+        if task.is_finished() {
             // It ended already: its handle would keep the finished task's memory.
             lock(&entry.abort).take();
         }

@@ -8,21 +8,24 @@
 //!
 //! One job per module: [`retention`] (what is kept, cut to size), [`summary`] (how a run ended),
 //! [`entry`] (one run, its followers, cancelling it), [`registry`] (the runs kept), [`launch`]
-//! (starting a run in its slot) and [`handlers`] (the routes).
+//! (starting a run in its slot), [`request`] (a start request's body) and [`handlers`] (the
+//! routes).
 
 pub mod entry;
 pub mod handlers;
 pub mod launch;
 pub mod registry;
+pub mod request;
 pub mod retention;
 pub mod summary;
 
 use std::sync::{Mutex, PoisonError};
 
 pub use entry::{Follow, Msg, RunEntry, WatchGuard};
-pub use handlers::{StartRun, cancel, events, get_run, get_trace, list, list_traces, start};
+pub use handlers::{cancel, events, get_run, get_trace, list, list_traces, start};
 pub use launch::Launch;
 pub use registry::Registry;
+pub use request::StartRun;
 pub use retention::Retention;
 pub use summary::{RunStatus, Summary};
 

@@ -54,6 +54,14 @@ impl Registry {
             .map(|_| RunSlot(self.active.clone()))
     }
 
+    /// A 429 when no run slot is free now (checked again when one is taken).
+    pub fn check_free(&self) -> Result<(), ApiError> {
+        if self.active.load(Ordering::SeqCst) >= self.max_active {
+            return Err(self.full());
+        }
+        Ok(())
+    }
+
     /// The refusal when no run slot is free.
     pub(super) fn full(&self) -> ApiError {
         ApiError::new(

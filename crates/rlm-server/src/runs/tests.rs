@@ -187,10 +187,8 @@ impl rlm_llm::ChatModel for TinyLocal {
     }
 }
 
-/// The server sets runs up as the CLI and eval do ([`RunSpec::builder`]): a local root model
-/// gets the small-model prompt and output size.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_local_model_gets_the_small_model_setup_on_the_server_too() {
+/// A server state with one run slot, whose models all answer at once ([`TinyLocal`]).
+fn tiny_state() -> Arc<AppState> {
     let engine = rlm_sandbox::SandboxEngine::load().expect("guest (just guest)");
     let config = crate::ServeConfig {
         defaults: RunSpec {
@@ -205,20 +203,26 @@ async fn a_local_model_gets_the_small_model_setup_on_the_server_too() {
         engine,
         api_key: None,
         max_body_bytes: 1 << 20,
+        body_budget_bytes: 4 << 20,
+        request_timeout: Duration::from_secs(60),
         max_runs: 1,
         trace_dir: None,
         sample: None,
         allow_hosts: Vec::new(),
         header_read_timeout: Duration::from_secs(5),
         max_connections: 4,
+        max_event_streams: 4,
         retention: Retention::default(),
         allowed_models: Vec::new(),
     };
-    let state = Arc::new(AppState {
-        config,
-        runs: Registry::new(1, Retention::default()),
-        hosts: crate::guard::HostCheck::new([127, 0, 0, 1].into(), &[]),
-    });
+    Arc::new(AppState::new(config, [127, 0, 0, 1].into()))
+}
+
+/// The server sets runs up as the CLI and eval do ([`RunSpec::builder`]): a local root model
+/// gets the small-model prompt and output size.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_model_gets_the_small_model_setup_on_the_server_too() {
+    let state = tiny_state();
     let entry = state
         .runs
         .launch(
@@ -256,4 +260,45 @@ fn trace_names_are_only_made_from_run_ids() {
     for bad in ["r", "12", "r1/../x", "r-1", "r1.jsonl", "../r1"] {
         assert_eq!(Registry::trace_name(bad), None, "{bad}");
     }
+}
+
+/// A run cancelled before its first event is still copying and hashing its context on a
+/// blocking thread (inside `rlm`), which cannot be stopped: it shows as cancelled at once, and
+/// keeps its run slot until that work is over; then its task stops and the slot frees.
+#[tokio::test]
+async fn a_cancelled_run_holds_its_slot_until_its_blocking_work_ends() {
+    let state = tiny_state();
+    let launch = || Launch {
+        context: ContextInput::Text("word ".repeat(1 << 20).into()),
+        query: "q".into(),
+        spec: RunSpec::default(),
+        source: "api",
+        cancel_on_disconnect: false,
+    };
+    let entry = state.runs.launch(&state, launch()).await.unwrap();
+    // On this one-thread runtime the run's task has not been polled yet: its context is not
+    // copied, nor hashed.
+    assert!(entry.cancel());
+    assert_eq!(entry.summary().unwrap().status, RunStatus::Cancelled);
+    assert_eq!(
+        state.runs.check_free().unwrap_err().status,
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        "the slot is held while the context is copied and hashed"
+    );
+    let t0 = std::time::Instant::now();
+    while state.runs.check_free().is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the slot never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(entry.events().is_empty(), "nothing more was kept for it");
+    // A run cancelled after its first event frees its slot at once.
+    let entry = state.runs.launch(&state, launch()).await.unwrap();
+    while entry.events().is_empty() && entry.summary().is_none() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    entry.cancel();
+    assert!(state.runs.check_free().is_ok(), "freed at once");
 }

@@ -10,77 +10,22 @@
 //!
 //! The model is `rlm` (the server's default root model) or `rlm:<provider/model>`.
 
+pub mod request;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use rlm::{ContextInput, Event, RunSpec};
-use serde::Deserialize;
 
+use crate::runs::launch::resolve;
 use crate::runs::{Launch, Msg, RunEntry, RunStatus, Summary};
-use crate::{ApiError, AppState};
-
-/// A chat message as clients send it (content as a string or a list of parts).
-#[derive(Debug, Deserialize)]
-pub struct InMessage {
-    /// `system`, `user`, `assistant`, `tool`, ...
-    pub role: String,
-    /// Text, or parts with `text`.
-    #[serde(default)]
-    pub content: serde_json::Value,
-}
-
-impl InMessage {
-    fn text(&self) -> String {
-        match &self.content {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Array(parts) => parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(|t| t.as_str()))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            _ => String::new(),
-        }
-    }
-}
-
-/// `POST /v1/chat/completions` body (other fields are accepted and ignored).
-#[derive(Debug, Deserialize)]
-pub struct ChatBody {
-    /// `rlm` or `rlm:<provider/model>`.
-    pub model: String,
-    /// The conversation.
-    pub messages: Vec<InMessage>,
-    /// Stream progress and the answer as SSE chunks.
-    #[serde(default)]
-    pub stream: bool,
-}
-
-/// Split a conversation into (context, question) by the rule in the module docs.
-pub fn split_conversation(messages: &[InMessage]) -> Result<(String, String), String> {
-    let last = messages
-        .iter()
-        .rposition(|m| m.role == "user")
-        .ok_or("the conversation has no user message: the last user message is the question")?;
-    let question = messages[last].text();
-    let before: Vec<String> = messages[..last]
-        .iter()
-        .map(InMessage::text)
-        .filter(|t| !t.trim().is_empty())
-        .collect();
-    if !before.is_empty() {
-        return Ok((before.join("\n\n"), question));
-    }
-    let trimmed = question.trim_end();
-    match trimmed.rfind("\n\n") {
-        Some(i) => Ok((trimmed[..i].to_string(), trimmed[i..].trim().to_string())),
-        None => Ok((String::new(), question)),
-    }
-}
+use crate::{ApiError, AppState, body};
+pub use request::{InMessage, split_conversation};
 
 /// The models this endpoint serves.
 pub async fn models(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {
@@ -156,27 +101,44 @@ fn progress_line(e: &Event) -> Option<String> {
     })
 }
 
-/// Answer a chat completion with an RLM run.
+/// Answer a chat completion with an RLM run. Refused while every run slot is taken (429) before
+/// the body is read; an unknown (404) or refused (403) model before the conversation is parsed
+/// ([`request`]).
 pub async fn chat_completions(
     State(s): State<Arc<AppState>>,
-    Json(body): Json<ChatBody>,
+    req: Request,
 ) -> Result<Response, ApiError> {
-    let root = match body.model.as_str() {
-        "rlm" => None,
-        m => match m.strip_prefix("rlm:") {
-            Some(id) if !id.is_empty() => Some(id.to_string()),
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!(
-                        "unknown model {:?}: use \"rlm\" or \"rlm:<provider/model>\"",
-                        body.model
-                    ),
-                ));
-            }
-        },
-    };
-    let (context, query) = split_conversation(&body.messages).map_err(ApiError::bad)?;
+    s.runs.check_free()?;
+    let body = body::read(&s.body, req).await?;
+    let state = s.clone();
+    let (head, spec, context, query) = body::parse(body, move |b| {
+        let head = request::head(&b.bytes)?;
+        let root = match head.model.as_str() {
+            "rlm" => None,
+            m => match m.strip_prefix("rlm:") {
+                Some(id) if !id.is_empty() => Some(id.to_string()),
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "unknown model {:?}: use \"rlm\" or \"rlm:<provider/model>\"",
+                            head.model
+                        ),
+                    ));
+                }
+            },
+        };
+        let spec = RunSpec {
+            model: root,
+            ..RunSpec::default()
+        };
+        resolve(&state.config, spec.clone())?;
+        let messages = request::messages(&b.bytes)?;
+        drop(b);
+        let (context, query) = split_conversation(&messages).map_err(ApiError::bad)?;
+        Ok((head, spec, context, query))
+    })
+    .await?;
     let entry = s
         .runs
         .launch(
@@ -184,19 +146,16 @@ pub async fn chat_completions(
             Launch {
                 context: ContextInput::Text(context.into()),
                 query,
-                spec: RunSpec {
-                    model: root,
-                    ..RunSpec::default()
-                },
+                spec,
                 source: "api",
                 cancel_on_disconnect: false,
             },
         )
         .await?;
     let id = format!("chatcmpl-rlm-{}", entry.id);
-    let model = body.model.clone();
+    let model = head.model;
     let created = now();
-    if !body.stream {
+    if !head.stream {
         let guard = CancelOnDrop(entry.clone());
         let sum = entry.wait().await;
         drop(guard);
@@ -288,34 +247,4 @@ pub async fn chat_completions(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn m(role: &str, text: &str) -> InMessage {
-        InMessage {
-            role: role.into(),
-            content: serde_json::Value::String(text.into()),
-        }
-    }
-
-    #[test]
-    fn the_split_rule() {
-        let (c, q) =
-            split_conversation(&[m("system", "DOC A"), m("user", "DOC B"), m("user", "q?")])
-                .unwrap();
-        assert_eq!((c.as_str(), q.as_str()), ("DOC A\n\nDOC B", "q?"));
-        let (c, q) = split_conversation(&[m("user", "line 1\nline 2\n\nWhat is it?\n")]).unwrap();
-        assert_eq!((c.as_str(), q.as_str()), ("line 1\nline 2", "What is it?"));
-        let (c, q) = split_conversation(&[m("user", "just a question")]).unwrap();
-        assert_eq!((c.as_str(), q.as_str()), ("", "just a question"));
-        assert!(split_conversation(&[m("system", "x")]).is_err());
-        let parts = InMessage {
-            role: "user".into(),
-            content: serde_json::json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]),
-        };
-        assert_eq!(split_conversation(&[parts]).unwrap().1, "a\nb");
-    }
 }
