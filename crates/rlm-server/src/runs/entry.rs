@@ -58,6 +58,8 @@ pub struct RunEntry {
     prepared: AtomicBool,
     /// A cancel was asked for.
     cancelled: AtomicBool,
+    /// Bumped when the run slot is given back.
+    freed: watch::Sender<u64>,
     /// The run slot it holds, released once (by the end of its task or by a cancel).
     pub(super) slot: Mutex<Option<RunSlot>>,
     watchers: AtomicUsize,
@@ -97,6 +99,7 @@ impl RunEntry {
             abort: Mutex::new(None),
             prepared: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
+            freed: watch::channel(0).0,
             slot: Mutex::new(None),
             watchers: AtomicUsize::new(0),
             cancel_on_disconnect,
@@ -181,7 +184,19 @@ impl RunEntry {
 
     /// Give back the run slot (once).
     pub(super) fn release_slot(&self) {
-        lock(&self.slot).take();
+        if lock(&self.slot).take().is_some() {
+            self.freed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Wait until the run holds no run slot (at once for a run that holds none).
+    pub async fn slot_freed(&self) {
+        let mut rx = self.freed.subscribe();
+        while lock(&self.slot).is_some() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Stop the run's task and give back its slot.

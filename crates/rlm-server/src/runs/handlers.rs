@@ -105,13 +105,16 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))
 }
 
-/// Cancel a run.
+/// Cancel a run; the answer comes once it has stopped (within 30 s).
 pub async fn cancel(
     State(s): State<Arc<AppState>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let entry = find(&s, &id)?;
     let was_running = entry.cancel();
+    // Answer once the run is stopped and its slot free (a run still copying its context ends
+    // that first: see `RunEntry::cancel`), so a run started next is not refused for it.
+    let _ = tokio::time::timeout(Duration::from_secs(30), entry.slot_freed()).await;
     s.runs.trim();
     Ok(Json(
         serde_json::json!({"id": id, "cancelled": was_running}),
