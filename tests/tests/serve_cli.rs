@@ -365,7 +365,7 @@ async fn limits_auth_cancel_and_disconnect() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    // The page itself loads without the key (it asks for it).
+    // The page itself loads without the key (it asks for it); nothing else answers without it.
     assert_eq!(
         client()
             .get(format!("{}/", s.base))
@@ -375,6 +375,15 @@ async fn limits_auth_cancel_and_disconnect() {
             .status(),
         200
     );
+    for path in ["/api/info", "/api/sample", "/api/runs", "/api/traces", "/v1/models"] {
+        let r = client().get(format!("{}{path}", s.base)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path} without the key");
+        let r = auth(client().get(format!("{}{path}", s.base)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path} with the key");
+    }
 
     let big = "x".repeat(2 << 20);
     let r = auth(client().post(format!("{}/api/runs", s.base)))
@@ -669,6 +678,215 @@ async fn stalled_connections_are_dropped() {
     );
     let info = s.get_json("/api/info", None).await;
     assert!(info["version"].is_string(), "others are still served");
+}
+
+/// `POST` headers declaring a body of `len` bytes, with `extra` headers; the body is not sent.
+fn post_head(s: &Serve, path: &str, extra: &str, len: usize) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{extra}\
+         Content-Length: {len}\r\nConnection: close\r\n\r\n",
+        s.addr()
+    )
+}
+
+/// Slow clients cannot hold the server: connections that send a request's headers and then no
+/// body fill the connection cap, and a newcomer still gets `/api/info` (the connection waiting
+/// the longest is closed to make room); a client trickling its body is answered 408 once the
+/// request timeout has passed since its first byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_cannot_hold_the_server() {
+    let mock = scripted(0).await;
+    let s = serve(
+        &mock,
+        &["--max-connections", "32", "--request-timeout-secs", "2"],
+    );
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let mut c = TcpStream::connect(s.addr()).await.unwrap();
+        c.write_all(post_head(&s, "/api/runs", "", 100).as_bytes())
+            .await
+            .unwrap();
+        held.push(c);
+    }
+    let get = format!(
+        "GET /api/info HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        s.addr()
+    );
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let (status, text) = s.raw(&get).await;
+        assert_eq!(status, 200, "{text}");
+        eprintln!("/api/info with 100 header-only clients: {:?}", t0.elapsed());
+    }
+    // The held connections beyond the cap were closed.
+    let mut closed = 0;
+    for c in &mut held {
+        let mut buf = [0u8; 256];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(20), c.read(&mut buf)).await
+        {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 60, "only {closed} of 100 held connections were closed");
+
+    // A trickled body: the whole request must arrive within 2 s of its first byte.
+    let mut trickle = TcpStream::connect(s.addr()).await.unwrap();
+    trickle
+        .write_all(post_head(&s, "/api/runs", "", 1_000).as_bytes())
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while t0.elapsed() < Duration::from_secs(10) {
+        let _ = trickle.write_all(b" ").await;
+        match tokio::time::timeout(Duration::from_millis(200), trickle.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408") && answer.contains("--request-timeout-secs"),
+        "a trickled body is cut off: {answer:?} after {:?}",
+        t0.elapsed()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+}
+
+/// Refusals come before the body is read: a missing key (401), a declared body over the limit
+/// (413) and a full server (429) are answered to a client that has sent only headers.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_come_before_the_body() {
+    let mock = scripted(1_000).await;
+    let s = serve(
+        &mock,
+        &["--api-key", "k", "--max-body-mb", "1", "--max-runs", "1"],
+    );
+    let key = "Authorization: Bearer k\r\n";
+    for path in ["/api/runs", "/v1/chat/completions"] {
+        let (status, text) = s.raw(&post_head(&s, path, "", 500_000)).await;
+        assert_eq!(status, 401, "{path}: {text}");
+        let (status, text) = s.raw(&post_head(&s, path, key, 2 << 20)).await;
+        assert_eq!(status, 413, "{path}: {text}");
+        assert!(text.contains("--max-body-mb"), "{text}");
+    }
+    let r = client()
+        .post(format!("{}/api/runs", s.base))
+        .bearer_auth("k")
+        .json(&json!({"context": DOC, "query": Q}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the only run slot is taken");
+    for path in ["/api/runs", "/v1/chat/completions"] {
+        let (status, text) = s.raw(&post_head(&s, path, key, 500_000)).await;
+        assert_eq!(status, 429, "{path}: {text}");
+    }
+}
+
+/// VmHWM (peak resident memory) of a process, in KiB.
+fn hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A request costs at most about three times its body until it is refused: bodies are parsed
+/// into typed structures, the model checked before the conversation or document is read, and a
+/// JSON document counted before it is built. 16 MiB bodies built to amplify a generic JSON parse
+/// (a content of 8 M numbers, 1.2 M tiny messages, a JSON document of 8 M numbers).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_costs_about_its_body() {
+    let mock = scripted(0).await;
+    let s = serve(&mock, &["--max-body-mb", "20"]);
+    let pid = s.child.id();
+    let mb = 16 << 20;
+    let numbers = format!("[{}0]", "0,".repeat(mb / 2 - 2));
+    let bodies = [
+        (
+            "/v1/chat/completions",
+            format!(
+                r#"{{"model":"rlm:other/model","messages":[{{"role":"user","content":{numbers}}}]}}"#
+            ),
+            403,
+        ),
+        (
+            "/v1/chat/completions",
+            format!(
+                r#"{{"model":"rlm","messages":[{}{{"role":"user","content":"q"}}]}}"#,
+                r#"{"role":"u"},"#.repeat(mb / 13)
+            ),
+            400,
+        ),
+        (
+            "/api/runs",
+            json!({"query": "q", "model": "other/model", "context_json": true, "context": numbers})
+                .to_string(),
+            403,
+        ),
+        (
+            "/api/runs",
+            json!({"query": "q", "context_json": true, "context": numbers}).to_string(),
+            413,
+        ),
+    ];
+    let before = hwm_kib(pid);
+    for (path, body, status) in bodies {
+        let r = client()
+            .post(format!("{}{path}", s.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        eprintln!(
+            "{path} ({status}): peak grew {} MiB",
+            (hwm_kib(pid) - before) / 1024
+        );
+    }
+    let grew = hwm_kib(pid) - before;
+    assert!(
+        grew < 3 * 16 * 1024,
+        "16 MiB bodies raised the peak by {} MiB",
+        grew / 1024
+    );
+}
+
+/// Followers of runs' event streams cannot take every connection: at most a quarter of
+/// `--max-connections` streams are open at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn event_streams_are_capped() {
+    let mock = scripted(1_000).await;
+    let s = serve(&mock, &["--max-connections", "8"]);
+    let r: Value = start(&s.base, json!({"context": DOC, "query": Q}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = r["id"].as_str().unwrap().to_string();
+    let url = format!("{}/api/runs/{id}/events", s.base);
+    let a = client().get(&url).send().await.unwrap();
+    let b = client().get(&url).send().await.unwrap();
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let c = client().get(&url).send().await.unwrap();
+    assert_eq!(c.status(), 429);
+    drop((a, b));
+    let mut status = 0;
+    for _ in 0..50 {
+        status = client().get(&url).send().await.unwrap().status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "a closed stream frees its place");
 }
 
 /// Requests name only the models the operator allowed: a `local/<path>.gguf` id never makes the
