@@ -8,9 +8,11 @@
 //! idle (hyper's `header_read_timeout`, which is also the idle timeout), and the body must
 //! arrive within the request timeout of the request's first byte ([`crate::body`]).
 //!
-//! At most `max_connections` connections are open. When a new one arrives at the cap, the
-//! connection that has been idle or reading the longest is closed to make room: clients that
-//! send nothing, or trickle a request, can never keep out a client that asks for `/api/info`.
+//! At most `max_connections` connections are open. When a new one arrives at the cap, one that
+//! is not serving is closed to make room: first those on which no request was ever answered
+//! (reading before idle, the longest first), then the others in the same order. Clients that
+//! send nothing, or trickle a request, can never keep out a client that asks for `/api/info`,
+//! and a client whose requests were answered keeps its connection while any other can go.
 //! Serving connections are never closed for room (their number is bounded by the run cap and
 //! the cap on event streams); when every connection is serving, the newcomer is answered 503.
 //! A semaphore in front of `accept` (the previous design) let idle clients hold every slot.
@@ -19,7 +21,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -37,12 +39,18 @@ use tower::ServiceExt;
 const IDLE: u64 = 0;
 const READING: u64 = 1;
 const SERVING: u64 = 2;
+/// How long a new connection that has sent nothing yet is kept from being closed for room.
+const GRACE: Duration = Duration::from_millis(250);
 
 /// One open connection: its phase and since when (packed in one atomic), and how to close it.
 pub struct Conn {
     epoch: Instant,
     /// `(milliseconds since epoch) << 2 | phase`.
     state: AtomicU64,
+    /// A request was answered on it (a client that finishes its requests).
+    answered: AtomicBool,
+    /// Requests begun on it (an answer's end makes it idle only if no later one began).
+    requests: AtomicU64,
     kill: Notify,
 }
 
@@ -71,6 +79,13 @@ impl Conn {
                 Ordering::SeqCst,
                 Ordering::SeqCst,
             );
+        }
+    }
+
+    /// A request's headers are in; its body is still to come.
+    fn body_to_come(&self) {
+        if self.phase().0 != READING {
+            self.set(READING);
         }
     }
 
@@ -105,16 +120,26 @@ impl Connections {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Close the connection idle or reading the longest; false when every one is serving.
+    /// Close a connection that is not serving, in this order: one on which no request was ever
+    /// answered before one that had requests answered (a client that finishes its requests is
+    /// likely a real one), reading before idle, the longest first. False when every one is
+    /// serving.
     fn evict_one(&self, live: &mut HashMap<u64, Arc<Conn>>) -> bool {
         let oldest = live
             .iter()
             .filter_map(|(id, c)| {
                 let (phase, since) = c.phase();
-                (phase != SERVING).then_some((since, *id))
+                let answered = c.answered.load(Ordering::SeqCst);
+                // A new connection gets a moment to send its first bytes: in a burst of
+                // arrivals it may not even have been read yet.
+                let fresh = phase == IDLE && !answered && since.elapsed() < GRACE;
+                (phase != SERVING && !fresh).then_some(((answered, phase != READING, since), *id))
             })
             .min();
-        match oldest.and_then(|(_, id)| live.remove(&id)) {
+        match oldest.and_then(|((answered, idle, since), id)| {
+            tracing::debug!(answered, idle, waited = ?since.elapsed(), "closing a connection to make room");
+            live.remove(&id)
+        }) {
             Some(c) => {
                 c.kill.notify_one();
                 true
@@ -133,6 +158,8 @@ impl Connections {
         let conn = Arc::new(Conn {
             epoch: self.epoch,
             state: AtomicU64::new(0),
+            answered: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
             kill: Notify::new(),
         });
         conn.set(IDLE);
@@ -179,6 +206,7 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let Some((id, conn)) = conns.admit() else {
+            tracing::debug!("every connection is serving: refusing a new one (503)");
             tokio::spawn(refuse_busy(stream));
             continue;
         };
@@ -214,17 +242,29 @@ async fn serve_one(stream: TcpStream, app: Router, conn: Arc<Conn>, header_timeo
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let (app, handle) = (app.clone(), handle.clone());
         async move {
-            if !has_body(&req) {
+            let body = has_body(&req);
+            let seq = handle.0.requests.fetch_add(1, Ordering::SeqCst) + 1;
+            if body {
+                handle.0.body_to_come();
+            } else {
                 handle.0.serving();
             }
             req.extensions_mut().insert(handle.clone());
-            let response = match app.oneshot(req).await {
+            let mut response = match app.oneshot(req).await {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
+            // Answered without reading the body (a refusal before it): the connection closes
+            // after this answer, and says so, so a client does not send its next request on it.
+            if body && handle.0.phase().0 != SERVING {
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
             Ok::<_, Infallible>(response.map(|body| Tracked {
                 inner: body,
-                _idle: IdleOnDrop(handle.0),
+                _idle: IdleOnDrop(handle.0, seq),
             }))
         }
     });
@@ -301,12 +341,16 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// Sets its connection idle when the answer has been sent (or given up).
-struct IdleOnDrop(Arc<Conn>);
+/// Sets its connection idle when the answer to request number `.1` has been sent (or given up),
+/// unless a later request began meanwhile (hyper may drop an answer's body late).
+struct IdleOnDrop(Arc<Conn>, u64);
 
 impl Drop for IdleOnDrop {
     fn drop(&mut self) {
-        self.0.set(IDLE);
+        self.0.answered.store(true, Ordering::SeqCst);
+        if self.0.requests.load(Ordering::SeqCst) == self.1 {
+            self.0.set(IDLE);
+        }
     }
 }
 
