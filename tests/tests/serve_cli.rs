@@ -728,20 +728,19 @@ async fn slow_clients_cannot_hold_the_server() {
         assert_eq!(status, 200, "{text}");
         eprintln!("/api/info with 100 header-only clients: {:?}", t0.elapsed());
     }
-    // The held connections beyond the cap were closed.
-    let mut closed = 0;
+    // At most the cap of them is still held: the others were closed (or, arriving while every
+    // other connection was brand new, answered 503 and closed).
+    let mut cut = 0;
     for c in &mut held {
         let mut buf = [0u8; 256];
-        if let Ok(Ok(0) | Err(_)) =
-            tokio::time::timeout(Duration::from_millis(20), c.read(&mut buf)).await
+        if tokio::time::timeout(Duration::from_millis(20), c.read(&mut buf))
+            .await
+            .is_ok()
         {
-            closed += 1;
+            cut += 1;
         }
     }
-    assert!(
-        closed >= 60,
-        "only {closed} of 100 held connections were closed"
-    );
+    assert!(cut >= 60, "only {cut} of 100 held connections were cut off");
 
     // A trickled body: the whole request must arrive within 2 s of its first byte.
     let mut trickle = TcpStream::connect(s.addr()).await.unwrap();

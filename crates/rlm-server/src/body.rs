@@ -164,3 +164,49 @@ pub async fn parse<T: Send + 'static>(
             ))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+
+    use super::*;
+
+    fn request(body: Body, length: Option<usize>) -> Request {
+        let mut b = Request::builder().method("POST").uri("/api/runs");
+        if let Some(n) = length {
+            b = b.header(header::CONTENT_LENGTH, n);
+        }
+        b.body(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn bodies_are_bounded_in_size_time_and_memory() {
+        let limits = BodyLimits::new(1 << 20, Duration::from_millis(300), 2 << 20);
+        // Too large by its declared length: refused before a byte is read.
+        let never =
+            Body::from_stream(futures::stream::pending::<Result<Vec<u8>, std::io::Error>>());
+        let e = read(&limits, request(never, Some(2 << 20)))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        // Too large as it arrives (no length declared).
+        let big = Body::from(vec![b'x'; (1 << 20) + 1]);
+        let e = read(&limits, request(big, None)).await.err().unwrap();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        // Too slow: the whole body within the request timeout.
+        let never =
+            Body::from_stream(futures::stream::pending::<Result<Vec<u8>, std::io::Error>>());
+        let e = read(&limits, request(never, Some(10))).await.err().unwrap();
+        assert_eq!(e.status, StatusCode::REQUEST_TIMEOUT);
+        // Memory: two bodies of 1 MiB are held at once; a third waits for one to go.
+        let one = || request(Body::from(vec![b'x'; 1 << 20]), Some(1 << 20));
+        let a = read(&limits, one()).await.unwrap();
+        let b = read(&limits, one()).await.unwrap();
+        let e = read(&limits, one()).await.err().unwrap();
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        drop(a);
+        assert_eq!(read(&limits, one()).await.unwrap().bytes.len(), 1 << 20);
+        drop(b);
+    }
+}
