@@ -8,9 +8,13 @@
 //!
 //! Safety: the server binds to localhost unless told otherwise, can require a bearer token
 //! (`--api-key`), answers only to its own host names and refuses state changes from other sites
-//! ([`guard`]), drops connections that do not send their request headers in time, caps request
-//! bodies and concurrent runs (a clear 429 past the cap), serves trace files only by plain name
-//! from its trace directory, and cancels a page's run when the page goes away. The page itself is
+//! ([`guard`]), cannot be held by slow or idle clients ([`conn`]: header, idle and
+//! whole-request deadlines, a connection cap that closes waiting connections for room), reads
+//! request bodies bounded in size, time and memory and parses them into typed structures,
+//! refusing (401, 403, 413, 429) before the document is copied ([`body`], [`runs::request`],
+//! [`openai::request`]), caps concurrent runs and event streams (a clear 429 past the cap),
+//! serves trace files only by plain name from its trace directory, and cancels a page's run when
+//! the page goes away. The page itself is
 //! one HTML file compiled into the binary: no CDN, and it renders every value from a run or a
 //! trace as text.
 
