@@ -59,6 +59,7 @@ for m in msgs:
         }
     }
     let grew = peak_rss().saturating_sub(before);
+    eprintln!("peak RSS grew by {} MiB", grew >> 20);
     assert!(grew < 256 << 20, "peak RSS grew by {} MiB", grew >> 20);
     // Bad patterns under the bounds are refused with the parser's reason, and the REPL goes on.
     let r = out(
