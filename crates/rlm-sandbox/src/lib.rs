@@ -57,6 +57,7 @@ mod pipe;
 mod sandbox;
 mod seeded;
 mod standby;
+mod step;
 
 mod tools;
 mod warm;
@@ -74,6 +75,7 @@ pub use host::ModelCall;
 pub use host::{ModelHost, NoModel};
 pub use limits::{DEFAULT_STEP_CPU_SECONDS, FUEL_PER_CPU_SECOND, Limits};
 pub use memory::MemoryPool;
-pub use sandbox::{JournalEntry, LimitHit, Sandbox, SandboxBuilder, StepResult, slot_name};
+pub use sandbox::{Sandbox, SandboxBuilder, slot_name};
 pub use seeded::fresh_seed;
+pub use step::{JournalEntry, LimitHit, StepResult};
 pub use tools::{Tool, ToolError, ToolFuture};

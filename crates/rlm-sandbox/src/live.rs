@@ -19,7 +19,7 @@ use crate::host::{CallLog, HostState, ModelCall, ReplayDiverged};
 use crate::limits::Limits;
 use crate::memory::{GuestMemory, MemoryPool};
 use crate::pipe::CappedPipe;
-use crate::sandbox::{JournalEntry, LimitHit};
+use crate::step::{JournalEntry, LimitHit};
 use crate::tools::Tool;
 use crate::warm::{InitKey, WarmPool};
 

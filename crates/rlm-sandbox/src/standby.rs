@@ -8,7 +8,7 @@ use tracing::Instrument;
 
 use crate::error::SandboxError;
 use crate::live::{Checkpoint, Live, Recipe};
-use crate::sandbox::JournalEntry;
+use crate::step::JournalEntry;
 
 /// A second instance that follows the journal in the background: each journaled entry is
 /// replayed into it (model answers from the journal) on a tokio task, off the step's path, so
