@@ -86,6 +86,7 @@ mod prompt;
 mod repeat;
 mod session;
 mod setup;
+mod tool_calls;
 mod trace;
 mod tree;
 
