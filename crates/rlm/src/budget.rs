@@ -11,8 +11,14 @@ use serde::{Deserialize, Serialize};
 /// Limits on a whole run (the root and every sub-call and sub-RLM below it). `None` = no limit.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Budget {
-    /// Sub-calls (`llm_query` prompts, `llm_batch` prompts, `rlm_query` calls).
+    /// Sub-calls (`llm_query` prompts, `llm_batch` prompts, `rlm_query` calls). Past it, calls
+    /// are refused and the run stops before its next step with the partial answer.
     pub max_sub_calls: Option<u64>,
+    /// Sub-calls one REPL step may ask for (answered from an identical earlier call or not). A
+    /// call past it, or a whole batch that would pass it, is refused with a sentence for the
+    /// model; the run goes on.
+    #[serde(default)]
+    pub max_sub_calls_per_step: Option<u64>,
     /// Input plus output tokens of every model call.
     pub max_tokens: Option<u64>,
     /// Dollars of every model call (calls of unpriced models count 0).
@@ -52,6 +58,19 @@ mod opt_secs {
             .transpose()
     }
 }
+
+/// Sub-calls a run makes at most when its front end is given no limit: `rlm run`, `rlm serve`,
+/// `rlm mcp` and the Python package ([`RunSpec::budget`](crate::RunSpec::budget)). Enough for
+/// several full passes over a large context in chunks: the official rlm's prompt shows 10
+/// chunks per batch, and its authors' advice for models that sub-call too much is about 200
+/// calls for 1,000 lines of work, where such a model had made thousands. A document that tells
+/// the model to make 3,000 calls stops here, with the partial answer. Not a library default: a
+/// [`Budget`] built by hand has no limit.
+pub const DEFAULT_MAX_SUB_CALLS: u64 = 1_000;
+
+/// Sub-calls one REPL step may ask for when the front end is given no limit (see
+/// [`DEFAULT_MAX_SUB_CALLS`]): the 200 calls of that advice, in one step.
+pub const DEFAULT_MAX_SUB_CALLS_PER_STEP: u64 = 200;
 
 /// The longest time limit, in seconds (about 31,700 years; what a [`Duration`] holds and more
 /// than any run needs).
@@ -116,6 +135,7 @@ impl BudgetLimits {
     pub fn to_budget(&self) -> Result<Budget, BudgetError> {
         Ok(Budget {
             max_sub_calls: self.sub_calls,
+            max_sub_calls_per_step: None,
             max_tokens: self.tokens,
             max_usd: self
                 .usd

@@ -11,6 +11,7 @@ use crate::engine::Rlm;
 use crate::error::RlmError;
 use crate::events::EventSink;
 use crate::prompt;
+use crate::repls::ReplLimiter;
 
 /// Settings of an RLM. Build with [`Rlm::builder`].
 pub(crate) struct Config {
@@ -24,6 +25,10 @@ pub(crate) struct Config {
     pub max_output_chars: usize,
     pub budget: Budget,
     pub sub_concurrency: usize,
+    /// REPLs alive at once in the run (the root's included).
+    pub max_repls: usize,
+    /// A cap on live REPLs shared with other runs.
+    pub repl_limiter: Option<ReplLimiter>,
     pub sub_model_context_tokens: u64,
     pub inline_context_chars: u64,
     pub sinks: Vec<Arc<dyn EventSink>>,
@@ -31,6 +36,10 @@ pub(crate) struct Config {
     pub profile: prompt::PromptProfile,
     pub tools: Vec<Tool>,
 }
+
+/// REPLs alive at once in one run by default, the root's included (as many as the default
+/// sub-call concurrency).
+pub const DEFAULT_MAX_REPLS: usize = 16;
 
 impl Config {
     /// The sandbox engine: the one given to the builder, else the process's shared default
@@ -66,6 +75,8 @@ pub struct RlmBuilder {
     max_output_chars: usize,
     budget: Budget,
     sub_concurrency: usize,
+    max_repls: usize,
+    repl_limiter: Option<ReplLimiter>,
     sub_model_context_tokens: u64,
     inline_context_chars: u64,
     sinks: Vec<Arc<dyn EventSink>>,
@@ -87,6 +98,8 @@ impl RlmBuilder {
             max_output_chars: 10_000,
             budget: Budget::default(),
             sub_concurrency: 16,
+            max_repls: DEFAULT_MAX_REPLS,
+            repl_limiter: None,
             sub_model_context_tokens: 128_000,
             inline_context_chars: 8 << 20,
             sinks: Vec::new(),
@@ -150,6 +163,23 @@ impl RlmBuilder {
     /// Sub-calls in flight at once across the whole tree. Default 16.
     pub fn sub_concurrency(mut self, n: usize) -> Self {
         self.sub_concurrency = n.max(1);
+        self
+    }
+
+    /// Sandboxed REPLs alive at once in one run: the root's and its child RLMs' (`rlm_query`
+    /// at `max_depth` 2 and more). A child waits for a slot, and `rlm_batch` starts no more
+    /// children than the slots allow; a parent waiting on its children never starves them (see
+    /// [`ReplLimiter`]). The run's depth must fit: [`RlmBuilder::build`] refuses a `max_depth`
+    /// above it. Default [`DEFAULT_MAX_REPLS`] (16).
+    pub fn max_repls(mut self, n: usize) -> Self {
+        self.max_repls = n.max(1);
+        self
+    }
+
+    /// Share a cap on live REPLs with other runs (a server gives every run the same one), on
+    /// top of the run's own ([`RlmBuilder::max_repls`]).
+    pub fn repl_limiter(mut self, limiter: ReplLimiter) -> Self {
+        self.repl_limiter = Some(limiter);
         self
     }
 
@@ -234,6 +264,25 @@ impl RlmBuilder {
                 );
             }
         }
+        // A chain of child RLMs holds one REPL per level at once (see `crate::repls`).
+        let chain = usize::try_from(self.max_depth.max(1)).unwrap_or(usize::MAX);
+        for (cap, what) in [
+            (Some(self.max_repls), "the run's"),
+            (
+                self.repl_limiter.as_ref().map(ReplLimiter::capacity),
+                "the shared",
+            ),
+        ] {
+            if let Some(cap) = cap
+                && chain > cap
+            {
+                return Err(RlmError::Config(format!(
+                    "max_depth {} needs up to {chain} REPLs alive at once (one per level), more \
+                     than {what} cap of {cap} live REPLs allows; lower max_depth or raise the cap",
+                    self.max_depth
+                )));
+            }
+        }
         let engine = self.engine;
         self.limits.validate()?;
         let sub_model = self.sub_model.unwrap_or_else(|| self.root_model.clone());
@@ -249,6 +298,8 @@ impl RlmBuilder {
                 max_output_chars: self.max_output_chars,
                 budget: self.budget,
                 sub_concurrency: self.sub_concurrency,
+                max_repls: self.max_repls,
+                repl_limiter: self.repl_limiter,
                 sub_model_context_tokens: self.sub_model_context_tokens,
                 inline_context_chars: self.inline_context_chars,
                 sinks: self.sinks,

@@ -67,7 +67,8 @@ impl Rlm {
         let span = tracing::info_span!("run", root_model = %self.config.root_model.id(), depth = 0);
         async {
             let root = self.config.root_model.clone();
-            let mut node = NodeRun::start(tree.clone(), root_node(), root, vec![ctx]).await?;
+            let repl = tree.open_repl(&root_node()).await;
+            let mut node = NodeRun::start(tree.clone(), root_node(), root, vec![ctx], repl).await?;
             tree.events.emit(Event::RunStarted {
                 node: root_node(),
                 query: query.to_string(),
@@ -127,11 +128,13 @@ impl Rlm {
         let input = context.into();
         let ctx = off_runtime(move || input.into_context()).await;
         let tree = Tree::new(self.config.clone());
+        let repl = tree.open_repl(&root_node()).await;
         let node = NodeRun::start(
             tree.clone(),
             root_node(),
             self.config.root_model.clone(),
             vec![ctx],
+            repl,
         )
         .await?;
         Ok(crate::session::Session::new(tree, node))

@@ -84,6 +84,7 @@ mod outcome;
 mod parse;
 mod prompt;
 mod repeat;
+mod repls;
 mod session;
 mod setup;
 mod tool_calls;
@@ -107,8 +108,11 @@ pub use rlm_sandbox::{
     Context, ContextFormat, EngineOptions, Limits, MemoryPool, SandboxEngine, SandboxError,
 };
 
-pub use budget::{Budget, BudgetError, BudgetLimit, BudgetLimits, MAX_SECONDS, seconds_limit};
-pub use builder::{RlmBuilder, default_engine};
+pub use budget::{
+    Budget, BudgetError, BudgetLimit, BudgetLimits, DEFAULT_MAX_SUB_CALLS,
+    DEFAULT_MAX_SUB_CALLS_PER_STEP, MAX_SECONDS, seconds_limit,
+};
+pub use builder::{DEFAULT_MAX_REPLS, RlmBuilder, default_engine};
 pub use engine::Rlm;
 pub use error::RlmError;
 pub use events::{ContextRecord, Event, EventSink, Node, RunSettings, ToolRecord};
@@ -119,6 +123,7 @@ pub use prompt::{
     PromptFacts, PromptProfile, UnknownProfile, describe_shape, small_system_prompt, system_prompt,
     system_prompt_for, truncate_middle,
 };
+pub use repls::ReplLimiter;
 pub use rlm_sandbox::{Tool, ToolError, ToolFuture};
 pub use session::Session;
 pub use setup::{

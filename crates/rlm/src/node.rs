@@ -10,11 +10,12 @@ use tracing::Instrument;
 use crate::budget::Spent;
 use crate::error::RlmError;
 use crate::events::{Event, Node};
-use crate::host::NodeHost;
+use crate::host::{NodeHost, StepCalls};
 use crate::outcome::StopReason;
 use crate::parse::{TextFinal, is_placeholder, parse_reply};
 use crate::prompt::{self, PromptFacts, PromptProfile};
 use crate::repeat::Repeats;
+use crate::repls::ReplPermit;
 use crate::tree::{CallError, Tree, request_hash};
 
 /// How one RLM's loop ended.
@@ -40,6 +41,10 @@ pub(crate) struct NodeRun {
     sample_next: u32,
     /// The output of the latest step that printed something without an error.
     evidence: Option<String>,
+    /// The sub-calls of the step running now (its host counts them; reset before each step).
+    step: Arc<StepCalls>,
+    /// This REPL's slot in the run's cap on live REPLs, held while the REPL lives.
+    _repl: ReplPermit,
 }
 
 /// Where a root reply from an OpenAI-compatible server stops: at the fence that closes its first
@@ -74,11 +79,14 @@ impl NodeRun {
         node: Node,
         root_model: Arc<dyn ChatModel>,
         contexts: Vec<Arc<Context>>,
+        repl: ReplPermit,
     ) -> Result<Self, RlmError> {
         let c = &tree.config;
+        let step = Arc::new(StepCalls::default());
         let host = Arc::new(NodeHost {
             tree: tree.clone(),
             node: node.clone(),
+            step: step.clone(),
         });
         let mut builder = Sandbox::builder(c.engine().await?)
             .limits(c.limits.clone())
@@ -101,6 +109,8 @@ impl NodeRun {
             repeats: Repeats::default(),
             sample_next: 0,
             evidence: None,
+            step,
+            _repl: repl,
         };
         let system = run.system_prompt();
         run.messages.push(Message::system(system));
@@ -370,8 +380,7 @@ impl NodeRun {
     /// Run one block; returns the step and its output as the model sees it (also in the event).
     async fn exec(&mut self, code: &str, iteration: u32) -> Result<(StepResult, String), String> {
         let step = self
-            .sandbox
-            .exec(code)
+            .run_code(code)
             .await
             .map_err(|e| format!("the sandbox failed: {e}"))?;
         let c = &self.tree.config;
@@ -392,6 +401,15 @@ impl NodeRun {
         Ok((step, shown))
     }
 
+    /// Run `code` as a new step of the REPL (its sub-calls counted from 0).
+    pub(crate) async fn run_code(
+        &mut self,
+        code: &str,
+    ) -> Result<StepResult, rlm_sandbox::SandboxError> {
+        self.step.reset();
+        self.sandbox.exec(code).await
+    }
+
     /// `FINAL_VAR(name)` written in the reply text: read the variable from the REPL.
     async fn final_var(&mut self, name: &str, iteration: u32) -> Result<String, String> {
         let code = format!("FINAL_VAR({})", serde_json::Value::String(name.to_string()));
@@ -409,7 +427,7 @@ impl NodeRun {
     async fn partial(&mut self, last_prose: &str) -> Option<String> {
         let code =
             "print(str(answer.get('content') or '') if isinstance(answer, dict) else '', end='')";
-        if let Ok(step) = self.sandbox.exec(code).await
+        if let Ok(step) = self.run_code(code).await
             && step.error.is_none()
             && !step.stdout.trim().is_empty()
         {

@@ -47,7 +47,7 @@ impl Session {
         let remember = format!(
             "previous_answers = globals().get('previous_answers', [])\nprevious_answers.append({answer_literal})"
         );
-        if let Err(e) = self.node.sandbox.exec(&remember).await {
+        if let Err(e) = self.node.run_code(&remember).await {
             tracing::warn!(error = %e, "could not store the answer in the REPL");
         }
         RunResult {

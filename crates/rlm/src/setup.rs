@@ -23,10 +23,13 @@ use std::sync::Arc;
 use rlm_llm::{ChatModel, LlmClient, LlmError, Model, ModelConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{Budget, BudgetError, BudgetLimits};
+use crate::budget::{
+    Budget, BudgetError, BudgetLimits, DEFAULT_MAX_SUB_CALLS, DEFAULT_MAX_SUB_CALLS_PER_STEP,
+};
 use crate::builder::RlmBuilder;
 use crate::engine::Rlm;
 use crate::prompt::PromptProfile;
+use crate::repls::ReplLimiter;
 
 /// The context window of a local model when none is given, in tokens.
 pub const DEFAULT_LOCAL_CONTEXT_TOKENS: u32 = 16_384;
@@ -136,8 +139,17 @@ pub struct RunSpec {
     pub sub_model_context_tokens: Option<u64>,
     /// The context window of a local root model in tokens (its sub-calls read at most half).
     pub local_context_tokens: Option<u32>,
-    /// The run's budget limits.
+    /// The run's budget limits (sub-calls: [`DEFAULT_MAX_SUB_CALLS`] unless given).
     pub budget: BudgetLimits,
+    /// Sub-calls one REPL step may make ([`DEFAULT_MAX_SUB_CALLS_PER_STEP`] unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_calls_per_step: Option<u64>,
+    /// REPLs alive at once in the run ([`crate::DEFAULT_MAX_REPLS`] unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_repls: Option<usize>,
+    /// A cap on live REPLs the run shares with others (a server's, for all its runs).
+    #[serde(skip)]
+    pub repl_limiter: Option<ReplLimiter>,
     /// The system-prompt profile (`None`: [`PromptProfile::Auto`], chosen by the root model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_profile: Option<PromptProfile>,
@@ -178,6 +190,9 @@ impl RunSpec {
             sub_model_context_tokens: self.sub_model_context_tokens.or(d.sub_model_context_tokens),
             local_context_tokens: self.local_context_tokens.or(d.local_context_tokens),
             budget: self.budget.or(d.budget),
+            sub_calls_per_step: self.sub_calls_per_step.or(d.sub_calls_per_step),
+            max_repls: self.max_repls.or(d.max_repls),
+            repl_limiter: self.repl_limiter.or(d.repl_limiter),
             prompt_profile: self.prompt_profile.or(d.prompt_profile),
         }
     }
@@ -213,9 +228,21 @@ impl RunSpec {
         self.profile_for(self.model.as_deref().unwrap_or_default())
     }
 
-    /// The budget, its limits checked ([`BudgetLimits::to_budget`]).
+    /// The budget, its limits checked ([`BudgetLimits::to_budget`]). Paid calls have safe
+    /// defaults here, for every front end at once: [`DEFAULT_MAX_SUB_CALLS`] sub-calls per run
+    /// and [`DEFAULT_MAX_SUB_CALLS_PER_STEP`] per step unless given (a larger number raises
+    /// them).
     pub fn budget(&self) -> Result<Budget, SetupError> {
-        Ok(self.budget.to_budget()?)
+        let defaults = BudgetLimits {
+            sub_calls: Some(DEFAULT_MAX_SUB_CALLS),
+            ..BudgetLimits::default()
+        };
+        let mut budget = self.budget.or(defaults).to_budget()?;
+        budget.max_sub_calls_per_step = Some(
+            self.sub_calls_per_step
+                .unwrap_or(DEFAULT_MAX_SUB_CALLS_PER_STEP),
+        );
+        Ok(budget)
     }
 
     /// An [`Rlm`] builder for this run over the resolved `root` and `sub` models, with every
@@ -238,6 +265,12 @@ impl RunSpec {
         }
         if let Some(d) = self.max_depth {
             b = b.max_depth(d);
+        }
+        if let Some(n) = self.max_repls {
+            b = b.max_repls(n);
+        }
+        if let Some(l) = &self.repl_limiter {
+            b = b.repl_limiter(l.clone());
         }
         let mut output = self.max_output_chars;
         let mut sub_tokens = self.sub_model_context_tokens;

@@ -1,5 +1,6 @@
 //! What the whole recursion tree of one run shares: budget, events, usage, the sub-call
-//! concurrency limit and dedupe, and the sub-calls and child RLMs themselves.
+//! concurrency limit, the cap on live REPLs and dedupe, and the sub-calls and child RLMs
+//! themselves.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use crate::builder::Config;
 use crate::events::{Event, Events, Node, RunSettings};
 use crate::node::{NodeOutcome, NodeRun};
 use crate::outcome::StopReason;
+use crate::repls::{ReplPermit, ReplSlots};
 
 /// Hash of a model request: which model, which messages.
 pub(crate) fn request_hash(model: &str, messages: &[Message]) -> String {
@@ -106,6 +108,8 @@ pub(crate) struct Tree {
     pub(crate) usage: UsageTracker,
     dedupe: Mutex<HashMap<String, SharedCall>>,
     sub_slots: Semaphore,
+    /// The REPLs alive at once: the root's and its children's (see [`crate::repls`]).
+    repls: ReplSlots,
     next_call: AtomicU64,
     seed: [u8; 32],
 }
@@ -119,6 +123,7 @@ impl Tree {
             usage: UsageTracker::new(),
             dedupe: Mutex::new(HashMap::new()),
             sub_slots: Semaphore::new(config.sub_concurrency),
+            repls: ReplSlots::new(config.max_repls, config.repl_limiter.clone()),
             next_call: AtomicU64::new(1),
             seed,
             config,
@@ -145,6 +150,18 @@ impl Tree {
     /// A fresh call id (unique in the run).
     pub(crate) fn next_call_id(&self) -> u64 {
         self.next_call.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Wait for a slot for `node`'s REPL, in the run's cap on live REPLs and in the shared
+    /// one if the run has it. Its height (the levels of child REPLs that may open below it)
+    /// keeps room for its children (see [`crate::repls`]).
+    pub(crate) async fn open_repl(&self, node: &Node) -> ReplPermit {
+        let height = self
+            .config
+            .max_depth
+            .saturating_sub(1)
+            .saturating_sub(node.depth);
+        self.repls.open(height).await
     }
 
     /// The seed of one RLM's sandbox: derived from the run's seed and the RLM's key.
@@ -317,41 +334,60 @@ impl Tree {
             depth: caller.depth + 1,
         };
         let rlm_model_id = format!("rlm:{}", model.id());
-        let hash = request_hash(&rlm_model_id, &[Message::user(prompt.clone())]);
+        // Identical calls share one child only at the same depth: a child asking for its own
+        // task again gets a grandchild, never itself to wait on (nor a REPL of its own level).
+        let hash = request_hash(
+            &format!("{rlm_model_id}@{}", node.depth),
+            &[Message::user(prompt.clone())],
+        );
         let prompt_chars = prompt.chars().count();
-        let make =
-            {
-                let tree = self.clone();
-                move || -> BoxFuture<'static, SubOutcome> {
-                    async move {
+        let make = {
+            let tree = self.clone();
+            move || -> BoxFuture<'static, SubOutcome> {
+                async move {
                     if let Err(e) = tree.budget.start_sub_call() {
                         return SubOutcome::failed(e);
                     }
+                    let repl = match tree.budget.time_left() {
+                        None => tree.open_repl(&node).await,
+                        Some(left) => match tokio::time::timeout(left, tree.open_repl(&node)).await
+                        {
+                            Ok(permit) => permit,
+                            Err(_) => {
+                                return SubOutcome::failed(format!(
+                                    "budget exhausted: the time budget ran out while the sub-RLM \
+                                     waited for a REPL ({} may be alive at once in this run)",
+                                    tree.config.max_repls
+                                ));
+                            }
+                        },
+                    };
                     let query = format!(
                         "The task you are given is in `context` ({prompt_chars} characters): read \
                          it, carry it out, and give the result as FINAL(...)."
                     );
                     let ctx = Context::text(prompt);
-                    let outcome = match NodeRun::start(tree.clone(), node.clone(), model, vec![ctx])
-                        .await
-                    {
-                        Ok(mut child) => {
-                            tree.events.emit(Event::RunStarted {
-                                node: node.clone(),
-                                query: query.clone(),
-                                settings: None,
-                                context: None,
-                            });
-                            child.answer(&query).await
-                        }
-                        Err(e) => NodeOutcome {
-                            answer: None,
-                            stop: StopReason::Error {
-                                message: e.to_string(),
+                    let outcome =
+                        match NodeRun::start(tree.clone(), node.clone(), model, vec![ctx], repl)
+                            .await
+                        {
+                            Ok(mut child) => {
+                                tree.events.emit(Event::RunStarted {
+                                    node: node.clone(),
+                                    query: query.clone(),
+                                    settings: None,
+                                    context: None,
+                                });
+                                child.answer(&query).await
+                            }
+                            Err(e) => NodeOutcome {
+                                answer: None,
+                                stop: StopReason::Error {
+                                    message: e.to_string(),
+                                },
+                                iterations: 0,
                             },
-                            iterations: 0,
-                        },
-                    };
+                        };
                     let result = match (outcome.answer, outcome.stop) {
                         (Some(a), _) => Ok(a),
                         (None, StopReason::Budget { reason, .. }) => {
@@ -361,11 +397,15 @@ impl Tree {
                         (None, _) => Err("the sub-RLM gave no answer".to_string()),
                     };
                     // The child's own calls are counted where they were made.
-                    SubOutcome { result, usage: Usage::default(), cost_usd: None }
+                    SubOutcome {
+                        result,
+                        usage: Usage::default(),
+                        cost_usd: None,
+                    }
                 }
                 .boxed()
-                }
-            };
+            }
+        };
         self.shared_call(
             caller,
             SubCallKind::RlmQuery,
