@@ -189,9 +189,20 @@ pub enum Event {
         id: u64,
         /// The tool.
         name: String,
-        /// The arguments, a JSON object.
+        /// The arguments, a JSON object; when their JSON is longer than
+        /// [`MAX_EVENT_ARGS_BYTES`](crate::MAX_EVENT_ARGS_BYTES), a string: its first bytes and
+        /// a note of the size.
         args: serde_json::Value,
-        /// The tool's result, or its error.
+        /// Bytes of the arguments' JSON (0 in traces written before it was recorded).
+        #[serde(default)]
+        args_bytes: usize,
+        /// Hash of the arguments' JSON, by which a replay finds the call's result (empty in
+        /// traces written before it was recorded: the replay hashes `args`).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        args_hash: String,
+        /// The tool's result, or its error (cut to
+        /// [`MAX_EVENT_ERROR_BYTES`](crate::MAX_EVENT_ERROR_BYTES)). A result larger than the
+        /// sandbox passes to model code is not kept: the error model code got instead is.
         result: Result<serde_json::Value, String>,
         /// Milliseconds.
         ms: f64,

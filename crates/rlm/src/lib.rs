@@ -130,5 +130,6 @@ pub use setup::{
     DEFAULT_LOCAL_CONTEXT_TOKENS, RunSpec, SMALL_MODEL_OUTPUT_CHARS, SetupError, default_model,
     default_model_from, is_local_model, model, model_at,
 };
+pub use tool_calls::{MAX_EVENT_ARGS_BYTES, MAX_EVENT_ERROR_BYTES};
 pub use trace::{Replay, TraceError, TraceWriter, read_trace, replay};
 pub use tree::SubCallKind;

@@ -14,6 +14,7 @@ use crate::error::RlmError;
 use crate::events::{Event, EventSink, ToolRecord};
 use crate::input::ContextInput;
 use crate::outcome::RunResult;
+use crate::tool_calls::args_key;
 use crate::tree::{SubCallKind, request_hash};
 
 /// Errors reading a trace.
@@ -282,7 +283,7 @@ pub async fn replay(
     })
 }
 
-/// Recorded results of a tool, by its arguments (JSON text), in the order they were given.
+/// Recorded results of a tool, by the hash of its arguments' JSON, in the order they were given.
 type ToolResults = HashMap<String, VecDeque<Result<serde_json::Value, String>>>;
 
 /// The recorded tools, answering from the trace's `tool_call` events: a call with the same
@@ -291,13 +292,24 @@ fn replay_tools(records: &[ToolRecord], events: &[Event]) -> Result<Vec<Tool>, T
     let mut results: HashMap<&str, ToolResults> = HashMap::new();
     for e in events {
         if let Event::ToolCall {
-            name, args, result, ..
+            name,
+            args,
+            args_hash,
+            result,
+            ..
         } = e
         {
+            // Events keep long arguments cut, with the hash of the whole; older traces kept
+            // them whole, without it.
+            let key = if args_hash.is_empty() {
+                args_key(args)
+            } else {
+                args_hash.clone()
+            };
             results
                 .entry(name.as_str())
                 .or_default()
-                .entry(args.to_string())
+                .entry(key)
                 .or_default()
                 .push_back(result.clone());
         }
@@ -316,7 +328,7 @@ fn replay_tools(records: &[ToolRecord], events: &[Event]) -> Result<Vec<Tool>, T
                     let next = recorded
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .get_mut(&args.to_string())
+                        .get_mut(&args_key(&args))
                         .and_then(VecDeque::pop_front);
                     async move {
                         next.unwrap_or_else(|| {

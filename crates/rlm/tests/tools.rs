@@ -249,3 +249,125 @@ fn rlm_testkit_model() -> rlm_llm::Model {
     };
     client.model_with("compat/unused", config).unwrap()
 }
+
+/// `measure(text)`: the length of `text`, counting its calls; `big(n)`: a string of `n` x's.
+fn measure_and_big(calls: Arc<AtomicUsize>) -> [Tool; 2] {
+    let text_param = json!({
+        "type": "object",
+        "properties": {"text": {"type": "string"}},
+        "required": ["text"],
+    });
+    let measure = Tool::new(
+        "measure",
+        "The length of a text.",
+        text_param,
+        move |args: Value| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok(json!(args["text"].as_str().map_or(0, str::len)))
+            }
+        },
+    )
+    .unwrap();
+    let n_param = json!({
+        "type": "object",
+        "properties": {"n": {"type": "integer"}},
+        "required": ["n"],
+    });
+    let big = Tool::new("big", "A long text.", n_param, |args: Value| async move {
+        let n = args["n"].as_u64().unwrap_or(0) as usize;
+        Ok(json!("x".repeat(n)))
+    })
+    .unwrap();
+    [measure, big]
+}
+
+/// Whatever crosses into a tool or out of it, its event holds a bounded copy: 100 KB of
+/// arguments are kept as their first 4 KiB (their size and hash whole), a result larger than
+/// the sandbox passes to model code is not kept (the error model code got is); the trace still
+/// replays, finding the call's result by the hash and giving model code the same error.
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_events_hold_bounded_copies_and_the_trace_still_replays() {
+    let mock = MockProvider::start().await;
+    mock.respond_with(|r| match turn(r) {
+        0 => code(
+            "n = measure('a' * 100_000)\n\
+             try:\n    big(n=200_000)\nexcept ToolError as e:\n    err = str(e)\n\
+             print('measured', n, '|', err[:60])",
+        ),
+        _ if r.last_user().contains("measured 100000") => code("FINAL(f'{n} chars')"),
+        _ => Reply::text("FINAL(wrong)"),
+    });
+    let calls = Arc::new(AtomicUsize::new(0));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.jsonl");
+    let limits = rlm::Limits {
+        max_host_string_bytes: 128 << 10,
+        read_chunk_chars: 16 << 10,
+        ..rlm::Limits::default()
+    };
+    let rlm = Rlm::builder(model(&mock))
+        .engine(engine())
+        .limits(limits)
+        .tools(measure_and_big(calls.clone()))
+        .on_event(rlm::TraceWriter::create(&path).unwrap())
+        .build()
+        .unwrap();
+    let result = rlm.run("unused", "How long?").await.unwrap();
+    assert_eq!(result.answer.as_deref(), Some("100000 chars"));
+    let seen = mock.requests()[1].last_user();
+    assert!(
+        seen.contains("measured 100000 | big: the tool's result is 200002 bytes of JSON"),
+        "model code got the sandbox's error for the large result: {seen}"
+    );
+    let events: Vec<&Event> = result
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::ToolCall { .. }))
+        .collect();
+    let Event::ToolCall {
+        args,
+        args_bytes,
+        args_hash,
+        result: res,
+        ..
+    } = events[0]
+    else {
+        unreachable!()
+    };
+    let whole = json!({"text": "a".repeat(100_000)}).to_string();
+    assert_eq!(*args_bytes, whole.len());
+    assert_eq!(args_hash.len(), 32);
+    let kept = args
+        .as_str()
+        .expect("long arguments are kept as a cut string");
+    assert!(
+        kept.len() <= rlm::MAX_EVENT_ARGS_BYTES + 200,
+        "{}",
+        kept.len()
+    );
+    assert!(kept.starts_with(r#"{"text":"aaa"#) && kept.contains("100011 bytes of JSON"));
+    assert_eq!(res, &Ok(json!(100_000)));
+    let Event::ToolCall { result: res, .. } = events[1] else {
+        unreachable!()
+    };
+    assert!(
+        matches!(res, Err(m) if m.starts_with("the tool's result is 200002 bytes of JSON")),
+        "{res:?}"
+    );
+    for e in &events {
+        let line = serde_json::to_string(e).unwrap();
+        assert!(line.len() < 8 << 10, "an event of {} bytes", line.len());
+    }
+    let trace_bytes = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        trace_bytes < 64 << 10,
+        "the trace holds {trace_bytes} bytes"
+    );
+
+    let events = rlm::read_trace(&path).unwrap();
+    let again = replay(&events, None, engine()).await.unwrap();
+    assert!(again.matches(), "{:?}", again.result.answer);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the replay called no tool");
+}
