@@ -96,6 +96,11 @@ struct RunArgs {
     max_output_chars: usize,
     #[command(flatten)]
     budget: BudgetFlags,
+    #[command(flatten)]
+    sub_calls: SubCallFlags,
+    /// Sandboxed REPLs alive at once (the root's and its child RLMs' at --max-depth 2 and more).
+    #[arg(long, value_name = "N", default_value_t = rlm::DEFAULT_MAX_REPLS)]
+    max_repls: usize,
     /// Model requests in flight at once (all levels together).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -117,7 +122,8 @@ struct BudgetFlags {
     /// Stop a run after this many tokens (all calls).
     #[arg(long)]
     budget_tokens: Option<u64>,
-    /// Stop a run after this many sub-calls.
+    /// Stop a run after this many sub-calls, with its partial answer (default for `run`, `serve`
+    /// and `mcp`: 1000; `eval`: no limit, it measures methods as they are).
     #[arg(long)]
     budget_sub_calls: Option<u64>,
     /// Stop a run after this many seconds (`rlm serve`: default 600).
@@ -135,6 +141,17 @@ impl BudgetFlags {
             seconds: self.budget_seconds,
         }
     }
+}
+
+/// The per-step cap on sub-calls of `run`, `serve` and `mcp` (`eval` has none: it measures
+/// methods as they are).
+#[derive(Args)]
+struct SubCallFlags {
+    /// Sub-calls one REPL step may make (each prompt of a batch counts): a call past it, or a
+    /// whole batch that would pass it, is refused with a sentence telling the model to batch
+    /// fewer, larger prompts.
+    #[arg(long, value_name = "N", default_value_t = rlm::DEFAULT_MAX_SUB_CALLS_PER_STEP)]
+    max_sub_calls_per_step: u64,
 }
 
 /// Model flags shared by `run`, `eval run` and `serve`.
@@ -429,6 +446,8 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         max_depth: Some(args.max_depth),
         max_output_chars: Some(args.max_output_chars),
         budget: args.budget.limits(),
+        sub_calls_per_step: Some(args.sub_calls.max_sub_calls_per_step),
+        max_repls: Some(args.max_repls),
         ..args.models.spec()?
     };
     // Bad limits fail before any model loads.
@@ -601,4 +620,43 @@ fn fetch_model(name: &str) -> Result<ExitCode> {
     let path = rlm_local::fetch::ensure(known, true)?;
     println!("{}", path.display());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn help(command: &str) -> String {
+        Cli::command()
+            .find_subcommand_mut(command)
+            .expect(command)
+            .render_long_help()
+            .to_string()
+    }
+
+    /// Paid calls have safe defaults, and `--help` of each front end says what they are.
+    #[test]
+    fn the_help_of_each_front_end_states_its_sub_call_caps() {
+        let per_run = format!(
+            "default for `run`, `serve` and `mcp`: {}",
+            rlm::DEFAULT_MAX_SUB_CALLS
+        );
+        let per_step = format!("[default: {}]", rlm::DEFAULT_MAX_SUB_CALLS_PER_STEP);
+        for command in ["run", "serve", "mcp"] {
+            let text = help(command);
+            let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(flat.contains(&per_run), "{command}: {text}");
+            assert!(
+                text.contains("--max-sub-calls-per-step") && text.contains(&per_step),
+                "{command}: {text}"
+            );
+            assert!(text.contains("--max-repls"), "{command}: {text}");
+        }
+        let per_run_repls = format!("each run also has at most {}", rlm::DEFAULT_MAX_REPLS);
+        for command in ["serve", "mcp"] {
+            assert!(help(command).contains(&per_run_repls), "{command}");
+        }
+    }
 }

@@ -8,7 +8,7 @@ use clap::Args;
 use rlm_llm::LlmClient;
 use rlm_mcp::{McpConfig, Roots};
 
-use crate::{BudgetFlags, ModelFlags};
+use crate::{BudgetFlags, ModelFlags, SubCallFlags};
 
 /// `rlm mcp`.
 #[derive(Args)]
@@ -33,6 +33,11 @@ pub struct McpArgs {
     /// Default per-run budget.
     #[command(flatten)]
     budget: BudgetFlags,
+    #[command(flatten)]
+    sub_calls: SubCallFlags,
+    /// Sandboxed REPLs alive at once, all runs together (each run also has at most 16).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    max_repls: usize,
     /// Model requests in flight at once, all runs together.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -65,6 +70,8 @@ pub async fn mcp(args: McpArgs) -> Result<ExitCode> {
     defaults.max_iterations = Some(args.max_iterations);
     defaults.max_depth = Some(args.max_depth);
     defaults.budget = args.budget.limits();
+    defaults.sub_calls_per_step = Some(args.sub_calls.max_sub_calls_per_step);
+    defaults.repl_limiter = Some(rlm::ReplLimiter::new(args.max_repls));
     defaults.budget()?;
     let client = LlmClient::builder().concurrency(args.concurrency).build()?;
     let engine = tokio::task::spawn_blocking(crate::engine_blocking)

@@ -16,7 +16,7 @@ use rlm_llm::{ChatModel, LlmClient, ModelConfig};
 use rlm_server::runs::Retention;
 use rlm_server::{ModelFactory, ServeConfig, Server};
 
-use crate::{BudgetFlags, LocalSettings, ModelFlags, make_model};
+use crate::{BudgetFlags, LocalSettings, ModelFlags, SubCallFlags, make_model};
 
 /// The sample document the page offers.
 const SAMPLE: &str = include_str!("../../../data/synthetic_patient_data.md");
@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// Default per-run budget (`--budget-seconds` defaults to 600).
     #[command(flatten)]
     budget: BudgetFlags,
+    #[command(flatten)]
+    sub_calls: SubCallFlags,
+    /// Sandboxed REPLs alive at once, all runs together (each run also has at most 16).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    max_repls: usize,
     /// Require `Authorization: Bearer KEY` on the API (the page asks for it).
     #[arg(long, env = "RLM_SERVE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -157,6 +162,8 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         seconds: Some(600.0),
         ..BudgetLimits::default()
     });
+    defaults.sub_calls_per_step = Some(args.sub_calls.max_sub_calls_per_step);
+    defaults.repl_limiter = Some(rlm::ReplLimiter::new(args.max_repls));
     // The defaults' limits are checked once, here, like a request's are.
     defaults.budget()?;
     let client = LlmClient::builder().concurrency(args.concurrency).build()?;
