@@ -363,4 +363,39 @@ mod tests {
         );
         assert!(RunSpec::default().models().is_err());
     }
+
+    /// A server's shared cap on live REPLs and its per-step cap reach every request's run; the
+    /// sub-call caps default once, here, for every front end.
+    #[test]
+    fn the_servers_caps_reach_every_request_and_sub_calls_have_defaults() {
+        let limiter = ReplLimiter::new(32);
+        let defaults = RunSpec {
+            repl_limiter: Some(limiter.clone()),
+            sub_calls_per_step: Some(50),
+            ..RunSpec::default()
+        };
+        let spec = RunSpec::default().or(&defaults);
+        assert_eq!(spec.repl_limiter, Some(limiter));
+        let budget = spec.budget().unwrap();
+        assert_eq!(
+            (budget.max_sub_calls, budget.max_sub_calls_per_step),
+            (Some(DEFAULT_MAX_SUB_CALLS), Some(50))
+        );
+        let asked = RunSpec {
+            budget: BudgetLimits {
+                sub_calls: Some(5_000),
+                ..BudgetLimits::default()
+            },
+            ..RunSpec::default()
+        };
+        assert_eq!(
+            asked.budget().unwrap().max_sub_calls,
+            Some(5_000),
+            "raised when given"
+        );
+        assert_eq!(
+            RunSpec::default().budget().unwrap().max_sub_calls_per_step,
+            Some(DEFAULT_MAX_SUB_CALLS_PER_STEP)
+        );
+    }
 }
