@@ -78,4 +78,4 @@ pub use memory::MemoryPool;
 pub use sandbox::{Sandbox, SandboxBuilder, slot_name};
 pub use seeded::fresh_seed;
 pub use step::{JournalEntry, LimitHit, StepResult};
-pub use tools::{Tool, ToolError, ToolFuture};
+pub use tools::{Tool, ToolError, ToolFuture, ToolTextFuture};

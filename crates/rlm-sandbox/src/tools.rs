@@ -7,6 +7,10 @@
 //! the handler's result crosses back as JSON and reaches model code as Python values. A failure
 //! (the handler's `Err`, a panic, arguments that do not fit the schema, a cap) raises
 //! `ToolError` in model code and never crashes the host.
+//!
+//! A handler takes and returns either [`Value`]s ([`Tool::new`]: integers exact within 64 bits,
+//! longer ones become floats) or the JSON text itself ([`Tool::new_text`]: every number crosses
+//! exactly as written, e.g. for a handler in another language).
 
 use std::fmt;
 use std::future::Future;
@@ -18,7 +22,16 @@ use serde_json::Value;
 /// The future a tool's handler returns.
 pub type ToolFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send + 'static>>;
 
-type Handler = dyn Fn(Value) -> ToolFuture + Send + Sync + 'static;
+/// The future a [`Tool::new_text`] handler returns: its result as JSON text.
+pub type ToolTextFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'static>>;
+
+/// What answers a tool's calls.
+enum Handler {
+    /// Takes and returns JSON values.
+    Value(Box<dyn Fn(Value) -> ToolFuture + Send + Sync + 'static>),
+    /// Takes and returns JSON text, as it crossed.
+    Text(Box<dyn Fn(String) -> ToolTextFuture + Send + Sync + 'static>),
+}
 
 /// Why a tool cannot be registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,7 +102,7 @@ struct Inner {
     params: Vec<String>,
     required: Vec<String>,
     open: bool,
-    handler: Box<Handler>,
+    handler: Handler,
 }
 
 impl fmt::Debug for Tool {
@@ -118,18 +131,46 @@ impl Tool {
         F: Fn(Value) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Value, String>> + Send + 'static,
     {
-        let name = name.into();
+        let handler = Handler::Value(Box::new(move |args| Box::pin(handler(args))));
+        Self::with(name.into(), description.into(), parameters, handler)
+    }
+
+    /// A tool like [`Tool::new`] whose handler takes the arguments as JSON text (an object, as
+    /// model code's `json.dumps` wrote it, checked against the parameters) and answers JSON
+    /// text, which model code reads with `json.loads`. Numbers cross exactly as written, where a
+    /// [`Value`] turns integers beyond 64 bits into floats: for a handler that parses JSON
+    /// itself (another language's). An answer that is not JSON raises `ToolError` in model code.
+    pub fn new_text<F, Fut>(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        parameters: Value,
+        handler: F,
+    ) -> Result<Self, ToolError>
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, String>> + Send + 'static,
+    {
+        let handler = Handler::Text(Box::new(move |args| Box::pin(handler(args))));
+        Self::with(name.into(), description.into(), parameters, handler)
+    }
+
+    fn with(
+        name: String,
+        description: String,
+        parameters: Value,
+        handler: Handler,
+    ) -> Result<Self, ToolError> {
         check_name(&name)?;
         let (schema, params, required, open) = parse_schema(&name, parameters)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 name,
-                description: description.into(),
+                description,
                 schema,
                 params,
                 required,
                 open,
-                handler: Box::new(move |args| Box::pin(handler(args))),
+                handler,
             }),
         })
     }
@@ -141,6 +182,22 @@ impl Tool {
         F: Fn(Value) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Value, String>> + Send + 'static,
     {
+        self.with_handler_of(Handler::Value(Box::new(move |args| {
+            Box::pin(handler(args))
+        })))
+    }
+
+    /// The same tool with a handler of JSON text (as [`Tool::new_text`]'s), e.g. one that wraps
+    /// this tool's [`Tool::call_text`] to observe calls with every number as it was written.
+    pub fn with_text_handler<F, Fut>(&self, handler: F) -> Self
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, String>> + Send + 'static,
+    {
+        self.with_handler_of(Handler::Text(Box::new(move |args| Box::pin(handler(args)))))
+    }
+
+    fn with_handler_of(&self, handler: Handler) -> Self {
         let i = &self.inner;
         Self {
             inner: Arc::new(Inner {
@@ -150,7 +207,7 @@ impl Tool {
                 params: i.params.clone(),
                 required: i.required.clone(),
                 open: i.open,
-                handler: Box::new(move |args| Box::pin(handler(args))),
+                handler,
             }),
         }
     }
@@ -199,20 +256,78 @@ impl Tool {
 
     /// Run the handler on `args` (no checks; the sandbox checks arguments first).
     pub fn call(&self, args: Value) -> ToolFuture {
-        (self.inner.handler)(args)
+        match &self.inner.handler {
+            Handler::Value(handler) => handler(args),
+            Handler::Text(handler) => {
+                let answer = handler(args.to_string());
+                Box::pin(async move {
+                    let text = answer.await?;
+                    serde_json::from_str(&text)
+                        .map_err(|e| format!("the tool's result is not JSON: {e}"))
+                })
+            }
+        }
+    }
+
+    /// Run the handler on the arguments as JSON text (no checks), answering JSON text: both
+    /// exactly as written for a [`Tool::new_text`] handler; a [`Value`] handler gets the text
+    /// parsed (an error if it is not JSON) and its result written.
+    pub fn call_text(&self, args_json: String) -> ToolTextFuture {
+        match &self.inner.handler {
+            Handler::Text(handler) => handler(args_json),
+            Handler::Value(handler) => match serde_json::from_str(&args_json) {
+                Ok(args) => {
+                    let answer = handler(args);
+                    Box::pin(async move { Ok(answer.await?.to_string()) })
+                }
+                Err(e) => {
+                    let e = format!("the arguments are not valid JSON: {e}");
+                    Box::pin(async move { Err(e) })
+                }
+            },
+        }
+    }
+
+    /// Parse the JSON text `args_json` as the handler takes it, check it against the parameters
+    /// and start the handler; its result comes as JSON text. An error is for the model.
+    pub(crate) fn call_json(&self, args_json: String) -> Result<ToolTextFuture, String> {
+        let invalid = |e: serde_json::Error| format!("the arguments are not valid JSON: {e}");
+        match &self.inner.handler {
+            Handler::Value(handler) => {
+                let args: Value = serde_json::from_str(&args_json).map_err(invalid)?;
+                drop(args_json);
+                self.check_args(&args)?;
+                let answer = handler(args);
+                Ok(Box::pin(async move { Ok(answer.await?.to_string()) }))
+            }
+            Handler::Text(handler) => {
+                // Only the keys are kept: the values stay text, whatever their numbers.
+                let Keys(keys) = serde_json::from_str(&args_json).map_err(invalid)?;
+                self.check_keys(keys.as_deref())?;
+                Ok(handler(args_json))
+            }
+        }
     }
 
     /// Check `args` against the parameters: a JSON object with every required parameter and,
     /// unless the schema allows `additionalProperties`, no other. The error is for the model.
     pub fn check_args(&self, args: &Value) -> Result<(), String> {
-        let Value::Object(map) = args else {
+        let keys = args
+            .as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>());
+        self.check_keys(keys.as_deref())
+    }
+
+    /// [`Tool::check_args`] on the keys of the arguments (`None`: they are not an object).
+    fn check_keys(&self, keys: Option<&[String]>) -> Result<(), String> {
+        let Some(keys) = keys else {
             return Err("the arguments must be a JSON object".into());
         };
         let missing: Vec<&str> = self
             .inner
             .required
             .iter()
-            .filter(|p| !map.contains_key(p.as_str()))
+            .filter(|p| !keys.contains(p))
             .map(String::as_str)
             .collect();
         if !missing.is_empty() {
@@ -223,7 +338,7 @@ impl Tool {
             ));
         }
         if !self.inner.open
-            && let Some(extra) = map.keys().find(|k| !self.inner.params.contains(k))
+            && let Some(extra) = keys.iter().find(|k| !self.inner.params.contains(k))
         {
             return Err(format!(
                 "unexpected argument {extra:?}; call it as {}",
@@ -231,6 +346,52 @@ impl Tool {
             ));
         }
         Ok(())
+    }
+}
+
+/// The keys of a JSON value that is an object (`None` for any other value), its values skipped
+/// unparsed (numbers of any length included).
+struct Keys(Option<Vec<String>>);
+
+impl<'de> serde::Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Keys;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((k, serde::de::IgnoredAny)) = map.next_entry::<String, _>()? {
+                    keys.push(k);
+                }
+                Ok(Keys(Some(keys)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Keys, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Keys(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Keys, E> {
+                Ok(Keys(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Keys, E> {
+                Ok(Keys(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Keys, E> {
+                Ok(Keys(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Keys, E> {
+                Ok(Keys(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Keys, E> {
+                Ok(Keys(None))
+            }
+            fn visit_unit<E>(self) -> Result<Keys, E> {
+                Ok(Keys(None))
+            }
+        }
+        d.deserialize_any(Visit)
     }
 }
 

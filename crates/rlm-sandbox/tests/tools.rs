@@ -1,5 +1,6 @@
 //! Custom tools from the guest: arguments, results, failures as `ToolError`, caps, the per-step
-//! limit, recovery without repeating calls, and a tool that never returns.
+//! limit, recovery without repeating calls, a tool that never returns, and numbers that cross
+//! exactly.
 
 mod common;
 
@@ -354,6 +355,97 @@ async fn a_tool_that_never_returns_ends_with_the_step() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(dropped.load(Ordering::SeqCst), 1);
+}
+
+/// Integers beyond 64 bits, as model code writes them, and negative.
+const BIG: &str = "[2**64 + 1, -(2**70), 10**400 + 7, {'n': 2**53 + 1}]";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_text_tool_gets_and_gives_integers_of_any_size_exactly() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let s = seen.clone();
+    let echo = Tool::new_text(
+        "echo",
+        "Return x, and a big integer.",
+        json!({"type": "object", "properties": {"x": {}}, "required": ["x"]}),
+        move |args: String| {
+            s.lock().unwrap().push(args.clone());
+            async move {
+                let x = args
+                    .strip_prefix(r#"{"x": "#)
+                    .and_then(|a| a.strip_suffix('}'))
+                    .ok_or("unexpected arguments")?;
+                Ok(format!(r#"[{x}, 340282366920938463463374607431768211457]"#))
+            }
+        },
+    )
+    .unwrap();
+    // Observed through a text wrapper, as an embedder that records calls would.
+    let inner = echo.clone();
+    let echo = echo.with_text_handler(move |args| inner.call_text(args));
+    let mut sb = with_tools(vec![echo], Limits::default()).await;
+    assert_eq!(
+        out(
+            &mut sb,
+            &format!("v = {BIG}\nr = echo(v)\nr == [v, 2**128 + 1]")
+        )
+        .await,
+        "True"
+    );
+    let args = seen.lock().unwrap().clone();
+    assert_eq!(args.len(), 1);
+    for digits in [
+        "18446744073709551617",
+        "-1180591620717411303424",
+        "9007199254740993",
+    ] {
+        assert!(args[0].contains(digits), "{}", args[0]);
+    }
+    // The host checks the text against the parameters all the same, before the handler runs
+    // (model code can reach the import directly).
+    let direct = "from wit_world.imports import tools as t\n";
+    for (args, msg) in [
+        ("'{\"y\": 1}'", "missing required argument(s) x"),
+        ("'{\"x\": 1, \"y\": 2}'", "unexpected argument \"y\""),
+        ("'[1]'", "must be a JSON object"),
+        ("'7'", "must be a JSON object"),
+        ("'{\"x\": 1'", "not valid JSON"),
+        ("'{\"x\": 1} 2'", "not valid JSON"),
+    ] {
+        let r = out(
+            &mut sb,
+            &format!("{direct}t.call_tool('echo', {args}).value"),
+        )
+        .await;
+        assert!(r.contains(msg), "{args}: {r}");
+    }
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // A text handler's answer that is not JSON is the model's ToolError, not the host's fault.
+    let bad = Tool::new_text("bad", "Not JSON.", Value::Null, |_| async {
+        Ok("{oops".to_string())
+    })
+    .unwrap();
+    let mut sb = with_tools(vec![bad.clone()], Limits::default()).await;
+    let r = out(
+        &mut sb,
+        "try:\n    bad()\nexcept ToolError as e:\n    print(e)",
+    )
+    .await;
+    assert!(r.contains("not JSON"), "{r}");
+    assert!(bad.call(json!({})).await.unwrap_err().contains("not JSON"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_value_tool_gets_integers_exactly_within_64_bits() {
+    let mut sb = with_tools(vec![echo()], Limits::default()).await;
+    assert_eq!(
+        out(
+            &mut sb,
+            "v = [2**53 + 1, 2**64 - 1, -(2**63)]\necho(a=v)['a'] == v"
+        )
+        .await,
+        "True"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

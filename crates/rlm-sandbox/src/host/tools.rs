@@ -92,16 +92,15 @@ impl HostState {
                 self.limits.max_tool_args_bytes
             ));
         }
-        let args: serde_json::Value = serde_json::from_str(&args_json)
-            .map_err(|e| format!("the arguments are not valid JSON: {e}"))?;
-        drop(args_json);
-        tool.check_args(&args)?;
+        // Parsed as the handler takes it (a value, or only its keys for a handler of JSON text,
+        // which then gets every number exactly) and checked against the parameters.
+        let call = tool.call_json(args_json)?;
         // Spawned, so a panic in the handler is caught by tokio (not the host); aborted when the
         // step is given up (its deadline drops this future, as for model calls).
-        let handle = tokio::spawn(tool.call(args));
+        let handle = tokio::spawn(call);
         let _abort = AbortOnDrop(handle.abort_handle());
-        let value = match handle.await {
-            Ok(Ok(value)) => value,
+        let json = match handle.await {
+            Ok(Ok(json)) => json,
             Ok(Err(e)) => return Err(self.bounded_error(e)),
             Err(e) if e.is_panic() => {
                 tracing::warn!(tool = name, "a tool handler panicked");
@@ -109,7 +108,6 @@ impl HostState {
             }
             Err(_) => return Err("the tool's call was cancelled on the host".into()),
         };
-        let json = value.to_string();
         if json.len() > self.cap() {
             return Err(format!(
                 "the tool's result is {} bytes of JSON, more than the sandbox passes in one \
