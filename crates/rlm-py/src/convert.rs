@@ -3,7 +3,7 @@
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::PyString;
+use pyo3::types::{PyDict, PyString};
 
 /// A Python value as JSON (`json.dumps` rules; `TypeError` for what it cannot encode).
 pub fn py_to_json(value: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
@@ -21,7 +21,28 @@ pub fn py_to_json(value: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
 
 /// JSON as Python objects (dicts, lists, str, int, float, bool, None).
 pub fn json_to_py(py: Python<'_>, value: &serde_json::Value) -> PyResult<Py<PyAny>> {
-    let text = value.to_string();
+    json_text_to_py(py, &value.to_string())
+}
+
+/// A Python value as JSON text, by `json.dumps` (so integers of any size are written exactly);
+/// `TypeError` for what is not plain JSON (NaN and infinities included).
+pub fn py_to_json_text(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    let py = value.py();
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("allow_nan", false)?;
+    py.import("json")?
+        .call_method("dumps", (value,), Some(&kwargs))
+        .and_then(|text| text.extract())
+        .map_err(|e| {
+            PyTypeError::new_err(format!(
+                "the value is not plain JSON ({}); use str, int, float, bool, None, list and dict",
+                e.value(py)
+            ))
+        })
+}
+
+/// JSON text as Python objects, by `json.loads` (integers of any size stay exact).
+pub fn json_text_to_py(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
     Ok(py.import("json")?.call_method1("loads", (text,))?.unbind())
 }
 

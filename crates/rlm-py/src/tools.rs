@@ -3,6 +3,10 @@
 //! description and a JSON schema of its parameters; here that becomes an [`rlm_sandbox::Tool`]
 //! whose handler calls the function (keyword arguments, on a blocking thread that takes the
 //! GIL) and sends its result back as JSON.
+//!
+//! Arguments and results cross as JSON text, read and written by Python's `json` on both sides
+//! (the guest's and this one), so every number crosses exactly: integers of any size stay
+//! integers.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -34,14 +38,16 @@ pub fn from_python(tools: &Bound<'_, PyAny>) -> PyResult<(Vec<Tool>, Vec<Slot>)>
         let slot: Slot = Arc::new(Mutex::new(Some(function)));
         let held = slot.clone();
         let label = name.clone();
-        let tool = Tool::new(name, description, schema, move |args| {
+        let tool = Tool::new_text(name, description, schema, move |args| {
             let held = held.clone();
-            let label = label.clone();
+            let name = label.clone();
             async move {
-                let name = label.clone();
-                tokio::task::spawn_blocking(move || call(&held, &name, args))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("{label} did not finish: {e}")))
+                let label = name.clone();
+                tokio::task::spawn_blocking(move || {
+                    Python::attach(|py| call(py, &held, &name, &args))
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("{label} did not finish: {e}")))
             }
         })
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -51,34 +57,33 @@ pub fn from_python(tools: &Bound<'_, PyAny>) -> PyResult<(Vec<Tool>, Vec<Slot>)>
     Ok((out, slots))
 }
 
-/// Call the tool's function with `args` (a JSON object) as keyword arguments.
-fn call(slot: &Slot, name: &str, args: serde_json::Value) -> Result<serde_json::Value, String> {
-    Python::attach(|py| {
-        let function = slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|f| f.clone_ref(py))
-            .ok_or_else(|| format!("{name} is gone (its owner was collected)"))?;
-        let result = (|| -> PyResult<serde_json::Value> {
-            let kwargs = convert::json_to_py(py, &args)?;
-            let kwargs = kwargs
-                .bind(py)
-                .cast::<PyDict>()
-                .map_err(PyErr::from)?
-                .clone();
-            let value = function.call(py, (), Some(&kwargs))?;
-            convert::py_to_json(value.bind(py))
-        })();
-        result.map_err(|e| {
-            format!(
-                "{}: {}",
-                e.get_type(py)
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default(),
-                e.value(py)
-            )
-        })
+/// Call the tool's function with `args` (a JSON object, as text) as keyword arguments; its
+/// result as JSON text.
+fn call(py: Python<'_>, slot: &Slot, name: &str, args: &str) -> Result<String, String> {
+    let function = slot
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .map(|f| f.clone_ref(py))
+        .ok_or_else(|| format!("{name} is gone (its owner was collected)"))?;
+    let result = (|| -> PyResult<String> {
+        let kwargs = convert::json_text_to_py(py, args)?;
+        let kwargs = kwargs
+            .bind(py)
+            .cast::<PyDict>()
+            .map_err(PyErr::from)?
+            .clone();
+        let value = function.call(py, (), Some(&kwargs))?;
+        convert::py_to_json_text(value.bind(py))
+    })();
+    result.map_err(|e| {
+        format!(
+            "{}: {}",
+            e.get_type(py)
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            e.value(py)
+        )
     })
 }

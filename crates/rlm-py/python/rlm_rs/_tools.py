@@ -4,7 +4,8 @@
 of :class:`rlm_rs.Sandbox` accepts plain callables, ``(name, callable)`` pairs and
 :func:`tool` specs. Arguments arrive as keyword arguments (model code may pass them by position,
 in the order of the parameters); results go back as JSON, so return str, numbers, bools,
-``None``, lists and dicts. An exception becomes a ``ToolError`` in model code.
+``None``, lists and dicts (integers of any size cross exactly, both ways). An exception becomes a
+``ToolError`` in model code.
 """
 
 from __future__ import annotations
