@@ -1,11 +1,129 @@
-"""Python custom tools at the host's edge: integers of any size cross exactly, both ways."""
+"""Python custom tools at the host's edge: a tool that never returns ends with its step and holds
+one of a few threads (the sandbox, search and other sandboxes keep working); a tool looping in
+Python is interrupted when its step is given up; integers of any size cross exactly, both ways."""
 
 from __future__ import annotations
+
+import os
+import threading
+import time
 
 import pytest
 
 import rlm_rs
-from rlm_rs import Sandbox
+from rlm_rs import Limits, Sandbox
+
+POOL = 2
+
+
+def threads() -> int:
+    """Threads of this process now."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def wait_for(condition, what: str, seconds: float = 30.0) -> None:
+    """Wait until `condition()` holds (a generous bound: behaviour, not timing, is tested)."""
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def small_pool():
+    """A pool of POOL tool threads for the test; the size before is restored after."""
+    before = rlm_rs.set_tool_threads(POOL)
+    yield POOL
+    rlm_rs.set_tool_threads(before)
+
+
+def test_the_pool_size_is_bounded():
+    before = rlm_rs.set_tool_threads(3)
+    try:
+        assert rlm_rs.set_tool_threads(3) == 3
+        for bad in (0, 1025):
+            with pytest.raises(ValueError, match="between 1 and 1024"):
+                rlm_rs.set_tool_threads(bad)
+        with pytest.raises(OverflowError):
+            rlm_rs.set_tool_threads(-1)
+    finally:
+        rlm_rs.set_tool_threads(before)
+    assert before == 16
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_a_tool_that_never_returns_costs_a_few_threads_and_the_sandbox_goes_on(small_pool):
+    release = threading.Event()
+    entered = []
+
+    def hang() -> str:
+        entered.append(1)
+        release.wait()  # blocked in C: nothing can stop it before it is released
+        return "late"
+
+    sb = Sandbox(context="alpha beta gamma", tools=[hang], limits=Limits(step_timeout=0.3))
+    assert sb.exec("x = 1").error is None
+    before = threads()
+    try:
+        # The first calls take a thread each and end with their step, at its deadline.
+        for _ in range(small_pool):
+            r = sb.exec("hang()")
+            assert r.limit == "deadline" and r.restored, r
+        assert len(entered) == small_pool
+        # Then every thread is held by a call given up; many times more calls than the pool has
+        # threads cost no more threads: the pool's, the one that interrupts given-up calls, and
+        # slack for tokio's own (without the pool, every stuck call kept a thread: +38).
+        call = "try:\n    hang()\nexcept ToolError as e:\n    print(e)"
+        results = [sb.exec(call) for _ in range(3 * (small_pool + 10))]
+        assert threads() - before <= small_pool + 1 + 4, (before, threads())
+        # They fail at once, saying why, and never reach the tool.
+        for r in results:
+            assert r.limit is None and r.error is None, r
+            assert "threads for Python tool calls are held by earlier calls" in r.stdout, r
+            assert "set_tool_threads" in r.stdout
+        assert len(entered) == small_pool
+        # The REPL, its search and another sandbox's search still work.
+        r = sb.exec("print(x, search('beta'))")
+        assert r.error is None and r.stdout.startswith("1 "), r
+        other = Sandbox(context="one two three")
+        r = other.exec("print(search('two'))")
+        assert r.error is None and "two" in r.stdout, r
+    finally:
+        release.set()
+    # Once the stuck calls return, their threads serve calls again.
+    wait_for(lambda: sb.exec("print(hang())").stdout == "late\n", "a free tool thread")
+    wait_for(lambda: threads() <= before + 4, "the pool's threads to end")
+
+
+def test_a_tool_looping_in_python_is_interrupted_when_its_step_is_given_up(small_pool):
+    stop = threading.Event()
+    outcome: list[str] = []
+
+    def spin() -> str:
+        try:
+            while not stop.is_set():
+                pass
+        except BaseException as e:
+            outcome.append(type(e).__name__)
+            raise
+        outcome.append("returned")
+        return "stopped"
+
+    sb = Sandbox(tools=[spin], limits=Limits(step_timeout=0.3))
+    try:
+        # More calls than the pool has threads: each call's thread is freed by the interruption.
+        for n in range(1, 2 * small_pool + 2):
+            r = sb.exec("spin()")
+            assert r.limit == "deadline", r
+            wait_for(lambda: len(outcome) == n, "the tool to be interrupted")
+        assert set(outcome) == {"CallAbandoned"}
+        assert issubclass(rlm_rs.CallAbandoned, BaseException)
+        assert not issubclass(rlm_rs.CallAbandoned, Exception)
+    finally:
+        stop.set()
+    # The interruption does not leak into the thread's next call.
+    assert sb.exec("print(spin())").stdout == "stopped\n"
+    assert outcome[-1] == "returned"
 
 
 BIG = [

@@ -10,6 +10,7 @@
 mod convert;
 mod engine;
 mod errors;
+mod pool;
 mod rlm;
 mod sandbox;
 mod tools;
@@ -29,6 +30,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rlm::resolve_model, m)?)?;
     m.add_function(wrap_pyfunction!(engine::engine_info, m)?)?;
     m.add_function(wrap_pyfunction!(engine::set_default_guest, m)?)?;
+    m.add_function(wrap_pyfunction!(tools::set_tool_threads, m)?)?;
+    m.add("CallAbandoned", m.py().get_type::<pool::CallAbandoned>())?;
     m.add("WASMTIME_VERSION", rlm_sandbox::WASMTIME_VERSION)?;
     errors::register(m)?;
     Ok(())

@@ -1,8 +1,8 @@
 //! Custom tools from Python: host functions that model code in the sandbox calls like ordinary
 //! Python functions. The Python half (`rlm_rs._tools.spec`) turns a callable into a name, a
 //! description and a JSON schema of its parameters; here that becomes an [`rlm_sandbox::Tool`]
-//! whose handler calls the function (keyword arguments, on a blocking thread that takes the
-//! GIL) and sends its result back as JSON.
+//! whose handler calls the function (keyword arguments, on a thread of the process's tool pool
+//! that takes the GIL, see [`crate::pool`]) and sends its result back as JSON.
 //!
 //! Arguments and results cross as JSON text, read and written by Python's `json` on both sides
 //! (the guest's and this one), so every number crosses exactly: integers of any size stay
@@ -16,6 +16,17 @@ use pyo3::types::PyDict;
 use rlm_sandbox::Tool;
 
 use crate::convert;
+use crate::pool::{DEFAULT_THREADS, Pool};
+
+/// The threads that run Python tools, for the whole process.
+pub static POOL: Pool = Pool::new("tool", DEFAULT_THREADS);
+
+/// Set the size of the pool of threads that run Python tools (see [`crate::pool`]); returns the
+/// size before.
+#[pyfunction]
+pub fn set_tool_threads(threads: usize) -> PyResult<usize> {
+    POOL.set_size(threads).map_err(PyValueError::new_err)
+}
 
 /// A Python function behind a tool, shared with the garbage collector's view of its owner.
 pub type Slot = Arc<Mutex<Option<Py<PyAny>>>>;
@@ -41,14 +52,7 @@ pub fn from_python(tools: &Bound<'_, PyAny>) -> PyResult<(Vec<Tool>, Vec<Slot>)>
         let tool = Tool::new_text(name, description, schema, move |args| {
             let held = held.clone();
             let name = label.clone();
-            async move {
-                let label = name.clone();
-                tokio::task::spawn_blocking(move || {
-                    Python::attach(|py| call(py, &held, &name, &args))
-                })
-                .await
-                .unwrap_or_else(|e| Err(format!("{label} did not finish: {e}")))
-            }
+            async move { POOL.call(move |py| call(py, &held, &name, &args)).await? }
         })
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
         out.push(tool);

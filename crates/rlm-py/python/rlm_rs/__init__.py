@@ -24,6 +24,7 @@ from . import _native
 from ._tools import tool
 from ._native import (
     WASMTIME_VERSION,
+    CallAbandoned,
     CancelToken,
     Cancelled,
     ConfigError,
@@ -35,9 +36,11 @@ from ._native import (
     StepResult,
     engine_info,
     resolve_model,
+    set_tool_threads,
 )
 
 __all__ = [
+    "CallAbandoned",
     "CancelToken",
     "Cancelled",
     "ConfigError",
@@ -53,6 +56,7 @@ __all__ = [
     "WASMTIME_VERSION",
     "engine_info",
     "resolve_model",
+    "set_tool_threads",
     "tool",
 ]
 

@@ -20,6 +20,10 @@ class ConfigError(RlmError):
 class Cancelled(RlmError):
     """The run was cancelled (CancelToken.cancel(), or its asyncio task was cancelled)."""
 
+class CallAbandoned(BaseException):
+    """Raised inside a Python tool whose step was given up (its deadline passed, or it was
+    stopped): nothing waits for its result. Let it propagate so the tool's thread is free."""
+
 class Limits:
     """The limits every step of a sandbox runs under; each has a safe default."""
 
@@ -174,3 +178,6 @@ def resolve_model(name: str, base_url: Optional[str] = None) -> str:
 
 def engine_info(guest: Optional[_Path] = None, cache_dir: Optional[_Path] = None) -> dict[str, str]: ...
 def set_default_guest(path: Optional[_Path]) -> None: ...
+def set_tool_threads(threads: int) -> int:
+    """Set how many threads the process runs Python tools on (1 to 1024; default 16); returns
+    the size before."""

@@ -6,6 +6,13 @@ of :class:`rlm_rs.Sandbox` accepts plain callables, ``(name, callable)`` pairs a
 in the order of the parameters); results go back as JSON, so return str, numbers, bools,
 ``None``, lists and dicts (integers of any size cross exactly, both ways). An exception becomes a
 ``ToolError`` in model code.
+
+Tools run on a small pool of threads shared by the process (16; :func:`rlm_rs.set_tool_threads`).
+A call ends with its step: when the step is given up (its deadline, Ctrl-C), the tool's result is
+no longer awaited and :class:`rlm_rs.CallAbandoned` is raised in it if it is running Python code
+(a tool blocked in C, such as ``time.sleep`` or a socket read, gets it when that call returns).
+While every thread is held by such given-up calls, further tool calls fail at once with a
+``ToolError`` that says so; the sandbox, ``search`` and model calls are not affected.
 """
 
 from __future__ import annotations

@@ -1,0 +1,292 @@
+//! The threads that call Python functions for the sandbox (custom tools): a bounded pool per
+//! process, not tokio's shared blocking pool.
+//!
+//! Python threads cannot be killed, so a function that never returns keeps its thread. Here it
+//! keeps one of the pool's few threads and nothing else: a call waits while every thread is busy
+//! with a call that is still wanted, and fails at once, saying why, when every thread is held by
+//! a call that was given up (its step ended) and has not returned. Search, model calls and other
+//! sandboxes never wait on these threads.
+//!
+//! A call given up while its function runs Python code gets [`CallAbandoned`] raised in it (by
+//! `PyThreadState_SetAsyncExc`), so a function looping in Python frees its thread; one blocked
+//! in C (`time.sleep`, a lock, a socket read) keeps it until that C call returns.
+
+use std::ffi::{c_long, c_ulong};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyBaseException;
+use pyo3::prelude::*;
+use tokio::sync::{Notify, oneshot};
+
+create_exception!(
+    _native,
+    CallAbandoned,
+    PyBaseException,
+    "Raised inside a Python function the sandbox called (a custom tool) when the step that \
+     called it was given up (its deadline passed, or it was stopped): nothing waits for the \
+     result any more. A BaseException, like KeyboardInterrupt, so `except Exception` does not \
+     swallow it; let it propagate so the function's thread is free for other calls."
+);
+
+/// Threads a pool runs calls on at once, by default: as many as an RLM run's default
+/// concurrency, so that its sub-RLMs' tool calls do not wait on each other.
+pub const DEFAULT_THREADS: usize = 16;
+
+/// The most threads a pool may be given.
+pub const MAX_THREADS: usize = 1024;
+
+/// A bounded set of threads for calls into Python.
+pub struct Pool {
+    /// What the calls are, for messages ("tool").
+    what: &'static str,
+    counts: Mutex<Counts>,
+    /// Woken when a thread frees up, a call is given up, or the size changes.
+    changed: Notify,
+    /// Raises [`CallAbandoned`] in given-up calls (a thread started on first need).
+    canceller: OnceLock<Result<Sender<Arc<Job>>, String>>,
+}
+
+struct Counts {
+    /// Threads calls may use at once.
+    size: usize,
+    /// Calls running on a thread now (at most `size`, unless the size was lowered).
+    busy: usize,
+    /// Of those, calls whose caller gave up on them.
+    abandoned: usize,
+}
+
+/// One call, as its caller and its thread both see it.
+struct Job {
+    state: Mutex<JobState>,
+}
+
+#[derive(Default)]
+struct JobState {
+    /// The Python thread id of the thread running the function, while it runs.
+    thread: Option<c_ulong>,
+    /// The function returned (or will never be called).
+    finished: bool,
+    /// The caller gave up waiting.
+    abandoned: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Pool {
+    /// A pool of `size` threads (`DEFAULT_THREADS` unless set), for calls described as `what`.
+    pub const fn new(what: &'static str, size: usize) -> Self {
+        Self {
+            what,
+            counts: Mutex::new(Counts {
+                size,
+                busy: 0,
+                abandoned: 0,
+            }),
+            changed: Notify::const_new(),
+            canceller: OnceLock::new(),
+        }
+    }
+
+    /// Set its size (1 to [`MAX_THREADS`]); returns the size before. Calls running now keep
+    /// their threads; a smaller size applies as they return.
+    pub fn set_size(&self, size: usize) -> Result<usize, String> {
+        if !(1..=MAX_THREADS).contains(&size) {
+            return Err(format!(
+                "{} threads must be between 1 and {MAX_THREADS}, not {size}",
+                self.what
+            ));
+        }
+        let before = std::mem::replace(&mut lock(&self.counts).size, size);
+        self.changed.notify_waiters();
+        Ok(before)
+    }
+
+    /// Call `f` with the GIL on one of the pool's threads and wait for its result. Dropping the
+    /// returned future gives the call up: `f` is not started if it had not started, and
+    /// [`CallAbandoned`] is raised in it if it runs Python code. Fails without waiting when
+    /// every thread is held by a call given up earlier.
+    pub async fn call<T, F>(&'static self, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(Python<'_>) -> T + Send + 'static,
+    {
+        self.take_thread().await?;
+        let job = Arc::new(Job {
+            state: Mutex::new(JobState::default()),
+        });
+        // Frees the thread in the counts when the closure ends, or when it is dropped unrun.
+        let free = FreeOnDrop {
+            pool: self,
+            job: job.clone(),
+        };
+        let (tx, rx) = oneshot::channel();
+        let run = {
+            let job = job.clone();
+            move || {
+                let _free = free;
+                if let Some(value) = run_job(&job, f) {
+                    let _ = tx.send(value);
+                }
+            }
+        };
+        std::thread::Builder::new()
+            .name(format!("rlm-py-{}", self.what))
+            .spawn(run)
+            .map_err(|e| format!("cannot start a thread for the {} call: {e}", self.what))?;
+        // From here on, dropping this future gives the call up.
+        let mut given_up = GiveUpOnDrop {
+            pool: self,
+            job: Some(job),
+        };
+        let out = rx.await;
+        given_up.job = None;
+        out.map_err(|_| {
+            format!(
+                "the {} did not finish: Python is shutting down, or the call failed on the host",
+                self.what
+            )
+        })
+    }
+
+    /// Wait for a free thread (counted as busy once this returns `Ok`).
+    async fn take_thread(&self) -> Result<(), String> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut c = lock(&self.counts);
+                if c.busy < c.size {
+                    c.busy += 1;
+                    return Ok(());
+                }
+                if c.abandoned >= c.size {
+                    return Err(format!(
+                        "all {} threads for Python {} calls are held by earlier calls that were \
+                         given up (their steps ended) and have not returned: a {} that never \
+                         returns, or one blocked in C code. Make the {} return (or time out), or \
+                         raise the pool's size with rlm_rs.set_tool_threads()",
+                        c.size, self.what, self.what, self.what
+                    ));
+                }
+            }
+            changed.await;
+        }
+    }
+
+    /// The thread that raises [`CallAbandoned`] in given-up calls.
+    fn canceller(&'static self) -> Result<&'static Sender<Arc<Job>>, &'static String> {
+        self.canceller
+            .get_or_init(|| {
+                let (tx, rx) = channel::<Arc<Job>>();
+                std::thread::Builder::new()
+                    .name(format!("rlm-py-{}-cancel", self.what))
+                    .spawn(move || {
+                        for job in rx {
+                            // Nothing to do once Python shuts down.
+                            if Python::try_attach(|py| interrupt(py, &job)).is_none() {
+                                return;
+                            }
+                        }
+                    })
+                    .map(|_| tx)
+                    .map_err(|e| format!("cannot start the thread that stops given-up calls: {e}"))
+            })
+            .as_ref()
+    }
+}
+
+/// Run `f` for `job` on this thread, unless the job was given up before it started. The job's
+/// state changes only with the GIL held, so [`interrupt`] never meets a function that has
+/// returned, and an exception it raised too late is cleared before this thread lets go of the
+/// GIL (it would otherwise fire in the next Python code the thread runs).
+fn run_job<T>(job: &Job, f: impl FnOnce(Python<'_>) -> T) -> Option<T> {
+    Python::try_attach(|py| {
+        {
+            let mut s = lock(&job.state);
+            if s.abandoned {
+                return None;
+            }
+            // SAFETY: the GIL is held (`py`); the call only reads this thread's id.
+            s.thread = Some(unsafe { pyo3::ffi::PyThread_get_thread_ident() });
+        }
+        let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(py)));
+        {
+            let mut s = lock(&job.state);
+            if let Some(id) = s.thread.take() {
+                // SAFETY: the GIL is held; a null exception clears a pending one of this thread.
+                unsafe { pyo3::ffi::PyThreadState_SetAsyncExc(id as c_long, std::ptr::null_mut()) };
+            }
+            s.finished = true;
+        }
+        // A panic drops the sender, which tells the caller the call failed on the host.
+        value.ok()
+    })
+    .flatten()
+}
+
+/// Raise [`CallAbandoned`] in `job`'s function if it is still running.
+fn interrupt(py: Python<'_>, job: &Job) {
+    let s = lock(&job.state);
+    if let (Some(id), false) = (s.thread, s.finished) {
+        let kind = py.get_type::<CallAbandoned>();
+        // SAFETY: the GIL is held, and the thread `id` is inside `run_job`'s attached section
+        // (its state changes only with the GIL), so it has a live thread state. The exception
+        // type is borrowed (CPython takes its own reference).
+        unsafe { pyo3::ffi::PyThreadState_SetAsyncExc(id as c_long, kind.as_ptr()) };
+    }
+}
+
+/// Gives a call up when its caller's future is dropped before the result came.
+struct GiveUpOnDrop {
+    pool: &'static Pool,
+    /// `None` once the result came.
+    job: Option<Arc<Job>>,
+}
+
+impl Drop for GiveUpOnDrop {
+    fn drop(&mut self) {
+        let Some(job) = self.job.take() else {
+            return;
+        };
+        let mut s = lock(&job.state);
+        if s.finished || s.abandoned {
+            return;
+        }
+        s.abandoned = true;
+        lock(&self.pool.counts).abandoned += 1;
+        let running = s.thread.is_some();
+        drop(s);
+        self.pool.changed.notify_waiters();
+        if running && let Ok(tx) = self.pool.canceller() {
+            let _ = tx.send(job);
+        }
+    }
+}
+
+/// Frees the call's thread in the counts when its closure ends (returned, panicked or never
+/// started).
+struct FreeOnDrop {
+    pool: &'static Pool,
+    job: Arc<Job>,
+}
+
+impl Drop for FreeOnDrop {
+    fn drop(&mut self) {
+        let mut s = lock(&self.job.state);
+        s.finished = true;
+        s.thread = None;
+        let mut c = lock(&self.pool.counts);
+        c.busy -= 1;
+        if s.abandoned {
+            c.abandoned -= 1;
+        }
+        drop(c);
+        drop(s);
+        self.pool.changed.notify_waiters();
+    }
+}
