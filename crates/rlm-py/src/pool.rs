@@ -4,16 +4,19 @@
 //! Python threads cannot be killed, so a function that never returns keeps its thread. Here it
 //! keeps one of the pool's few threads and nothing else: a call waits while every thread is busy
 //! with a call that is still wanted, and fails at once, saying why, when every thread is held by
-//! a call that was given up (its step ended) and has not returned. Search, model calls and other
-//! sandboxes never wait on these threads.
+//! a call that was given up (its step ended) and has not returned. Search, model calls and the
+//! rest of the host never wait on these threads. A thread that finished a call waits a while for
+//! the next one, so calls do not pay for starting a thread.
 //!
 //! A call given up while its function runs Python code gets [`CallAbandoned`] raised in it (by
 //! `PyThreadState_SetAsyncExc`), so a function looping in Python frees its thread; one blocked
 //! in C (`time.sleep`, a lock, a socket read) keeps it until that C call returns.
 
+use std::collections::VecDeque;
 use std::ffi::{c_long, c_ulong};
 use std::sync::mpsc::{Sender, channel};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyBaseException;
@@ -37,11 +40,17 @@ pub const DEFAULT_THREADS: usize = 16;
 /// The most threads a pool may be given.
 pub const MAX_THREADS: usize = 1024;
 
+/// How long a thread with no call waits for the next before it ends.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
 /// A bounded set of threads for calls into Python.
 pub struct Pool {
     /// What the calls are, for messages ("tool").
     what: &'static str,
     counts: Mutex<Counts>,
+    /// Threads waiting for a call, and calls handed to them.
+    idle: Mutex<Idle>,
+    ready: Condvar,
     /// Woken when a thread frees up, a call is given up, or the size changes.
     changed: Notify,
     /// Raises [`CallAbandoned`] in given-up calls (a thread started on first need).
@@ -55,6 +64,19 @@ struct Counts {
     busy: usize,
     /// Of those, calls whose caller gave up on them.
     abandoned: usize,
+}
+
+/// Threads of a pool that wait for a call, and calls handed to them (never more than waiting
+/// threads).
+struct Idle {
+    waiting: usize,
+    tasks: VecDeque<Task>,
+}
+
+/// A call ready for a thread: what runs, and what frees its place in the counts after.
+struct Task {
+    run: Box<dyn FnOnce() + Send>,
+    free: FreeOnDrop,
 }
 
 /// One call, as its caller and its thread both see it.
@@ -86,6 +108,11 @@ impl Pool {
                 busy: 0,
                 abandoned: 0,
             }),
+            idle: Mutex::new(Idle {
+                waiting: 0,
+                tasks: VecDeque::new(),
+            }),
+            ready: Condvar::new(),
             changed: Notify::const_new(),
             canceller: OnceLock::new(),
         }
@@ -126,17 +153,13 @@ impl Pool {
         let (tx, rx) = oneshot::channel();
         let run = {
             let job = job.clone();
-            move || {
-                let _free = free;
+            Box::new(move || {
                 if let Some(value) = run_job(&job, f) {
                     let _ = tx.send(value);
                 }
-            }
+            })
         };
-        std::thread::Builder::new()
-            .name(format!("rlm-py-{}", self.what))
-            .spawn(run)
-            .map_err(|e| format!("cannot start a thread for the {} call: {e}", self.what))?;
+        self.dispatch(Task { run, free })?;
         // From here on, dropping this future gives the call up.
         let mut given_up = GiveUpOnDrop {
             pool: self,
@@ -150,6 +173,54 @@ impl Pool {
                 self.what
             )
         })
+    }
+
+    /// Hand `task` to a thread waiting for one, else to a new thread.
+    fn dispatch(&'static self, task: Task) -> Result<(), String> {
+        let mut idle = lock(&self.idle);
+        if idle.waiting > idle.tasks.len() {
+            idle.tasks.push_back(task);
+            drop(idle);
+            self.ready.notify_one();
+            return Ok(());
+        }
+        drop(idle);
+        // When the thread cannot start, the task is dropped unrun, which frees its place.
+        std::thread::Builder::new()
+            .name(format!("rlm-py-{}", self.what))
+            .spawn(move || self.work(task))
+            .map(drop)
+            .map_err(|e| format!("cannot start a thread for the {} call: {e}", self.what))
+    }
+
+    /// A thread of the pool: run `task`, then the tasks handed to it, until none comes for
+    /// [`KEEP_ALIVE`].
+    fn work(&'static self, mut task: Task) {
+        loop {
+            let Task { run, free } = task;
+            // It does not unwind: `run_job` catches the function's panics.
+            run();
+            // Waiting before its place is freed, so the next call finds this thread rather than
+            // starting another: the pool's threads never outnumber its size.
+            lock(&self.idle).waiting += 1;
+            drop(free);
+            let mut idle = lock(&self.idle);
+            task = loop {
+                if let Some(next) = idle.tasks.pop_front() {
+                    idle.waiting -= 1;
+                    break next;
+                }
+                let (guard, waited) = self
+                    .ready
+                    .wait_timeout(idle, KEEP_ALIVE)
+                    .unwrap_or_else(PoisonError::into_inner);
+                idle = guard;
+                if waited.timed_out() && idle.tasks.is_empty() {
+                    idle.waiting -= 1;
+                    return;
+                }
+            };
+        }
     }
 
     /// Wait for a free thread (counted as busy once this returns `Ok`).
@@ -268,8 +339,7 @@ impl Drop for GiveUpOnDrop {
     }
 }
 
-/// Frees the call's thread in the counts when its closure ends (returned, panicked or never
-/// started).
+/// Frees a call's place in the counts when its thread is done with it (or it never ran).
 struct FreeOnDrop {
     pool: &'static Pool,
     job: Arc<Job>,
