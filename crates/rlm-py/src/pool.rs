@@ -60,7 +60,7 @@ pub struct Pool {
 struct Counts {
     /// Threads calls may use at once.
     size: usize,
-    /// Calls running on a thread now (at most `size`, unless the size was lowered).
+    /// Calls given a thread and not yet done with it (at most `size`, unless it was lowered).
     busy: usize,
     /// Of those, calls whose caller gave up on them.
     abandoned: usize,
@@ -99,7 +99,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Pool {
-    /// A pool of `size` threads (`DEFAULT_THREADS` unless set), for calls described as `what`.
+    /// A pool of `size` threads, for calls described as `what` ("tool").
     pub const fn new(what: &'static str, size: usize) -> Self {
         Self {
             what,
