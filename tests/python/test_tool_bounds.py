@@ -167,12 +167,6 @@ def test_what_is_not_json_is_a_tool_error():
         assert r.error is None and "not plain JSON" in r.stdout, r
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an RLM run's tools pass through rlm's event-recording wrapper (crates/rlm/src/tree.rs, "
-    "node_tools), a JSON-value handler: integers beyond 64 bits become floats there until it "
-    "wraps the tool's text handler (Tool::with_text_handler + call_text)",
-)
 def test_big_integers_cross_the_tool_boundary_of_an_rlm_run_exactly(scripted):
     from conftest import root_turns
 

@@ -32,15 +32,15 @@ impl Tree {
             .iter()
             .map(|tool| {
                 let (tree, node, inner) = (self.clone(), node.clone(), tool.clone());
-                tool.with_handler(move |args| {
+                // A handler of JSON text: the call gets the arguments, and gives its result,
+                // exactly as they crossed (integers of any size); the event records values.
+                tool.with_text_handler(move |args_json: String| {
                     let (tree, node, inner) = (tree.clone(), node.clone(), inner.clone());
                     async move {
                         let id = tree.next_call_id();
                         let started = Instant::now();
-                        // The record is made before the call, so the handler takes the
-                        // arguments themselves, not a copy.
-                        let record = ArgsRecord::of(&args);
-                        let call = std::panic::AssertUnwindSafe(inner.call(args));
+                        let record = ArgsRecord::of(&json_or_text(&args_json));
+                        let call = std::panic::AssertUnwindSafe(inner.call_text(args_json));
                         let outcome = call.catch_unwind().await;
                         let result = match &outcome {
                             Ok(r) => recorded_result(r, cap),
@@ -135,31 +135,20 @@ impl Write for JsonSummary {
     }
 }
 
-/// Counts what is written to it.
-#[derive(Default)]
-struct ByteCount(usize);
-
-impl Write for ByteCount {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 = self.0.saturating_add(buf.len());
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// JSON text as a value (a number JSON allows but a `Value` cannot hold, such as `1e400`,
+/// leaves the text as a string).
+fn json_or_text(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
-/// A tool's result as its event records it: a value the sandbox passes to model code (at most
-/// `cap` bytes of JSON) in full, as a replay needs it; for a larger one, the error model code
-/// got instead; an error cut to [`MAX_EVENT_ERROR_BYTES`].
-fn recorded_result(result: &Result<Value, String>, cap: usize) -> Result<Value, String> {
+/// A tool's result (JSON text) as its event records it: a value the sandbox passes to model
+/// code (at most `cap` bytes of JSON) in full, as a replay needs it; for a larger one, the error
+/// model code got instead; an error cut to [`MAX_EVENT_ERROR_BYTES`].
+fn recorded_result(result: &Result<String, String>, cap: usize) -> Result<Value, String> {
     match result {
-        Ok(value) => {
-            let mut size = ByteCount::default();
-            let _ = serde_json::to_writer(&mut size, value);
-            if size.0 <= cap {
-                Ok(value.clone())
+        Ok(text) => {
+            if text.len() <= cap {
+                Ok(json_or_text(text))
             } else {
                 // What model code got instead, in the sandbox's words (its `run_tool`), so a
                 // replay gives it the same error; the replay test in tests/tools.rs fails if
@@ -167,7 +156,7 @@ fn recorded_result(result: &Result<Value, String>, cap: usize) -> Result<Value, 
                 Err(format!(
                     "the tool's result is {} bytes of JSON, more than the sandbox passes in one \
                      piece ({cap} bytes); ask the tool for less",
-                    size.0
+                    text.len()
                 ))
             }
         }
@@ -228,10 +217,10 @@ mod tests {
     fn a_result_model_code_never_got_and_a_long_error_are_not_kept_whole() {
         let value = json!("x".repeat(10_000));
         assert_eq!(
-            recorded_result(&Ok(value.clone()), 20_000),
+            recorded_result(&Ok(value.to_string()), 20_000),
             Ok(value.clone())
         );
-        let Err(note) = recorded_result(&Ok(value), 5_000) else {
+        let Err(note) = recorded_result(&Ok(value.to_string()), 5_000) else {
             panic!()
         };
         assert_eq!(
