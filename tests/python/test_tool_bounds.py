@@ -188,3 +188,39 @@ def test_big_integers_cross_the_tool_boundary_of_an_rlm_run_exactly(scripted):
     r = rlm_rs.RLM("compat/scripted", base_url=server.url, tools=[echo]).run("ctx", "q")
     assert seen == [[2**64 + 1, 10**400 + 7]] and repr(seen[0][0]) == repr(2**64 + 1)
     assert r.answer == "True", r
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_a_model_handler_that_never_returns_costs_a_few_threads_and_the_sandbox_goes_on():
+    # The llm_query handler of a Sandbox runs on a pool of its own, as tools do.
+    before_size = rlm_rs.set_handler_threads(POOL)
+    release = threading.Event()
+    entered = []
+
+    def stuck(prompt: str) -> str:
+        entered.append(prompt)
+        release.wait()
+        return "late"
+
+    try:
+        sb = Sandbox(context="alpha beta", llm_query=stuck, limits=Limits(step_timeout=0.3))
+        assert sb.exec("x = 1").error is None
+        before = threads()
+        for _ in range(POOL):
+            r = sb.exec("llm_query('q')")
+            assert r.limit == "deadline" and r.restored, r
+        # A batch of many prompts and many more calls cost no more threads.
+        results = [sb.exec("print(llm_batch(['a'] * 20)[0])") for _ in range(10)]
+        assert threads() - before <= POOL + 1 + 4, (before, threads())
+        for r in results:
+            assert r.limit is None and r.error is None, r
+            assert "threads for Python model handler calls are held" in r.stdout, r
+            assert "set_handler_threads" in r.stdout
+        assert len(entered) == POOL
+        r = sb.exec("print(x, search('beta'))")
+        assert r.error is None and r.stdout.startswith("1 "), r
+    finally:
+        release.set()
+        rlm_rs.set_handler_threads(before_size)
+    wait_for(lambda: sb.exec("print(llm_query('q'))").stdout == "late\n", "a free handler thread")
+    assert rlm_rs.set_handler_threads(64) == 64

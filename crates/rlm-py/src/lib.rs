@@ -31,6 +31,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(engine::engine_info, m)?)?;
     m.add_function(wrap_pyfunction!(engine::set_default_guest, m)?)?;
     m.add_function(wrap_pyfunction!(tools::set_tool_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(sandbox::set_handler_threads, m)?)?;
     m.add("CallAbandoned", m.py().get_type::<pool::CallAbandoned>())?;
     m.add("WASMTIME_VERSION", rlm_sandbox::WASMTIME_VERSION)?;
     errors::register(m)?;

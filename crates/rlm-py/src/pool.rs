@@ -1,5 +1,6 @@
-//! The threads that call Python functions for the sandbox (custom tools): a bounded pool per
-//! process, not tokio's shared blocking pool.
+//! The threads that call Python functions for the sandbox (custom tools, and the `llm_query` /
+//! `rlm_query` handlers of a `Sandbox`): bounded pools per process, not tokio's shared blocking
+//! pool.
 //!
 //! Python threads cannot be killed, so a function that never returns keeps its thread. Here it
 //! keeps one of the pool's few threads and nothing else: a call waits while every thread is busy
@@ -47,6 +48,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(10);
 pub struct Pool {
     /// What the calls are, for messages ("tool").
     what: &'static str,
+    /// The Python function that sets the pool's size, for messages.
+    resize_with: &'static str,
     counts: Mutex<Counts>,
     /// Threads waiting for a call, and calls handed to them.
     idle: Mutex<Idle>,
@@ -99,10 +102,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Pool {
-    /// A pool of `size` threads, for calls described as `what` ("tool").
-    pub const fn new(what: &'static str, size: usize) -> Self {
+    /// A pool of `size` threads, for calls described as `what` ("tool"), resized by the Python
+    /// function `resize_with` (for messages).
+    pub const fn new(what: &'static str, size: usize, resize_with: &'static str) -> Self {
         Self {
             what,
+            resize_with,
             counts: Mutex::new(Counts {
                 size,
                 busy: 0,
@@ -240,8 +245,8 @@ impl Pool {
                         "all {} threads for Python {} calls are held by earlier calls that were \
                          given up (their steps ended) and have not returned: a {} that never \
                          returns, or one blocked in C code. Make the {} return (or time out), or \
-                         raise the pool's size with rlm_rs.set_tool_threads()",
-                        c.size, self.what, self.what, self.what
+                         raise the pool's size with {}",
+                        c.size, self.what, self.what, self.what, self.resize_with
                     ));
                 }
             }

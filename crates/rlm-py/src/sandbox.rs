@@ -14,6 +14,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use rlm_sandbox::{Limits as RustLimits, ModelHost, Sandbox as RustSandbox, StepResult};
 use tokio::sync::Mutex;
 
+use crate::pool::Pool;
 use crate::{convert, engine, errors, wait};
 
 /// The limits every step of a sandbox runs under. Each has a safe default (`Limits()`).
@@ -271,7 +272,8 @@ fn cut(s: &str) -> String {
 type Handler = Arc<std::sync::Mutex<Option<Py<PyAny>>>>;
 
 /// Answers the guest's `llm_query`/`rlm_query` with Python functions of the host. Each call
-/// runs on a blocking thread that takes the GIL; a raised exception reaches the guest as an
+/// runs on a thread of [`HANDLER_POOL`] that takes the GIL (a handler that never returns holds
+/// one of its threads, nothing more); a raised exception reaches the guest as an
 /// `"Error: ..."` string.
 pub struct PyModelHost {
     llm: Handler,
@@ -288,14 +290,34 @@ fn handler(slot: Option<Py<PyAny>>) -> Handler {
     Arc::new(std::sync::Mutex::new(slot))
 }
 
+/// The threads that run `llm_query` / `rlm_query` handlers, for the whole process: more than
+/// the tools' pool, as `llm_batch` asks for every prompt of a batch at once (the rest wait).
+pub static HANDLER_POOL: Pool = Pool::new(
+    "model handler",
+    DEFAULT_HANDLER_THREADS,
+    "rlm_rs.set_handler_threads()",
+);
+
+/// Threads of [`HANDLER_POOL`] by default.
+pub const DEFAULT_HANDLER_THREADS: usize = 64;
+
+/// Set the size of the pool of threads that run `llm_query` / `rlm_query` handlers (see
+/// [`crate::pool`]); returns the size before.
+#[pyfunction]
+pub fn set_handler_threads(threads: usize) -> PyResult<usize> {
+    HANDLER_POOL
+        .set_size(threads)
+        .map_err(pyo3::exceptions::PyValueError::new_err)
+}
+
 async fn call_handler(
     slots: Vec<Handler>,
     which: &'static str,
     prompt: String,
     model: Option<String>,
 ) -> Result<String, String> {
-    tokio::task::spawn_blocking(move || {
-        Python::attach(|py| {
+    HANDLER_POOL
+        .call(move |py| {
             let handler = slots.iter().find_map(|slot| {
                 slot.lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -327,9 +349,7 @@ async fn call_handler(
                 })
                 .map_err(|e| format!("{which} failed: {}", e.value(py)))
         })
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("{which} handler did not finish: {e}")))
+        .await?
 }
 
 #[async_trait]

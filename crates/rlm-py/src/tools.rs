@@ -19,7 +19,7 @@ use crate::convert;
 use crate::pool::{DEFAULT_THREADS, Pool};
 
 /// The threads that run Python tools, for the whole process.
-pub static POOL: Pool = Pool::new("tool", DEFAULT_THREADS);
+pub static POOL: Pool = Pool::new("tool", DEFAULT_THREADS, "rlm_rs.set_tool_threads()");
 
 /// Set the size of the pool of threads that run Python tools (see [`crate::pool`]); returns the
 /// size before.

@@ -36,6 +36,7 @@ from ._native import (
     StepResult,
     engine_info,
     resolve_model,
+    set_handler_threads,
     set_tool_threads,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "WASMTIME_VERSION",
     "engine_info",
     "resolve_model",
+    "set_handler_threads",
     "set_tool_threads",
     "tool",
 ]

@@ -181,3 +181,6 @@ def set_default_guest(path: Optional[_Path]) -> None: ...
 def set_tool_threads(threads: int) -> int:
     """Set how many threads the process runs Python tools on (1 to 1024; default 16); returns
     the size before."""
+def set_handler_threads(threads: int) -> int:
+    """Set how many threads the process runs a Sandbox's llm_query / rlm_query handlers on (1 to
+    1024; default 64); returns the size before."""

@@ -16,6 +16,12 @@ use crate::memory::{HostCharge, MemoryPool};
 /// Most match spans one `spans` call returns (1.6 MB here, about 6 MB of Python ints in the
 /// guest).
 const MAX_SPANS: u32 = 100_001;
+/// Texts up to this many bytes are searched for a substring (or read for their characters)
+/// right on the async worker: a fraction of a millisecond.
+const INLINE_SUBSTRING_BYTES: u64 = 1 << 20;
+/// Texts up to this many bytes are searched for a pattern right on the async worker (a few
+/// milliseconds at the slowest engine's speed).
+const INLINE_REGEX_BYTES: u64 = 64 << 10;
 /// Search patterns a REPL keeps compiled, at most.
 const PATTERN_CACHE_ENTRIES: usize = 16;
 /// Heap bytes of the patterns a REPL keeps compiled (programs and caches), at most; the newest
@@ -167,6 +173,32 @@ impl HostState {
         }
     }
 
+    /// Run `work` over `bytes` of text: right here when they are few (a scan of them takes well
+    /// under a millisecond, less than handing it to another thread), else off the async
+    /// workers ([`HostState::off_the_workers`]).
+    fn scan<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        bytes: u64,
+        inline_up_to: u64,
+        work: impl FnOnce(&AtomicBool) -> T + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<Option<T>, String>> + Send + 'static {
+        use futures::future::Either;
+        if bytes <= inline_up_to {
+            let done = work(&AtomicBool::new(false));
+            return Either::Left(std::future::ready(Ok(Some(done))));
+        }
+        Either::Right(self.off_the_workers(what, work))
+    }
+
+    /// Bytes of text node `node` between characters `start` and `end` (0 for other nodes).
+    fn text_bytes(&self, node: u64, start: u64, end: u64) -> u64 {
+        self.text(node).map_or(0, |t| {
+            let end = end.min(t.chars());
+            (t.byte_of(end) - t.byte_of(start.min(end))) as u64
+        })
+    }
+
     /// The step's time ran out during `what`.
     fn out_of_time(&self, what: &str) -> String {
         format!(
@@ -289,7 +321,11 @@ impl wit_ctx::Host for HostState {
             Some(Node::Text(t)) => t.find(&needle, start, end, reverse, cancel),
             _ => Ok(None),
         };
-        match self.off_the_workers("find", work).await? {
+        let bytes = self.text_bytes(node, start, end);
+        match self
+            .scan("find", bytes, INLINE_SUBSTRING_BYTES, work)
+            .await?
+        {
             Some(Ok(at)) => Ok(at.map_or(-1, |p| p as i64)),
             Some(Err(_)) | None => Err(self.out_of_time("find()")),
         }
@@ -309,7 +345,11 @@ impl wit_ctx::Host for HostState {
             Some(Node::Text(t)) => t.count(&needle, start, end, cancel),
             _ => Ok(0),
         };
-        match self.off_the_workers("count", work).await? {
+        let bytes = self.text_bytes(node, start, end);
+        match self
+            .scan("count", bytes, INLINE_SUBSTRING_BYTES, work)
+            .await?
+        {
             Some(Ok(n)) => Ok(n),
             Some(Err(_)) | None => Err(self.out_of_time("count()")),
         }
@@ -334,8 +374,12 @@ impl wit_ctx::Host for HostState {
                 .ne(&(0, u64::MAX))
                 .then_some((options.start, options.end)),
         };
+        let size = ctx.size_chars(local);
         let work = move |cancel: &AtomicBool| search_hits(&ctx, local, &pattern, request, cancel);
-        let hits = match self.off_the_workers("the search", work).await? {
+        let hits = match self
+            .scan("the search", size, INLINE_REGEX_BYTES, work)
+            .await?
+        {
             Some(Ok(hits)) => {
                 self.searches = self.searches.saturating_add(1);
                 if hits.is_empty() {
@@ -390,8 +434,12 @@ impl wit_ctx::Host for HostState {
         let pattern = self.patterns.get(&pattern, false)?;
         let max = max.min(MAX_SPANS) as usize;
         let (ctx, local) = self.shared(node)?;
+        let size = ctx.size_chars(local);
         let work = move |cancel: &AtomicBool| text_spans(&ctx, local, &pattern, max, cancel);
-        match self.off_the_workers("the sweep", work).await? {
+        match self
+            .scan("the sweep", size, INLINE_REGEX_BYTES, work)
+            .await?
+        {
             Some(Ok(spans)) => Ok(spans),
             // The guest's CPython runs it instead, on the guest's fuel.
             Some(Err(Stopped::TooCostly)) => Ok(None),
