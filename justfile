@@ -208,14 +208,15 @@ container-deps:
         exit 1
     fi
 
-# The container image (localhost/rlm-app, `rlm serve` on port 7860): the release binary built
-# here without local models, the guest and its precompiled native code, on a Debian bookworm base
+# The container image (localhost/rlm-app, `rlm serve` on port 7860): the binary built here
+# without local models (cargo profile `image`: release settings, in target/image/), the guest and its precompiled native code, on a Debian bookworm base
 # made once from Debian packages with mmdebstrap (no image registry needed). See the README.
 container: guest container-deps
     #!/usr/bin/env bash
     set -euo pipefail
     export CONTAINERS_CONF="${CONTAINERS_CONF:-{{justfile_directory()}}/tests/container/containers.conf}"
-    cargo build --release -p rlm-cli --no-default-features
+    # Its own profile (target/image/): the release `rlm` with local models stays as it is.
+    cargo build --profile image -p rlm-cli --no-default-features
     ctx="{{target_dir}}/container/context"
     mkdir -p "$ctx/cache"
     # The precompiled guest depends on the guest, wasmtime's version (Cargo.lock) and the engine's
@@ -223,7 +224,7 @@ container: guest container-deps
     key=$(cat target/guest/rlm_guest.wasm Cargo.lock crates/rlm-sandbox/src/engine.rs | sha256sum | cut -d' ' -f1)
     if [ "$(cat "$ctx/cache.key" 2>/dev/null)" != "$key" ]; then rm -f "$ctx"/cache/*; fi
     cp target/guest/rlm_guest.wasm "$ctx/rlm_guest.wasm"
-    strip --strip-debug -o "$ctx/rlm" "{{target_dir}}/release/rlm"
+    strip --strip-debug -o "$ctx/rlm" "{{target_dir}}/image/rlm"
     echo pass | RLM_CACHE_DIR="$ctx/cache" RLM_GUEST_WASM="$ctx/rlm_guest.wasm" "$ctx/rlm" exec - > /dev/null
     echo "$key" > "$ctx/cache.key"
     # The base: made once from Debian packages, kept as an image and as a tarball beside the
@@ -256,10 +257,19 @@ container: guest container-deps
 # The image run as the README says (published port, -e GOOGLE_API_KEY), read-only, non-root, with
 # traces on a volume, against the scripted model on the host (rlm-mock); checks from the host and
 # inside (tests/container/test.sh). No key or registry needed.
-container-test: container build
+# Also checks that building the image left the release `rlm` (local models) as it was.
+container-test: build
     #!/usr/bin/env bash
     set -euo pipefail
     export CONTAINERS_CONF="${CONTAINERS_CONF:-{{justfile_directory()}}/tests/container/containers.conf}"
+    release="{{target_dir}}/release/rlm"
+    before=$(if [ -e "$release" ]; then sha256sum < "$release"; fi)
+    just container
+    after=$(if [ -e "$release" ]; then sha256sum < "$release"; fi)
+    if [ "$before" != "$after" ]; then
+        echo "error: just container replaced $release (it must build into target/image/)" >&2
+        exit 1
+    fi
     tests/container/test.sh {{image}} "{{target_dir}}/debug/rlm-mock" "{{target_dir}}/container-test"
 
 # Start the scripted model's mock server for a test recipe: writes its URL to DIR/url; the
