@@ -269,6 +269,11 @@ impl Sandbox {
         self.steps
     }
 
+    /// The contexts this REPL holds, by slot.
+    pub fn contexts(&self) -> &[Arc<Context>] {
+        &self.recipe.contexts
+    }
+
     /// Whether context slot `slot` is loaded whole as real Python objects (`str`, `list`,
     /// `dict`); false: it is a lazy object served by the host (too large for the REPL's memory).
     pub fn loaded_whole(&self, slot: usize) -> bool {

@@ -10,7 +10,9 @@ use tracing::Instrument;
 use crate::budget::Spent;
 use crate::error::RlmError;
 use crate::events::{Event, Node};
+use crate::grounding::{Grounding, Seen};
 use crate::host::{NodeHost, StepCalls};
+use crate::lookup;
 use crate::outcome::StopReason;
 use crate::parse::{TextFinal, is_placeholder, parse_reply};
 use crate::prompt::{self, PromptFacts, PromptProfile};
@@ -41,6 +43,12 @@ pub(crate) struct NodeRun {
     sample_next: u32,
     /// The output of the latest step that printed something without an error.
     evidence: Option<String>,
+    /// The words the steps of the current question printed, and whether a final answer that
+    /// none of them showed was questioned already (small models: see `grounding.rs`).
+    seen: Seen,
+    questioned: bool,
+    /// The lines that hold the current question's words, once looked up (see `lookup.rs`).
+    lookup: Option<Option<(Vec<String>, Vec<String>)>>,
     /// The sub-calls of the step running now (its host counts them; reset before each step).
     step: Arc<StepCalls>,
     /// This REPL's slot in the run's cap on live REPLs, held while the REPL lives.
@@ -109,6 +117,9 @@ impl NodeRun {
             repeats: Repeats::default(),
             sample_next: 0,
             evidence: None,
+            seen: Seen::default(),
+            questioned: false,
+            lookup: None,
             step,
             _repl: repl,
         };
@@ -177,6 +188,9 @@ impl NodeRun {
         }
         self.messages
             .push(Message::user(prompt::first_user_message(query)));
+        self.seen = Seen::default();
+        self.questioned = false;
+        self.lookup = None;
         let mut last_prose = String::new();
         // Where the latest feedback of this question is in the conversation.
         let mut feedback_at: Option<usize> = None;
@@ -240,6 +254,7 @@ impl NodeRun {
                 }
                 searches.0 = searches.0.saturating_add(step.searches);
                 searches.1 = searches.1.saturating_add(step.empty_searches);
+                self.seen.add(&shown);
                 if step.error.is_none() && !step.stdout.trim().is_empty() {
                     printed = true;
                     self.evidence = Some(shown);
@@ -249,6 +264,17 @@ impl NodeRun {
                 match parsed.final_answer {
                     Some(TextFinal::Answer(a)) if is_placeholder(&a) => {
                         feedback.push(prompt::placeholder_final(&a));
+                    }
+                    Some(TextFinal::Answer(a)) if self.questions(&a, query) => {
+                        self.questioned = true;
+                        if let Some(read) = self.read_answer(query, iteration).await {
+                            return self.finish(Some(read), StopReason::Final, iteration);
+                        }
+                        feedback.push(prompt::ungrounded_final(
+                            &a,
+                            query,
+                            self.evidence.as_deref(),
+                        ));
                     }
                     Some(TextFinal::Answer(a)) => {
                         return self.finish(Some(a), StopReason::Final, iteration);
@@ -280,6 +306,11 @@ impl NodeRun {
                 let shape = self.shapes.first().map(|s| &s.1);
                 let shape = shape.cloned().unwrap_or(ContextShape::Text { chars: 0 });
                 feedback.push(prompt::nothing_found(self.node.depth < c.max_depth, &shape));
+                if c.profile == PromptProfile::Small
+                    && let Some(lines) = self.look_up(query).await
+                {
+                    feedback.push(lines);
+                }
             } else if printed && repeated_step.is_none() && repeated_reply.is_none() {
                 feedback.push(prompt::finish_hint(query));
             }
@@ -333,6 +364,97 @@ impl NodeRun {
             Err(_) => self.partial(&last_prose).await,
         };
         self.finish(answer, StopReason::MaxIterations, c.max_iterations)
+    }
+
+    /// The lines of the first context that hold the question's words (see `lookup.rs`), looked
+    /// up once per question off the async workers; what they show is taken as printed by the
+    /// run.
+    async fn looked_up(&mut self, query: &str) -> Option<(Vec<String>, Vec<String>)> {
+        if self.lookup.is_none() {
+            let context = self.sandbox.contexts().first().cloned();
+            let words = lookup::key_words(query);
+            let found = match context {
+                Some(context) => {
+                    crate::engine::off_runtime(move || lookup::lines_with(&context, &words)).await
+                }
+                None => None,
+            };
+            if let Some((_, lines)) = &found {
+                self.seen.add(&lines.join("\n"));
+            }
+            self.lookup = Some(found);
+        }
+        self.lookup.clone().flatten()
+    }
+
+    /// The looked-up lines as the model is shown them after its searches found nothing; they
+    /// become the latest evidence.
+    async fn look_up(&mut self, query: &str) -> Option<String> {
+        let (used, lines) = self.looked_up(query).await?;
+        self.evidence = Some(lines.join("\n"));
+        Some(prompt::lines_with_words(&used, &lines, query))
+    }
+
+    /// Whether a final answer the model wrote is questioned before it is accepted: for small
+    /// models, once per question, when no output of the run showed it (see `grounding.rs`).
+    fn questions(&self, answer: &str, query: &str) -> bool {
+        self.tree.config.profile == PromptProfile::Small
+            && !self.questioned
+            && self.seen.grounding(answer, query) != Grounding::Grounded
+    }
+
+    /// The answer to `query` read by the root model in a conversation of its own from the
+    /// lines that hold the question's words and the latest output, without the worked examples
+    /// a small model copies from. `None` when there is nothing to read, the call failed, or its
+    /// answer rests on nothing the run printed either (a number it never printed is let
+    /// through here: this conversation has no examples to copy one from).
+    async fn read_answer(&mut self, query: &str, iteration: u32) -> Option<String> {
+        let mut evidence = self.evidence.clone().unwrap_or_default();
+        if let Some((_, lines)) = self.looked_up(query).await {
+            let lines = lines.join("\n");
+            if !evidence.contains(&lines) {
+                evidence = format!("{lines}\n{evidence}");
+            }
+        }
+        if evidence.trim().is_empty() {
+            return None;
+        }
+        let messages = vec![
+            Message::system(prompt::READER_SYSTEM),
+            Message::user(prompt::reader_question(&evidence, query)),
+        ];
+        let model = self.root_model.clone();
+        let model_id = model.id();
+        let request_hash = request_hash(&model_id, &messages);
+        let tag = CallTag {
+            role: CallRole::Root,
+            depth: self.node.depth,
+        };
+        let started = Instant::now();
+        let response = self
+            .tree
+            .call_model(&model, ChatRequest::new(messages).tagged(tag))
+            .await
+            .ok()?;
+        self.tree.events.emit(Event::ModelReply {
+            node: self.node.clone(),
+            iteration,
+            text: response.text.clone(),
+            model: model_id,
+            request_hash,
+            usage: response.usage,
+            cost_usd: response.cost_usd,
+            ms: started.elapsed().as_secs_f64() * 1e3,
+        });
+        let parsed = parse_reply(&response.text);
+        let answer = match parsed.final_answer {
+            Some(TextFinal::Answer(a)) => a,
+            _ => parsed.prose.trim().to_string(),
+        };
+        (!answer.is_empty()
+            && !is_placeholder(&answer)
+            && self.seen.grounding(&answer, query) != Grounding::Not)
+            .then_some(answer)
     }
 
     async fn ask_root(&mut self, iteration: u32) -> Result<String, CallError> {

@@ -432,6 +432,58 @@ pub fn finish_hint(query: &str) -> String {
     )
 }
 
+/// The system prompt of the reader: a small model's answer that no output showed is read again
+/// from the latest output, in a conversation without the worked examples it copies from.
+pub const READER_SYSTEM: &str = "You answer a question from a piece of text. Answer in a few \
+words taken from the text. Do not add anything the text does not say.";
+
+/// The reader's question: the latest output and the question.
+pub fn reader_question(evidence: &str, query: &str) -> String {
+    format!(
+        "Text:\n{}\n\nQuestion: {query}\nAnswer:",
+        truncate_middle(evidence, LAST_CALL_EVIDENCE_CHARS)
+    )
+}
+
+/// After a final answer written in a reply that no output of the run showed (a small model's
+/// copy of a literal from its prompt's example, or of the question's own words): the question
+/// and the latest output again, once.
+pub fn ungrounded_final(answer: &str, query: &str, evidence: Option<&str>) -> String {
+    let shown: String = answer.chars().take(200).collect();
+    let mut s = format!("Your answer {shown:?} is not in any output your code printed.\n");
+    match evidence {
+        Some(out) => s.push_str(&format!("The last output was:\n{out}\n")),
+        None => s.push_str("Nothing has been printed yet: search the document first.\n"),
+    }
+    s.push_str(&format!(
+        "The question: {query}\nIf the output shows the answer, reply with FINAL(...) holding \
+         it in the output's own words. If it does not, search again."
+    ));
+    s
+}
+
+/// Lines of the document with the question's words, shown to a small model after its
+/// searches found nothing (see `lookup.rs`).
+pub fn lines_with_words(words: &[String], lines: &[String], query: &str) -> String {
+    let mut s = format!(
+        "Lines of the document that hold the words {}:\n",
+        words
+            .iter()
+            .map(|w| format!("{w:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for line in lines {
+        let line: String = line.chars().take(600).collect();
+        s.push_str(&format!("- {line}\n"));
+    }
+    s.push_str(&format!(
+        "The question: {query}\nIf one of these lines states the answer, reply with FINAL(...) \
+         holding it in the line's own words; otherwise search for a word from these lines."
+    ));
+    s
+}
+
 /// Instead of [`finish_hint`] after a reply whose searches all matched nothing. With sub-calls
 /// on, it shows the code that reads every piece instead (small models copy the code they saw
 /// last, and keep searching for a word that is never written).

@@ -10,6 +10,27 @@ use super::{Context, LocalId, Node, TextDoc};
 const NODES_PER_CHECK: usize = 256;
 
 impl Context {
+    /// Search the whole context from the host, as `search()` does for model code: up to `max`
+    /// matches of `pattern` (Rust regex syntax, refused as the guest's patterns are when it
+    /// costs too much), each with its text (up to 200 characters) and line. The error is a
+    /// sentence.
+    pub fn find_hits(
+        &self,
+        pattern: &str,
+        ignore_case: bool,
+        max: usize,
+    ) -> Result<Vec<SearchHit>, String> {
+        let pattern = Pattern::compile(pattern, ignore_case)?;
+        let request = SearchRequest {
+            max_results: max,
+            max_match_chars: 200,
+            max_bytes: 16 << 20,
+            range: None,
+        };
+        search_hits(self, 0, &pattern, request, &AtomicBool::new(false))
+            .map_err(|_| "the pattern is too costly to search this context with".to_string())
+    }
+
     /// Regex search below `id`, in document order, calling `emit` for each match until it
     /// returns false (then `Ok(false)`). `range` (characters) limits the search of a text node
     /// `id` to that slice, which is searched as a text of its own (`^` and `\b` see its edges
