@@ -44,6 +44,10 @@ pub struct Cell {
     pub stops: BTreeMap<String, usize>,
     /// `direct` tasks whose context was cut to the window.
     pub truncated: usize,
+    /// Wrong final answers that are literals of the prompts' worked examples (copied, not
+    /// found: see [`rlm::is_prompt_literal`]).
+    #[serde(default)]
+    pub copied: usize,
 }
 
 /// Mean and percentiles of a sample.
@@ -162,6 +166,7 @@ pub fn build(records: &[TaskRecord], order: &[String]) -> Report {
                 context_tokens: mean(&|r| r.context_tokens as f64),
                 stops,
                 truncated: rs.iter().filter(|r| r.truncated == Some(true)).count(),
+                copied: rs.iter().filter(|r| copied(r)).count(),
             }
         })
         .collect();
@@ -170,6 +175,11 @@ pub fn build(records: &[TaskRecord], order: &[String]) -> Report {
         methods,
         cells,
     }
+}
+
+/// Whether a task's final answer is wrong and a literal of the prompts' examples.
+fn copied(r: &TaskRecord) -> bool {
+    r.score < 1.0 && r.answer.as_deref().is_some_and(rlm::is_prompt_literal)
 }
 
 /// `8000` → `8K`, `1000000` → `1M`.
@@ -247,6 +257,21 @@ impl Report {
                     let _ = writeln!(md, "| {m} | {} |", row.join(" | "));
                 }
             }
+            let copied: Vec<String> = self
+                .methods
+                .iter()
+                .filter_map(|m| {
+                    let of: Vec<&&Cell> = cells.iter().filter(|c| &c.method == m).collect();
+                    let n: usize = of.iter().map(|c| c.n).sum();
+                    let k: usize = of.iter().map(|c| c.copied).sum();
+                    (n > 0).then(|| format!("{m} {k}/{n}"))
+                })
+                .collect();
+            let _ = writeln!(
+                md,
+                "\nAnswers copied from the prompt's examples (wrong, and a literal of them): {}.",
+                copied.join(", ")
+            );
             md.push('\n');
         }
         let _ = writeln!(md, "## Details\n");
@@ -512,5 +537,29 @@ mod tests {
             "one line per method per dataset"
         );
         assert!(svg.contains(">64K<") && svg.starts_with("<svg"));
+    }
+
+    #[test]
+    fn wrong_answers_copied_from_the_prompt_are_counted_per_dataset() {
+        let answered = |method: &str, answer: &str, score: f64| {
+            let mut r = rec("s-niah", 8_000, method, score, 0.0);
+            r.answer = Some(answer.into());
+            r
+        };
+        let records = vec![
+            answered("rlm", "A-", 0.0),
+            answered("rlm", "2", 0.0),
+            answered("rlm", "2", 1.0), // right: the gold answer was 2
+            answered("rlm", "SYN-0042-7781", 0.0),
+            answered("direct", "12", 0.0),
+        ];
+        let r = build(&records, &[]);
+        let rlm = r.cells.iter().find(|c| c.method == "rlm").unwrap();
+        assert_eq!(rlm.copied, 2);
+        let md = r.markdown();
+        assert!(
+            md.contains("Answers copied from the prompt's examples (wrong, and a literal of them): rlm 2/4, direct 0/1."),
+            "{md}"
+        );
     }
 }
