@@ -153,14 +153,20 @@ class _HostMatch:
     __class_getitem__ = classmethod(lambda cls, item: re.Match[item])
 
 
+def install():
+    """Put the three functions into `re`, once, when the guest starts: before any other patch of
+    `re` (the lazy contexts' wrappers, which then call these for every `str`), so that contexts
+    may be attached in any order. For a text that is not registered they are `re`'s own."""
+    re.findall = findall
+    re.finditer = finditer
+    re.search = search
+
+
 def register(node, value):
     """Let sweeps of `value`, the whole text of context node `node`, run on the host (when it is
-    a `str` long enough to gain from it); installs the three functions into `re`."""
+    a `str` long enough to gain from it)."""
     if type(value) is str and len(value) >= MIN_CHARS:
         _texts[id(value)] = (node, value)
-        re.findall = findall
-        re.finditer = finditer
-        re.search = search
 
 
 def new_step():

@@ -70,6 +70,9 @@ from wit_world.imports import context as _ctx  # noqa: E402
 from wit_world.imports import llm as _llm  # noqa: E402
 from wit_world.imports import tools as _tools  # noqa: E402
 
+# The first patch of `re`: the lazy contexts' wrappers (`_LazyRe.install`) go over it.
+rlm_fastre.install()
+
 _STEP_PREFIX = "<step "
 
 

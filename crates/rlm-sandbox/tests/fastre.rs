@@ -311,43 +311,65 @@ async fn random_patterns_give_cpythons_results() {
     }
 }
 
+/// A whole context and a lazy one, attached in either order: each sweeps its own way (the
+/// lazy contexts' `re` wrappers sit over the host sweeps whichever came first).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_whole_context_and_a_lazy_one_each_sweep_their_own_way() {
     let doc = document();
-    let mut sb = rlm_sandbox::Sandbox::builder(common::engine())
-        .limits(Limits {
-            lazy_threshold_chars: 150_000,
-            ..Limits::default()
-        })
-        .context(Context::text(doc.clone()))
-        .context(Context::text(doc.repeat(2)))
-        .build()
-        .await
-        .unwrap();
-    assert_eq!(
-        out(
+    for lazy_first in [false, true] {
+        let (whole, lazy) = (Context::text(doc.clone()), Context::text(doc.repeat(2)));
+        let (first, second) = if lazy_first {
+            (lazy, whole)
+        } else {
+            (whole, lazy)
+        };
+        let mut sb = rlm_sandbox::Sandbox::builder(common::engine())
+            .limits(Limits {
+                lazy_threshold_chars: 150_000,
+                ..Limits::default()
+            })
+            .context(first)
+            .context(second)
+            .build()
+            .await
+            .unwrap();
+        let (w, l) = if lazy_first {
+            ("context_1", "context")
+        } else {
+            ("context", "context_1")
+        };
+        assert_eq!(
+            out(
+                &mut sb,
+                &format!("print(type({w}).__name__, type({l}).__name__)")
+            )
+            .await,
+            "str LazyText"
+        );
+        let r = ok(
             &mut sb,
-            "print(type(context).__name__, type(context_1).__name__)"
+            &format!(r"a = re.findall(r'born in (\w+)', {w}, re.I)"),
         )
-        .await,
-        "str LazyText"
-    );
-    let r = ok(&mut sb, r"a = re.findall(r'born in (\w+)', context, re.I)").await;
-    assert_eq!(r.host_calls, 1);
-    let r = ok(
-        &mut sb,
-        r"b = re.findall(r'born in (\w+)', context_1, re.I)",
-    )
-    .await;
-    assert!(r.host_calls > 0, "the lazy text is read from the host");
-    assert_eq!(
-        out(
+        .await;
+        assert_eq!(r.host_calls, 1, "lazy first: {lazy_first}");
+        let r = ok(
             &mut sb,
-            r"print(a == re.findall(r'born in (\w+)', (' ' + context)[1:], re.I), b == a + a, len(a))"
+            &format!(r"b = re.findall(r'born in (\w+)', {l}, re.I)"),
         )
-        .await,
-        "True True 480"
-    );
+        .await;
+        assert!(r.host_calls > 0, "the lazy text is read from the host");
+        assert_eq!(
+            out(
+                &mut sb,
+                &format!(
+                    r"print(a == re.findall(r'born in (\w+)', (' ' + {w})[1:], re.I), b == a + a, len(a))"
+                )
+            )
+            .await,
+            "True True 480",
+            "lazy first: {lazy_first}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
