@@ -503,12 +503,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             )
         })
         .collect();
-    let stop = match &result.stop {
-        StopReason::Final => "answered".to_string(),
-        StopReason::MaxIterations => "iterations used up (best answer given)".to_string(),
-        StopReason::Budget { reason, .. } => format!("stopped: {reason}"),
-        StopReason::Error { message } => format!("error: {message}"),
-    };
+    let stop = &result.stop;
     let cost = if u.total.unpriced_calls > 0 {
         format!(
             "${:.4} (+{} unpriced calls)",

@@ -32,6 +32,19 @@ pub enum StopReason {
     },
 }
 
+/// How front ends say why a run stopped, in a few words: `answered`, `iterations used up (best
+/// answer given)`, `stopped: <what ran out>`, `error: <what failed>`.
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Final => f.write_str("answered"),
+            StopReason::MaxIterations => f.write_str("iterations used up (best answer given)"),
+            StopReason::Budget { reason, .. } => write!(f, "stopped: {reason}"),
+            StopReason::Error { message } => write!(f, "error: {message}"),
+        }
+    }
+}
+
 /// Tokens and dollars of a run, split by model and by role and depth.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsageReport {

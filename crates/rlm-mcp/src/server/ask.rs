@@ -146,12 +146,7 @@ impl RlmMcp {
         };
         let result = result?;
         let u = &result.usage.total;
-        let stop = match &result.stop {
-            StopReason::Final => "answered".to_string(),
-            StopReason::MaxIterations => "iterations used up (best answer given)".to_string(),
-            StopReason::Budget { reason, .. } => format!("stopped: {reason}"),
-            StopReason::Error { message } => format!("error: {message}"),
-        };
+        let stop = &result.stop;
         let mut stats = format!(
             "[rlm: {stop} · {} iterations · {} tokens · ${:.4}{} · {:.1} s",
             result.iterations,
