@@ -19,6 +19,7 @@ use rlm_sandbox::{Context, ContextFormat, EngineOptions, Limits, Sandbox, Sandbo
 
 mod eval;
 mod mcp;
+mod models;
 mod progress;
 mod serve;
 

@@ -84,7 +84,7 @@ pub async fn mcp(args: McpArgs) -> Result<ExitCode> {
         roots,
         defaults,
         no_model_reason,
-        models: crate::serve::factory(client, args.models.config(), args.models.local()),
+        models: crate::models::factory(client, args.models.config(), args.models.local()),
         allowed_models: args.allow_models.clone(),
         engine,
         trace_dir: Some(trace_base),

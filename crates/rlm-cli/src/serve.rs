@@ -1,22 +1,21 @@
 //! `rlm serve` (the web page and the OpenAI-compatible endpoint) and `rlm view` (a trace in the
 //! same page).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
 use futures::FutureExt;
 use rlm::{BudgetLimits, RunSpec};
-use rlm_llm::{ChatModel, LlmClient, ModelConfig};
+use rlm_llm::LlmClient;
 use rlm_server::runs::Retention;
-use rlm_server::{ModelFactory, ServeConfig, Server};
+use rlm_server::{ServeConfig, Server};
 
-use crate::{BudgetFlags, LocalSettings, ModelFlags, SubCallFlags, make_model};
+use crate::{BudgetFlags, ModelFlags, SubCallFlags};
 
 /// The sample document the page offers.
 const SAMPLE: &str = include_str!("../../../data/synthetic_patient_data.md");
@@ -101,37 +100,6 @@ pub(crate) fn default_trace_dir() -> PathBuf {
     rlm_sandbox::default_cache_dir().join("traces")
 }
 
-pub(crate) fn factory(
-    client: LlmClient,
-    config: ModelConfig,
-    local: LocalSettings,
-) -> ModelFactory {
-    let cache: Arc<Mutex<HashMap<String, Arc<dyn ChatModel>>>> = Arc::default();
-    let shared = Arc::new((client, config, local));
-    Arc::new(move |id: String| {
-        let cache = cache.clone();
-        let shared = shared.clone();
-        async move {
-            if let Some(m) = cache
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&id)
-            {
-                return Ok(m.clone());
-            }
-            let m = make_model(&shared.0, &id, &shared.1, &shared.2)
-                .await
-                .map_err(|e| format!("{e:#}"))?;
-            cache
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(id, m.clone());
-            Ok(m)
-        }
-        .boxed()
-    })
-}
-
 /// A positive, finite number of seconds as a duration (a usage error otherwise).
 fn seconds(s: f64, flag: &str) -> Result<Duration> {
     Duration::try_from_secs_f64(s)
@@ -178,7 +146,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let serve_config = ServeConfig {
         defaults,
         no_model_reason,
-        models: factory(client, config, local),
+        models: crate::models::factory(client, config, local),
         engine,
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         max_body_bytes: args.max_body_mb.max(1) << 20,

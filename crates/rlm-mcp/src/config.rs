@@ -1,22 +1,14 @@
 //! How the server is set up: roots, defaults, models, limits and where traces go.
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use rlm::RunSpec;
-use rlm_llm::ChatModel;
 use rlm_sandbox::SandboxEngine;
 
 use crate::Roots;
 
-/// Makes a model from its id (`provider/model`); the error is shown to the client.
-pub type ModelFactory = Arc<
-    dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<Arc<dyn ChatModel>, String>> + Send>>
-        + Send
-        + Sync,
->;
+pub use rlm::ModelFactory;
 
 /// How the server runs questions.
 pub struct McpConfig {

@@ -35,14 +35,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::future::BoxFuture;
 use rlm::RunSpec;
-use rlm_llm::ChatModel;
 use rlm_sandbox::SandboxEngine;
 
-/// Makes a model from its id (`provider/model`, `local/...`); the error is shown to the user.
-pub type ModelFactory =
-    Arc<dyn Fn(String) -> BoxFuture<'static, Result<Arc<dyn ChatModel>, String>> + Send + Sync>;
+pub use rlm::ModelFactory;
 
 /// How the server is set up.
 pub struct ServeConfig {

@@ -131,8 +131,8 @@ pub use repls::ReplLimiter;
 pub use rlm_sandbox::{Tool, ToolError, ToolFuture};
 pub use session::Session;
 pub use setup::{
-    DEFAULT_LOCAL_CONTEXT_TOKENS, RunSpec, SMALL_MODEL_OUTPUT_CHARS, SetupError, default_model,
-    default_model_from, is_local_model, model, model_at,
+    DEFAULT_LOCAL_CONTEXT_TOKENS, ModelFactory, RunSpec, SMALL_MODEL_OUTPUT_CHARS, SetupError,
+    default_model, default_model_from, is_local_model, model, model_at,
 };
 pub use tool_calls::{MAX_EVENT_ARGS_BYTES, MAX_EVENT_ERROR_BYTES};
 pub use trace::{Replay, TraceError, TraceWriter, read_trace, replay};

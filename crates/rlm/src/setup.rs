@@ -18,6 +18,8 @@
 //!                   ..spec }.budget().is_err());
 //! ```
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use rlm_llm::{ChatModel, LlmClient, LlmError, Model, ModelConfig};
@@ -30,6 +32,14 @@ use crate::builder::RlmBuilder;
 use crate::engine::Rlm;
 use crate::prompt::PromptProfile;
 use crate::repls::ReplLimiter;
+
+/// Makes a model from its id (`provider/model`, `local/...`) for the front ends that pick
+/// models per request (the server, MCP); the error is a sentence shown to the user.
+pub type ModelFactory = Arc<
+    dyn Fn(String) -> Pin<Box<dyn Future<Output = Result<Arc<dyn ChatModel>, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// The context window of a local model when none is given, in tokens.
 pub const DEFAULT_LOCAL_CONTEXT_TOKENS: u32 = 16_384;
