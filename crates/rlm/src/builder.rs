@@ -1,68 +1,17 @@
-//! Settings of an RLM and the builder that makes one.
+//! The builder that makes an RLM from its settings ([`Config`]).
 
 use std::sync::Arc;
 
 use rlm_llm::ChatModel;
-use rlm_sandbox::{Limits, SandboxEngine, SandboxError, Tool};
-use tokio::sync::OnceCell;
+use rlm_sandbox::{Limits, SandboxEngine, Tool};
 
 use crate::budget::Budget;
+use crate::config::{Config, DEFAULT_MAX_REPLS};
 use crate::engine::Rlm;
 use crate::error::RlmError;
 use crate::events::EventSink;
 use crate::prompt;
 use crate::repls::ReplLimiter;
-
-/// Settings of an RLM. Build with [`Rlm::builder`].
-pub(crate) struct Config {
-    pub root_model: Arc<dyn ChatModel>,
-    pub sub_model: Arc<dyn ChatModel>,
-    /// The engine given to the builder; `None`: the process's shared default engine.
-    pub engine: Option<Arc<SandboxEngine>>,
-    pub limits: Limits,
-    pub max_iterations: u32,
-    pub max_depth: u32,
-    pub max_output_chars: usize,
-    pub budget: Budget,
-    pub sub_concurrency: usize,
-    /// REPLs alive at once in the run (the root's included).
-    pub max_repls: usize,
-    /// A cap on live REPLs shared with other runs.
-    pub repl_limiter: Option<ReplLimiter>,
-    pub sub_model_context_tokens: u64,
-    pub inline_context_chars: u64,
-    pub sinks: Vec<Arc<dyn EventSink>>,
-    pub seed: Option<[u8; 32]>,
-    pub profile: prompt::PromptProfile,
-    pub tools: Vec<Tool>,
-}
-
-/// REPLs alive at once in one run by default, the root's included (as many as the default
-/// sub-call concurrency).
-pub const DEFAULT_MAX_REPLS: usize = 16;
-
-impl Config {
-    /// The sandbox engine: the one given to the builder, else the process's shared default
-    /// engine, loaded on first use off the async threads.
-    pub async fn engine(&self) -> Result<Arc<SandboxEngine>, SandboxError> {
-        match &self.engine {
-            Some(e) => Ok(e.clone()),
-            None => default_engine().await,
-        }
-    }
-}
-
-/// The engine every [`Rlm`] built without [`RlmBuilder::engine`] shares, loaded once per
-/// process ([`SandboxEngine::load`]: the built-in guest, compiled once and cached on disk).
-/// Loading blocks (file reads, on the first use of a guest a compilation of tens of seconds),
-/// so it runs on tokio's blocking threads; a failed load is tried again by the next call.
-pub async fn default_engine() -> Result<Arc<SandboxEngine>, SandboxError> {
-    static ENGINE: OnceCell<Arc<SandboxEngine>> = OnceCell::const_new();
-    ENGINE
-        .get_or_try_init(|| crate::engine::off_runtime(SandboxEngine::load))
-        .await
-        .cloned()
-}
 
 /// Configures an [`Rlm`].
 pub struct RlmBuilder {
@@ -123,7 +72,7 @@ impl RlmBuilder {
     }
 
     /// The sandbox engine (default: one engine shared by the whole process, loaded on the first
-    /// run; see [`default_engine`]).
+    /// run; see [`default_engine`](crate::default_engine)).
     pub fn engine(mut self, engine: Arc<SandboxEngine>) -> Self {
         self.engine = Some(engine);
         self
@@ -252,7 +201,7 @@ impl RlmBuilder {
 
     /// Finish. Checks the settings and returns at once: nothing here blocks, so it is fine in
     /// async code and out of it. Without [`RlmBuilder::engine`] the sandbox engine loads on
-    /// the first run or session (see [`default_engine`]; [`Rlm::load_engine`] loads it now).
+    /// the first run or session (see [`default_engine`](crate::default_engine); [`Rlm::load_engine`] loads it now).
     pub fn build(self) -> Result<Rlm, RlmError> {
         for (i, t) in self.tools.iter().enumerate() {
             if self.tools[..i].iter().any(|u| u.name() == t.name()) {

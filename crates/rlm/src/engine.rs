@@ -7,7 +7,9 @@ use rlm_llm::ChatModel;
 use rlm_sandbox::{Context, SandboxEngine};
 use tracing::Instrument;
 
-use crate::builder::{Config, RlmBuilder};
+use crate::blocking::off_runtime;
+use crate::builder::RlmBuilder;
+use crate::config::Config;
 use crate::error::RlmError;
 use crate::events::{ContextRecord, Event, Node};
 use crate::input::ContextInput;
@@ -156,17 +158,6 @@ fn context_record(input: &ContextInput, ctx: &Context, inline_chars: u64) -> Con
         chars,
         hash: hash.to_hex()[..32].to_string(),
         inline,
-    }
-}
-
-/// Run CPU-heavy `work` on tokio's blocking threads (inline when not on a tokio runtime).
-pub(crate) async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle
-            .spawn_blocking(work)
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
-        Err(_) => work(),
     }
 }
 

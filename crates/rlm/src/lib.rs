@@ -72,8 +72,10 @@
 //! # Ok(()) }
 //! ```
 
+mod blocking;
 mod budget;
 mod builder;
+mod config;
 mod engine;
 mod error;
 mod events;
@@ -115,7 +117,8 @@ pub use budget::{
     Budget, BudgetError, BudgetLimit, BudgetLimits, DEFAULT_MAX_SUB_CALLS,
     DEFAULT_MAX_SUB_CALLS_PER_STEP, MAX_SECONDS, seconds_limit,
 };
-pub use builder::{DEFAULT_MAX_REPLS, RlmBuilder, default_engine};
+pub use builder::RlmBuilder;
+pub use config::{DEFAULT_MAX_REPLS, default_engine};
 pub use engine::Rlm;
 pub use error::RlmError;
 pub use events::{ContextRecord, Event, EventSink, Node, RunSettings, ToolRecord};

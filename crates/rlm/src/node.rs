@@ -375,7 +375,7 @@ impl NodeRun {
             let words = lookup::key_words(query);
             let found = match context {
                 Some(context) => {
-                    crate::engine::off_runtime(move || lookup::lines_with(&context, &words)).await
+                    crate::blocking::off_runtime(move || lookup::lines_with(&context, &words)).await
                 }
                 None => None,
             };

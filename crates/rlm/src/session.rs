@@ -66,7 +66,7 @@ impl Session {
         context: impl Into<ContextInput>,
     ) -> Result<String, RlmError> {
         let input = context.into();
-        let ctx = crate::engine::off_runtime(move || input.into_context()).await;
+        let ctx = crate::blocking::off_runtime(move || input.into_context()).await;
         self.node.add_context(ctx).await
     }
 

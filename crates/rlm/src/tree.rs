@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::budget::{BudgetLimit, BudgetState, Spent};
-use crate::builder::Config;
+use crate::config::Config;
 use crate::events::{Event, Events, Node, RunSettings};
 use crate::node::{NodeOutcome, NodeRun};
 use crate::outcome::StopReason;
