@@ -46,6 +46,19 @@ pub fn rlm(args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().expect("wait for rlm")
 }
 
+/// The sample patient history (`data/synthetic_patient_data.md`).
+pub const SAMPLE_DOCUMENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../data/synthetic_patient_data.md"
+);
+
+/// `rlm run` asking `query` about the sample document, with `extra` arguments.
+pub fn ask_sample(query: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["run", "--context", SAMPLE_DOCUMENT, "--query", query];
+    args.extend_from_slice(extra);
+    rlm(&args, "")
+}
+
 /// Parse every stdout line as JSON.
 pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout)

@@ -7,27 +7,12 @@
 //! small model copy a literal from its prompt's examples (it answered `2` and `A-` once) fails
 //! here.
 
-use rlm_integration_tests::rlm;
+use rlm_integration_tests::ask_sample;
 
 /// Answer `query` about the sample document offline and check that `facts` are all in the
 /// answer (ignoring case).
 fn answers_with(query: &str, facts: &[&str]) {
-    let data = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../data/synthetic_patient_data.md"
-    );
-    let out = rlm(
-        &[
-            "run",
-            "--context",
-            data,
-            "--query",
-            query,
-            "--local-threads",
-            "2",
-        ],
-        "",
-    );
+    let out = ask_sample(query, &["--local-threads", "2"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let answer = String::from_utf8_lossy(&out.stdout).trim().to_lowercase();
     assert_eq!(out.status.code(), Some(0), "{query}: {answer:?}\n{stderr}");

@@ -2,29 +2,15 @@
 //! patient history on the local 0.5B model, through the sandbox. Asserts the protocol (code
 //! ran, a final answer came back, usage counted), not the wording.
 
-use rlm_integration_tests::rlm;
+use rlm_integration_tests::ask_sample;
 
 #[test]
 fn local_model_answers_offline_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("local.jsonl");
-    let data = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../data/synthetic_patient_data.md"
-    );
-    let out = rlm(
-        &[
-            "run",
-            "--context",
-            data,
-            "--query",
-            "Which new drug allergy was recorded for the patient?",
-            "--max-iterations",
-            "4",
-            "--trace",
-            trace.to_str().unwrap(),
-        ],
-        "",
+    let out = ask_sample(
+        "Which new drug allergy was recorded for the patient?",
+        &["--max-iterations", "4", "--trace", trace.to_str().unwrap()],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use rlm_llm::{CallRole, CallTag, ChatModel, ChatRequest, FinishReason, Message};
+use rlm_llm::{CallRole, CallTag, ChatModel, ChatRequest, ChatResponse, FinishReason, Message};
 use rlm_sandbox::{Context, ContextShape, Sandbox, StepResult};
 use tracing::Instrument;
 
@@ -423,29 +423,10 @@ impl NodeRun {
             Message::system(prompt::READER_SYSTEM),
             Message::user(prompt::reader_question(&evidence, query)),
         ];
-        let model = self.root_model.clone();
-        let model_id = model.id();
-        let request_hash = request_hash(&model_id, &messages);
-        let tag = CallTag {
-            role: CallRole::Root,
-            depth: self.node.depth,
-        };
-        let started = Instant::now();
         let response = self
-            .tree
-            .call_model(&model, ChatRequest::new(messages).tagged(tag))
+            .call_root(ChatRequest::new(messages), iteration)
             .await
             .ok()?;
-        self.tree.events.emit(Event::ModelReply {
-            node: self.node.clone(),
-            iteration,
-            text: response.text.clone(),
-            model: model_id,
-            request_hash,
-            usage: response.usage,
-            cost_usd: response.cost_usd,
-            ms: started.elapsed().as_secs_f64() * 1e3,
-        });
         let parsed = parse_reply(&response.text);
         let answer = match parsed.final_answer {
             Some(TextFinal::Answer(a)) => a,
@@ -458,14 +439,8 @@ impl NodeRun {
     }
 
     async fn ask_root(&mut self, iteration: u32) -> Result<String, CallError> {
-        let model = self.root_model.clone();
-        let model_id = model.id();
-        let request_hash = request_hash(&model_id, &self.messages);
-        let tag = CallTag {
-            role: CallRole::Root,
-            depth: self.node.depth,
-        };
-        let mut request = ChatRequest::new(self.messages.clone()).tagged(tag);
+        let model_id = self.root_model.id();
+        let mut request = ChatRequest::new(self.messages.clone());
         // OpenAI-compatible servers (open models) are asked to stop after the first closed code
         // block, as local models are: what a model writes after its code (invented outputs, more
         // turns) is never useful.
@@ -481,9 +456,27 @@ impl NodeRun {
         {
             request.params.temperature = Some(repeat_temperature(repeats));
         }
+        Ok(self.call_root(request, iteration).await?.text)
+    }
+
+    /// One call of the root model, tagged as this node's and recorded as a `ModelReply` event.
+    /// A reply cut by a stop sequence (the code block's end) gets its closing fence back.
+    async fn call_root(
+        &mut self,
+        request: ChatRequest,
+        iteration: u32,
+    ) -> Result<ChatResponse, CallError> {
+        let model = self.root_model.clone();
+        let model_id = model.id();
+        let request_hash = request_hash(&model_id, &request.messages);
+        let stops = !request.params.stop.is_empty();
+        let tag = CallTag {
+            role: CallRole::Root,
+            depth: self.node.depth,
+        };
         let started = Instant::now();
-        let mut response = self.tree.call_model(&model, request).await?;
-        if open_model && response.finish_reason == FinishReason::Stop {
+        let mut response = self.tree.call_model(&model, request.tagged(tag)).await?;
+        if stops && response.finish_reason == FinishReason::Stop {
             close_cut_fence(&mut response.text);
         }
         self.tree.events.emit(Event::ModelReply {
@@ -496,7 +489,7 @@ impl NodeRun {
             cost_usd: response.cost_usd,
             ms: started.elapsed().as_secs_f64() * 1e3,
         });
-        Ok(response.text)
+        Ok(response)
     }
 
     /// Run one block; returns the step and its output as the model sees it (also in the event).
